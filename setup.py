@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+# Each dagster-<lib> release pins one exact dagster, and PyPI is often mid-release: an unpinned
+# `pip install dagster dagster-aws` can backtrack to dagster-aws 0.11 (2021), which fails to import.
+# Pin the whole set together and move it together.
+DAGSTER = "1.13.27"
+DAGSTER_LIBS = "0.29.27"
+
+setup(
+    name="logpull-dagster",
+    version="0.1.0",
+    description="Pull security and audit logs from REST APIs into a SIEM, complete, on Dagster.",
+    packages=find_packages(exclude=["logpull_dagster_tests*"]),
+    package_data={"logpull_dagster": ["py.typed"]},
+    python_requires=">=3.11",
+    install_requires=[
+        f"dagster=={DAGSTER}",
+        f"dagster-webserver=={DAGSTER}",
+        f"dagster-aws=={DAGSTER_LIBS}",
+        "httpx>=0.28,<0.29",
+        "pandas>=2.2",
+        "pyyaml>=6.0",
+        "stamina>=25.1",
+        "orjson>=3.10",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "logpull-simulator=logpull_dagster.simulator.__main__:main",
+        ],
+    },
+)
