@@ -1,0 +1,242 @@
+"""Assets ``logs/<source>`` (pull one window) and ``siem/<source>`` (deliver it): thin Dagster wiring.
+
+The work is in ``pull.py`` and ``deliver.py``; here a partition key becomes a window, resources
+become stores, results become materialization metadata, and failures become Dagster retries:
+
+* time budget spent: ``RetryRequested`` at once; the retry resumes from the checkpointed token.
+  Each such attempt made progress, so they do not count against ``retries``.
+* a fault (5xx storm outlasting HTTP retries, a bad page): up to ``retries`` in-run retries with
+  exponential delay, each resuming from the token. In-run retries matter because runs started by
+  ``dagster asset materialize`` are never re-launched by Dagster's run retries.
+* window leased by another run: fail at once, with who holds it; retrying would only wait again.
+"""
+
+
+import datetime as dt
+import threading
+from dataclasses import dataclass, field
+
+import dagster as dg
+import pandas as pd
+
+from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
+from logpull_dagster.config import SourceConfig
+from logpull_dagster.deliver import deliver_window
+from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
+from logpull_dagster.resources import FileSiem, LocalLanding, SqliteCheckpoints
+from logpull_dagster.windows import Window, rfc3339, window_for_key
+
+# Bound on budget retries of one window in one run: each makes progress, but not forever.
+MAX_BUDGET_RETRIES = 1000
+
+
+def logs_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["logs", source])
+
+
+def siem_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["siem", source])
+
+
+def api_resource_key(source: str) -> str:
+    return f"{source}_api"
+
+
+def partitions_def(src: SourceConfig) -> dg.TimeWindowPartitionsDefinition:
+    if src.cadence == "daily":
+        return dg.DailyPartitionsDefinition(start_date=src.start.strftime("%Y-%m-%d"), timezone="UTC")
+    return dg.HourlyPartitionsDefinition(start_date=src.start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC")
+
+
+@dataclass
+class _RunTally:
+    """What all attempts of one window in one run did (attempts retry inside one process)."""
+
+    attempts: int = 0
+    budget_retries: int = 0
+    faults: int = 0
+    pages_read: int = 0
+    events_landed: int = 0
+    http_retries: int = 0
+    token_restarts: int = 0
+    duplicates_dropped: int = 0
+    outside_window_dropped: int = 0
+    elapsed: float = 0.0
+    resumed_from_page: int | None = None
+    landed: list[str] = field(default_factory=list)
+
+    def add(self, r: PullResult) -> None:
+        if self.attempts == 0:
+            self.resumed_from_page = r.resumed_from_page
+        self.attempts += 1
+        self.pages_read += r.pages_read
+        self.events_landed += r.events_landed
+        self.http_retries += r.http_retries
+        self.token_restarts += r.token_restarts
+        self.duplicates_dropped += r.duplicates_dropped
+        self.outside_window_dropped += r.outside_window_dropped
+        self.elapsed += r.elapsed
+        self.landed += r.landed
+
+
+_tallies: dict[tuple[str, str, str], _RunTally] = {}
+_tallies_lock = threading.Lock()
+
+
+def _tally(context: dg.AssetExecutionContext, source: str) -> _RunTally:
+    key = (context.run_id, source, context.partition_key)
+    with _tallies_lock:
+        return _tallies.setdefault(key, _RunTally())
+
+
+def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
+    df = (pd.Series(names, dtype="int64").rename_axis("event_name").reset_index(name="events")
+          .sort_values(["events", "event_name"], ascending=[False, True]).head(50))
+    return dg.MetadataValue.table(
+        records=[dg.TableRecord({"event_name": str(r.event_name), "events": int(r.events)})
+                 for r in df.itertuples(index=False)],
+        schema=dg.TableSchema(columns=[dg.TableColumn("event_name", "string"), dg.TableColumn("events", "int")]),
+    )
+
+
+def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
+    api_key = api_resource_key(src.name)
+
+    @dg.asset(
+        key=logs_key(src.name),
+        partitions_def=partitions_def(src),
+        required_resource_keys={api_key, "checkpoints", "landing"},
+        group_name="logs",
+        kinds={src.type},
+        description=f"{src.type} `{src.application}` audit events, pulled window by window with a "
+                    f"checkpoint after every page (source `{src.name}`).",
+        tags={"logpull/source": src.name},
+    )
+    def _logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        window = window_for_key(src.cadence, context.partition_key)
+        checkpoints: SqliteCheckpoints = context.resources.checkpoints
+        landing: LocalLanding = context.resources.landing
+        tally = _tally(context, src.name)
+
+        def progress(p: Progress) -> None:
+            context.log.info(f"{src.name} {context.partition_key} page {p.page}: +{p.landed_in_page} events, "
+                             f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
+
+        source = getattr(context.resources, api_key).open()
+        try:
+            result = pull_window(
+                source, window, source_name=src.name, checkpoints=checkpoints.store, landing=landing.store,
+                owner=context.run_id, lease_ttl=src.lease_ttl.total_seconds(),
+                lease_wait=src.effective_lease_wait.total_seconds(),
+                time_budget=src.time_budget.total_seconds(), on_page=progress,
+            )
+        except BudgetExhausted as e:
+            tally.add(e.result)
+            tally.budget_retries += 1
+            context.log.warning(str(e))
+            if tally.budget_retries > MAX_BUDGET_RETRIES:
+                raise dg.Failure(f"{e}; gave up after {MAX_BUDGET_RETRIES} budgets in one run",
+                                 allow_retries=False) from None
+            raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
+        except (LeaseHeld, LeaseLost) as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from None
+        except PullFailed as e:
+            tally.faults += 1
+            if tally.faults <= src.retries:
+                wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
+                context.log.warning(f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, "
+                                    f"resuming from the checkpoint.")
+                raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
+            raise dg.Failure(
+                description=f"{e}. Gave up after {src.retries} retries in this run; the checkpoint is kept, "
+                            f"so the next run of this window resumes from the same page.",
+                metadata={"window": str(window)},
+                allow_retries=False,
+            ) from None
+        finally:
+            source.close()
+        tally.add(result)
+        return dg.MaterializeResult(metadata=_pull_metadata(src, window, result, tally, checkpoints))
+
+    return _logs
+
+
+def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally: _RunTally,
+                   checkpoints: SqliteCheckpoints) -> dict[str, object]:
+    cp = result.checkpoint
+    delivered = checkpoints.store.get(src.name, "deliver", cp.window_start)
+    stats = cp.stats
+    meta: dict[str, object] = {
+        "dagster/row_count": dg.MetadataValue.int(cp.events),
+        "window": dg.MetadataValue.text(str(window)),
+        "status": dg.MetadataValue.text(cp.status),
+        "new_events": dg.MetadataValue.int(tally.events_landed),
+        "events": dg.MetadataValue.int(cp.events),
+        "pages_read": dg.MetadataValue.int(tally.pages_read),
+        "pages_landed": dg.MetadataValue.int(cp.page_seq),
+        "pages_to_deliver": dg.MetadataValue.int(cp.page_seq - (delivered.page_seq if delivered else 0)),
+        "resumed_from_page": dg.MetadataValue.int(tally.resumed_from_page or 0),
+        "attempts": dg.MetadataValue.int(tally.attempts),
+        "window_attempts": dg.MetadataValue.int(cp.attempts),
+        "read_passes": dg.MetadataValue.int(cp.passes),
+        "budget_retries": dg.MetadataValue.int(tally.budget_retries),
+        "fault_retries": dg.MetadataValue.int(tally.faults),
+        "http_retries": dg.MetadataValue.int(tally.http_retries),
+        "token_restarts": dg.MetadataValue.int(tally.token_restarts),
+        "duplicates_dropped": dg.MetadataValue.int(tally.duplicates_dropped),
+        "outside_window_dropped": dg.MetadataValue.int(tally.outside_window_dropped),
+        "elapsed_seconds": dg.MetadataValue.float(round(tally.elapsed, 3)),
+        "events_per_second": dg.MetadataValue.float(
+            round(tally.events_landed / tally.elapsed, 1) if tally.elapsed > 0 else 0.0),
+        "landing": dg.MetadataValue.path(result.landed[0].rsplit("/", 1)[0] if result.landed else "(no new page)"),
+    }
+    if stats.get("first_event_time"):
+        meta["first_event_time"] = dg.MetadataValue.text(stats["first_event_time"])
+        meta["last_event_time"] = dg.MetadataValue.text(stats["last_event_time"])
+    if stats.get("names"):
+        meta["events_per_name"] = _names_table(stats["names"])
+    return meta
+
+
+def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=siem_key(src.name),
+        deps=[logs_key(src.name)],
+        partitions_def=partitions_def(src),
+        required_resource_keys={"checkpoints", "landing", "siem"},
+        group_name="siem",
+        kinds={"jsonl"},
+        description=f"The window's landed `{src.name}` events delivered to the SIEM sink, each once.",
+        tags={"logpull/source": src.name},
+        retry_policy=dg.RetryPolicy(max_retries=src.retries, delay=src.retry_delay.total_seconds(),
+                                    backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+    )
+    def _siem(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        window = window_for_key(src.cadence, context.partition_key)
+        checkpoints: SqliteCheckpoints = context.resources.checkpoints
+        try:
+            res = deliver_window(
+                window, source_name=src.name, checkpoints=checkpoints.store,
+                landing=context.resources.landing.store, sink=context.resources.siem.sink,
+                owner=context.run_id, lease_ttl=src.lease_ttl.total_seconds(),
+                lease_wait=src.effective_lease_wait.total_seconds(),
+            )
+        except (LeaseHeld, LeaseLost) as e:
+            raise dg.Failure(description=str(e), allow_retries=False) from None
+        if res.pending_pull:
+            context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
+        context.log.info(f"{src.name} {context.partition_key}: delivered {res.events} events in "
+                         f"{res.batches} batches ({res.total_events} in total for the window)")
+        siem: FileSiem = context.resources.siem
+        return dg.MaterializeResult(metadata={
+            "dagster/row_count": dg.MetadataValue.int(res.total_events),
+            "window": dg.MetadataValue.text(str(window)),
+            "delivered_events": dg.MetadataValue.int(res.events),
+            "delivered_batches": dg.MetadataValue.int(res.batches),
+            "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
+            "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
+            "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
+            "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.timezone.utc))),
+        })
+
+    return _siem

@@ -1,0 +1,99 @@
+"""Checkpoint stores: where each window's progress lives, and who holds it.
+
+One row per (source, stage, window), stage ``pull`` (reading the API into landing) or ``deliver``
+(landing into the SIEM). The row is the source of truth for completeness, not Dagster's event log:
+a window landed by a run that was killed is still ``running`` here, with its cursor.
+
+The contract every backend keeps (the pull loop's correctness rests on it):
+
+* ``acquire`` is atomic: it takes the window only when no live lease is held by another owner, and
+  bumps ``epoch`` (the fencing token) and ``attempts``. Otherwise it raises :class:`LeaseHeld`.
+* ``commit`` and ``release`` are conditional writes: they succeed only while the row still carries the
+  caller's ``epoch`` and owner; otherwise they raise :class:`LeaseLost` and write nothing. A run that
+  stalled past its lease can therefore never overwrite the progress of the run that took over.
+* A successful ``commit`` is durable before it returns (the caller lands data first, then commits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+Stage = Literal["pull", "deliver"]
+Status = Literal["new", "running", "complete", "failed"]
+
+
+class LeaseHeld(RuntimeError):
+    """Another run holds the window; this run must not write."""
+
+    def __init__(self, source: str, stage: str, window_start: str, owner: str | None, expires: float) -> None:
+        self.owner, self.expires = owner, expires
+        super().__init__(
+            f"{stage} of window {window_start} of source {source!r} is held by run {owner} "
+            f"(lease valid until {_fmt_epoch(expires)}); this run wrote nothing. The holder renews "
+            f"its lease after every page; if it died, the lease lapses then and a rerun takes over."
+        )
+
+
+class LeaseLost(RuntimeError):
+    """The lease was taken over (this run stalled past lease_ttl); stop without writing."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Progress of one stage of one window.
+
+    For ``pull``: ``cursor`` is the API token of the next page to read (None: first page of a pass),
+    ``page_seq`` the number of landed pages (the next landed page's number), ``events`` the events
+    landed, ``pages_read`` the API pages read in the current pass, ``passes`` the complete reads.
+    For ``deliver``: ``page_seq`` is the next landed page to deliver and ``events`` the events
+    delivered.
+    """
+
+    source: str
+    stage: Stage
+    window_start: str
+    window_end: str
+    status: Status = "new"
+    cursor: str | None = None
+    page_seq: int = 0
+    pages_read: int = 0
+    events: int = 0
+    passes: int = 0
+    attempts: int = 0
+    epoch: int = 0
+    lease_owner: str | None = None
+    lease_expires: float = 0.0
+    heartbeat: float = 0.0
+    last_error: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointStore(Protocol):
+    def get(self, source: str, stage: Stage, window_start: str) -> Checkpoint | None: ...
+
+    def acquire(self, source: str, stage: Stage, window_start: str, window_end: str, *,
+                owner: str, ttl: float, now: float) -> Checkpoint:
+        """Take the window's lease (see the module docstring); return the row as now held."""
+        ...
+
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float) -> Checkpoint:
+        """Write ``cp``'s progress and renew the lease, if ``cp.epoch`` still holds the window."""
+        ...
+
+    def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
+        """Write ``cp`` (status, error) and drop the lease, if ``cp.epoch`` still holds the window."""
+        ...
+
+    def list(self, source: str, stage: Stage) -> list[Checkpoint]: ...
+
+    def close(self) -> None: ...
+
+
+def _fmt_epoch(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+__all__ = ["Checkpoint", "CheckpointStore", "LeaseHeld", "LeaseLost", "Stage", "Status"]

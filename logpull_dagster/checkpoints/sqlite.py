@@ -1,0 +1,144 @@
+"""SQLite checkpoint store: the embedded default, safe across processes on one machine.
+
+WAL mode lets readers (``logpull status``, the sensor) run while a worker writes; every write is
+one ``BEGIN IMMEDIATE`` transaction, so ``acquire`` is a true compare-and-set between processes and
+``commit`` is on disk (``synchronous=FULL``) before it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from logpull_dagster.checkpoints import Checkpoint, LeaseHeld, LeaseLost, Stage
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkpoints (
+    source        TEXT    NOT NULL,
+    stage         TEXT    NOT NULL,
+    window_start  TEXT    NOT NULL,
+    window_end    TEXT    NOT NULL,
+    status        TEXT    NOT NULL,
+    cursor        TEXT,
+    page_seq      INTEGER NOT NULL,
+    pages_read    INTEGER NOT NULL,
+    events        INTEGER NOT NULL,
+    passes        INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL,
+    epoch         INTEGER NOT NULL,
+    lease_owner   TEXT,
+    lease_expires REAL    NOT NULL,
+    heartbeat     REAL    NOT NULL,
+    last_error    TEXT,
+    stats         TEXT    NOT NULL,
+    PRIMARY KEY (source, stage, window_start)
+)
+"""
+_COLUMNS = [f.name for f in dataclasses.fields(Checkpoint)]
+_MUTABLE = [c for c in _COLUMNS if c not in ("source", "stage", "window_start", "window_end", "epoch", "lease_owner")]
+
+
+class SqliteCheckpointStore:
+    """CheckpointStore on one SQLite file (created with its folder on first use)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the lock is taken up front.
+        self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _row(self, row: tuple[Any, ...] | None) -> Checkpoint | None:
+        if row is None:
+            return None
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["stats"] = orjson.loads(values["stats"])
+        return Checkpoint(**values)
+
+    def get(self, source: str, stage: Stage, window_start: str) -> Checkpoint | None:
+        cur = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM checkpoints WHERE source=? AND stage=? AND window_start=?",
+            (source, stage, window_start),
+        )
+        return self._row(cur.fetchone())
+
+    def list(self, source: str, stage: Stage) -> list[Checkpoint]:
+        cur = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM checkpoints WHERE source=? AND stage=? ORDER BY window_start",
+            (source, stage),
+        )
+        return [cp for cp in map(self._row, cur.fetchall()) if cp is not None]
+
+    def acquire(self, source: str, stage: Stage, window_start: str, window_end: str, *,
+                owner: str, ttl: float, now: float) -> Checkpoint:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cp = self.get(source, stage, window_start)
+            if cp is None:
+                cp = Checkpoint(source=source, stage=stage, window_start=window_start, window_end=window_end)
+                self._db.execute(
+                    f"INSERT INTO checkpoints ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    self._values(cp),
+                )
+            elif cp.lease_owner is not None and cp.lease_owner != owner and cp.lease_expires > now:
+                raise LeaseHeld(source, stage, window_start, cp.lease_owner, cp.lease_expires)
+            held = dataclasses.replace(
+                cp, epoch=cp.epoch + 1, attempts=cp.attempts + 1, lease_owner=owner,
+                lease_expires=now + ttl, heartbeat=now,
+                status="running" if cp.status != "complete" else "complete",
+            )
+            self._db.execute(
+                "UPDATE checkpoints SET epoch=?, attempts=?, lease_owner=?, lease_expires=?, heartbeat=?, status=? "
+                "WHERE source=? AND stage=? AND window_start=?",
+                (held.epoch, held.attempts, owner, held.lease_expires, now, held.status, source, stage, window_start),
+            )
+            self._db.execute("COMMIT")
+            return held
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float) -> Checkpoint:
+        new = dataclasses.replace(cp, lease_expires=now + ttl, heartbeat=now)
+        self._write(new)
+        return new
+
+    def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
+        new = dataclasses.replace(cp, lease_owner=None, lease_expires=0.0, heartbeat=now)
+        self._write(new, owner=cp.lease_owner)
+        return new
+
+    def _write(self, cp: Checkpoint, owner: str | None = None) -> None:
+        values = {c: getattr(cp, c) for c in _MUTABLE}
+        values["stats"] = orjson.dumps(cp.stats).decode()
+        sets = ", ".join(f"{c}=:{c}" for c in _MUTABLE) + ", lease_owner=:new_owner"
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            cur = self._db.execute(
+                f"UPDATE checkpoints SET {sets} WHERE source=:source AND stage=:stage "
+                "AND window_start=:window_start AND epoch=:epoch AND lease_owner=:owner",
+                {**values, "new_owner": cp.lease_owner, "source": cp.source, "stage": cp.stage,
+                 "window_start": cp.window_start, "epoch": cp.epoch, "owner": owner or cp.lease_owner},
+            )
+            if cur.rowcount != 1:
+                raise LeaseLost(
+                    f"{cp.stage} of window {cp.window_start} of source {cp.source!r} was taken over by another "
+                    f"run (this run's lease epoch {cp.epoch} is no longer current); stopping without writing"
+                )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _values(self, cp: Checkpoint) -> tuple[Any, ...]:
+        return tuple(orjson.dumps(cp.stats).decode() if c == "stats" else getattr(cp, c) for c in _COLUMNS)

@@ -1,0 +1,58 @@
+"""Landing stores: where pulled pages are kept, durably, before they are checkpointed.
+
+A landed page has a deterministic name: (source, window, page sequence number), plus the lease
+epoch of the run that wrote it. The epoch is the fencing half of the name: if a run stalls past its
+lease and lands a page after another run took the window over, its copy carries an older epoch and
+is ignored, because readers take the copy with the highest epoch of each page. Only pages below the
+checkpoint's ``page_seq`` count; anything at or above it is an unfinished attempt, replaced by the
+next attempt (``discard``).
+
+The contract every backend keeps:
+
+* ``put_page`` is atomic and durable: after it returns the page is wholly there; a crash during it
+  leaves either nothing or an ignorable temporary object, never half a page under the real name.
+* ``put_page`` of the same (window, seq, epoch) replaces the earlier copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from logpull_dagster.windows import Window
+
+
+@dataclass(frozen=True, order=True)
+class LandedPage:
+    seq: int
+    epoch: int
+    location: str
+
+
+class LandingStore(Protocol):
+    def put_page(self, source: str, window: Window, seq: int, epoch: int, lines: Iterable[bytes]) -> str:
+        """Land one page (one JSON document per line); return where it is."""
+        ...
+
+    def pages(self, source: str, window: Window, below: int) -> list[LandedPage]:
+        """The current copy of every landed page with ``seq < below``, in page order."""
+        ...
+
+    def read_lines(self, page: LandedPage) -> list[bytes]: ...
+
+    def discard(self, source: str, window: Window, from_seq: int) -> int:
+        """Remove unfinished pages (``seq >= from_seq``) and superseded copies; return how many."""
+        ...
+
+
+def current_copies(found: Iterable[LandedPage], below: int) -> list[LandedPage]:
+    """Keep the highest-epoch copy of each page below ``below``, in page order."""
+    best: dict[int, LandedPage] = {}
+    for page in found:
+        if page.seq < below and (page.seq not in best or page.epoch > best[page.seq].epoch):
+            best[page.seq] = page
+    return [best[s] for s in sorted(best)]
+
+
+__all__ = ["LandedPage", "LandingStore", "current_copies"]
