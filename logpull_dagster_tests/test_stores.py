@@ -1,0 +1,83 @@
+"""Checkpoint store and landing store contracts."""
+
+import dataclasses
+import threading
+
+import orjson
+import pytest
+
+from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.landing.local import LocalLandingStore
+
+from .fakes import W
+
+START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
+
+
+def test_acquire_commit_release_roundtrip(store):
+    cp = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    assert (cp.epoch, cp.attempts, cp.status, cp.lease_expires) == (1, 1, "running", 110)
+    cp = store.commit(dataclasses.replace(cp, cursor="tok", page_seq=3, stats={"x": [1]}), ttl=10, now=105)
+    assert cp.lease_expires == 115
+    got = store.get("s", "pull", START)
+    assert got == cp
+    done = store.release(dataclasses.replace(cp, status="complete", cursor=None), now=106)
+    assert store.get("s", "pull", START) == done and done.lease_owner is None
+    assert [c.window_start for c in store.list("s", "pull")] == [START]
+    assert store.get("s", "deliver", START) is None  # stages are separate rows
+
+
+def test_a_live_lease_is_exclusive_and_a_lapsed_one_is_taken_over_with_a_new_epoch(store):
+    a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    with pytest.raises(LeaseHeld, match="held by run a"):
+        store.acquire("s", "pull", START, END, owner="b", ttl=10, now=109)
+    again = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=109)  # the holder's own retry
+    assert again.epoch == 2
+    b = store.acquire("s", "pull", START, END, owner="b", ttl=10, now=120)
+    assert b.epoch == 3 and b.attempts == 3
+    for stale in (a, again):
+        with pytest.raises(LeaseLost):
+            store.commit(dataclasses.replace(stale, cursor="zombie"), ttl=10, now=121)
+        with pytest.raises(LeaseLost):
+            store.release(stale, now=121)
+    assert store.get("s", "pull", START).cursor is None
+
+
+def test_only_one_of_many_concurrent_acquirers_wins(tmp_path):
+    path = tmp_path / "c.db"
+    SqliteCheckpointStore(path).close()
+    wins, losses = [], []
+
+    def contend(i: int) -> None:
+        s = SqliteCheckpointStore(path)  # own connection, as another process would have
+        try:
+            s.acquire("s", "pull", START, END, owner=f"run{i}", ttl=60, now=100)
+            wins.append(i)
+        except LeaseHeld:
+            losses.append(i)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(wins) == 1 and len(losses) == 7
+
+
+def test_landing_keeps_the_newest_epoch_of_each_page_and_discards_unfinished_pages(tmp_path):
+    land = LocalLandingStore(tmp_path)
+    line = orjson.dumps({"id": "x"})
+    land.put_page("s", W, 0, 1, [line])
+    land.put_page("s", W, 1, 1, [line, line])
+    land.put_page("s", W, 1, 2, [line])  # the run that took over rewrote page 1
+    land.put_page("s", W, 2, 2, [line])  # unfinished: not checkpointed
+    pages = land.pages("s", W, below=2)
+    assert [(p.seq, p.epoch) for p in pages] == [(0, 1), (1, 2)]
+    assert land.read_lines(pages[1]) == [line]
+    (tmp_path / "s" / W.slug / ".page-000003.e000002.jsonl.99.tmp").write_bytes(b"half")
+    assert land.discard("s", W, from_seq=2) == 3  # page 2, the superseded copy of page 1, the temp file
+    assert sorted(p.name for p in (tmp_path / "s" / W.slug).iterdir()) == [
+        "page-000000.e000001.jsonl", "page-000001.e000002.jsonl"]
