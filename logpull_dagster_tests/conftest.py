@@ -22,3 +22,70 @@ def store(tmp_path: Path) -> Iterator[SqliteCheckpointStore]:
 @pytest.fixture
 def landing(tmp_path: Path) -> LocalLandingStore:
     return LocalLandingStore(tmp_path / "landing")
+
+
+# ---- the simulator, over real HTTP ----------------------------------------------------------------
+
+import datetime as dt  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import httpx  # noqa: E402
+
+from logpull_dagster.simulator import Simulator  # noqa: E402
+
+# A fixed sim clock: windows of 2026-11-26 before noon are fully published.
+SIM_NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+TOKEN = "s3cr3t-test-token-1f0a"
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with Simulator(seed=11, events_per_hour=300, token=TOKEN) as s:
+        s.set_clock(now=SIM_NOW)
+        yield s
+
+
+class SimProcess:
+    """The simulator in its own process, so that it outlives the workers a test kills."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--token", TOKEN, *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            raise RuntimeError(f"simulator did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.url = line.split()[1]
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    def control(self, path: str, body: dict) -> None:
+        self.http.post(f"/_sim/{path}", json=body).raise_for_status()
+
+    def requests(self) -> list[dict]:
+        return self.http.get("/_sim/requests").json()["requests"]
+
+    def truth_ids(self, application: str, start: str, end: str) -> list[str]:
+        items = self.http.get("/_sim/events", params={"application": application, "startTime": start,
+                                                      "endTime": end}).json()["items"]
+        return ["/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
+                for i in items]
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def sim_process() -> Iterator[SimProcess]:
+    p = SimProcess("--seed", "5", "--events-per-hour", "2500")
+    p.control("clock", {"now": SIM_NOW.isoformat()})
+    yield p
+    p.stop()

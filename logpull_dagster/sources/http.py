@@ -1,7 +1,7 @@
 """The HTTP client every source shares: keep-alive, bounded retries with backoff and jitter.
 
 Retried: 429, 500, 502, 503, 504, dropped connections and timeouts. ``Retry-After`` (seconds or an
-HTTP date) is honoured when sent, capped at ``backoff_max``; otherwise exponential backoff with
+HTTP date) is honoured when sent (up to RETRY_AFTER_MAX); otherwise exponential backoff with
 jitter (stamina). Anything else is returned to the source to interpret. Headers (which carry the
 credentials) never appear in an error message.
 """
@@ -17,6 +17,9 @@ import httpx
 import stamina
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# A server's Retry-After is obeyed even beyond our own backoff cap (it knows its quota window), but
+# not without bound: past this, a stuck window is better failed and re-requested than silently parked.
+RETRY_AFTER_MAX = 300.0
 
 
 class RetryableStatus(Exception):
@@ -59,7 +62,7 @@ class RetryingClient:
     def _backoff(self, exc: Exception) -> bool | float:
         if isinstance(exc, RetryableStatus):
             if exc.retry_after is not None:
-                return min(exc.retry_after, self.backoff_max)
+                return min(exc.retry_after, RETRY_AFTER_MAX)
             return True
         return isinstance(exc, httpx.TransportError)
 
