@@ -84,7 +84,7 @@ _tallies_lock = threading.Lock()
 
 
 def _tally(context: dg.AssetExecutionContext, source: str) -> _RunTally:
-    key = (context.run_id, source, context.partition_key)
+    key = (context.run.run_id, source, context.partition_key)
     with _tallies_lock:
         return _tallies.setdefault(key, _RunTally())
 
@@ -126,7 +126,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         try:
             result = pull_window(
                 source, window, source_name=src.name, checkpoints=checkpoints.store, landing=landing.store,
-                owner=context.run_id, lease_ttl=src.lease_ttl.total_seconds(),
+                owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
                 lease_wait=src.effective_lease_wait.total_seconds(),
                 time_budget=src.time_budget.total_seconds(), on_page=progress,
             )
@@ -218,7 +218,7 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
             res = deliver_window(
                 window, source_name=src.name, checkpoints=checkpoints.store,
                 landing=context.resources.landing.store, sink=context.resources.siem.sink,
-                owner=context.run_id, lease_ttl=src.lease_ttl.total_seconds(),
+                owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
                 lease_wait=src.effective_lease_wait.total_seconds(),
             )
         except (LeaseHeld, LeaseLost) as e:

@@ -1,0 +1,162 @@
+"""The Dagster layer: assets, in-run retries, metadata, the delivery sensor (in-process, real HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+import pytest
+import yaml
+
+from logpull_dagster.config import load_config
+from logpull_dagster.definitions import build_definitions
+from logpull_dagster.simulator import Simulator
+from logpull_dagster.windows import UTC
+
+from .conftest import SIM_NOW, TOKEN
+
+KEY10 = "2026-11-26-10:00"
+W10 = (dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
+
+
+def make_defs(tmp_path: Path, url: str, **overrides: Any) -> dg.Definitions:
+    src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
+           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": "2026-11-25T00:00:00Z",
+           "page_size": 50, "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
+    cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
+           "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    return build_definitions(load_config(tmp_path / "logpull.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def materialize(defs: dg.Definitions, asset: str, key: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = defs.resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
+                                  asset_selection=[dg.AssetKey(asset.split("/"))])
+
+
+def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+    [mat] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
+def siem_ids(tmp_path: Path) -> list[str]:
+    return [orjson.loads(line)["event_id"] for f in sorted((tmp_path / "siem").rglob("*.jsonl"))
+            for line in f.read_bytes().splitlines()]
+
+
+def truth(sim: Simulator, start: dt.datetime = W10[0], end: dt.datetime = W10[1]) -> list[str]:
+    return sorted("/".join(i) for i in sim.ground_truth_ids("login", start, end))
+
+
+def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(tmp_path, sim, instance):
+    defs = make_defs(tmp_path, sim.url)
+    res = materialize(defs, "logs/gws", KEY10, instance)
+    assert res.success
+    md = metadata(res)
+    n = len(truth(sim))
+    assert md["events"] == md["new_events"] == md["dagster/row_count"] == n
+    assert md["pages_read"] == md["pages_landed"] == md["pages_to_deliver"] == -(-(n + 1) // 50)
+    assert (md["resumed_from_page"], md["attempts"], md["http_retries"], md["status"]) == (0, 1, 0, "complete")
+    assert md["first_event_time"].startswith("2026-11-26T10:00") and md["last_event_time"].startswith("2026-11-26T10:5")
+    assert md["events_per_second"] > 0 and md["elapsed_seconds"] > 0
+    assert sum(r.data["events"] for r in md["events_per_name"].records) == n
+    assert {r.data["event_name"] for r in md["events_per_name"].records} >= {"login_success", "logout"}
+    logs = [e.message for e in instance.all_logs(res.run_id)]
+    assert any("gws 2026-11-26-10:00 page 1: +" in m for m in logs)  # progress every page
+
+    out = materialize(defs, "siem/gws", KEY10, instance)
+    assert out.success and metadata(out)["delivered_events"] == n
+    assert sorted(siem_ids(tmp_path)) == truth(sim)
+
+    every_event = [str(e) for run in (res, out) for e in instance.all_logs(run.run_id)]
+    assert not any(TOKEN in line for line in every_event)
+
+
+def test_a_window_needing_several_time_budgets_completes_in_one_run_reading_each_page_once(tmp_path, sim, instance):
+    sim.set_page_latency(0.1)
+    defs = make_defs(tmp_path, sim.url, page_size=20, time_budget="350ms")
+    res = materialize(defs, "logs/gws", KEY10, instance)
+    assert res.success
+    md = metadata(res)
+    assert md["budget_retries"] >= 3 and md["attempts"] == md["budget_retries"] + 1
+    tokens = Counter(r["pageToken"] for r in sim.requests())
+    assert max(tokens.values()) == 1 and len(tokens) == md["pages_read"]
+    assert md["events"] == len(truth(sim))
+    retries = [e for e in instance.all_logs(res.run_id) if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert len(retries) == md["budget_retries"]
+
+
+def test_faults_outlasting_http_retries_are_retried_in_the_run_from_the_checkpoint(tmp_path, sim, instance):
+    sim.set_faults([{"kind": "503", "count": 4, "after": 2}])
+    defs = make_defs(tmp_path, sim.url, http_attempts=2, retries=2)
+    res = materialize(defs, "logs/gws", KEY10, instance)
+    assert res.success
+    md = metadata(res)
+    assert md["fault_retries"] == 2 and md["resumed_from_page"] == 3 and md["events"] == len(truth(sim))
+
+
+def test_a_window_that_keeps_failing_fails_the_run_with_a_clear_message_and_keeps_its_checkpoint(tmp_path, sim, instance):
+    sim.set_faults([{"kind": "bad_json", "match": "token", "after": 1, "count": None}])
+    defs = make_defs(tmp_path, sim.url, retries=1)
+    res = materialize(defs, "logs/gws", KEY10, instance)
+    assert not res.success
+    [failure] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = str(failure.step_failure_data.error)
+    assert "window [2026-11-26T10:00:00Z, 2026-11-26T11:00:00Z) of 'gws', page 3: response is not JSON" in text
+    assert "Gave up after 1 retries" in text and "resumes from the same page" in text
+    sim.set_faults([])
+    again = materialize(defs, "logs/gws", KEY10, instance)
+    assert again.success and metadata(again)["resumed_from_page"] == 3
+
+
+def test_the_sensor_delivers_every_window_with_new_data_once_old_windows_included(tmp_path, instance):
+    with Simulator(seed=3, events_per_hour=200, token=TOKEN, late_fraction=0.2, late_delay=2 * 3600) as sim:
+        sim.set_clock(now=SIM_NOW - dt.timedelta(hours=1, minutes=30))  # 10:30: late events of 08:00 pending
+        defs = make_defs(tmp_path, sim.url)
+        sensor = defs.resolve_sensor_def("deliver_gws_sensor")
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+        def tick(cursor: str | None) -> tuple[list[str], str | None]:
+            out = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
+            return [r.partition_key for r in out.run_requests], out.cursor
+
+        for key in ("2026-11-26-09:00", "2026-11-26-08:00"):
+            assert materialize(defs, "logs/gws", key, instance).success
+        keys, cursor = tick(None)
+        assert keys == ["2026-11-26-09:00", "2026-11-26-08:00"]
+        assert tick(cursor)[0] == []  # the same materializations never twice
+        for key in keys:
+            assert materialize(defs, "siem/gws", key, instance).success
+
+        assert materialize(defs, "logs/gws", "2026-11-26-08:00", instance).success  # nothing new published
+        keys, cursor = tick(cursor)
+        assert keys == []
+
+        nine = dt.datetime(2026, 11, 26, 9, tzinfo=UTC)
+        expected_nine = truth(sim, nine, nine + dt.timedelta(hours=1))
+        sim.set_clock(now=SIM_NOW)  # noon: the late events of 08:00 are out now
+        res = materialize(defs, "logs/gws", "2026-11-26-08:00", instance)
+        assert metadata(res)["new_events"] > 0
+        keys, cursor = tick(cursor)
+        assert keys == ["2026-11-26-08:00"]  # an old window, delivered again for its new data only
+        assert materialize(defs, "siem/gws", "2026-11-26-08:00", instance).success
+        expected = sorted(truth(sim, nine - dt.timedelta(hours=1), nine) + expected_nine)
+        ids = siem_ids(tmp_path)
+        assert sorted(ids) == expected and len(ids) == len(set(ids))
