@@ -1,0 +1,55 @@
+"""Driving the real ``dagster`` CLI against a config file, as an operator would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import orjson
+import yaml
+
+from .conftest import TOKEN
+
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+def setup_project(tmp_path: Path, url: str, **overrides: Any) -> dict[str, str]:
+    """Write a config for one source ``gws`` and a DAGSTER_HOME; return the environment to run in."""
+    src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
+           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": "2026-11-25T00:00:00Z",
+           "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
+    cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
+           "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    home = tmp_path / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # Create the instance's storage once: two CLI processes racing to create it on a fresh
+    # DAGSTER_HOME fail with "table runs already exists" (dagster dev does this step for you).
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.get_runs(limit=1)
+    return {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "DAGSTER_HOME": str(home),
+            "LOGPULL_TEST_TOKEN": TOKEN}
+
+
+def materialize_cmd(asset: str, key: str) -> list[str]:
+    return [DAGSTER, "asset", "materialize", "-m", "logpull_dagster", "--select", asset, "--partition", key]
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    # Own session, so a SIGKILL of the group takes the CLI and anything it started.
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 180) -> int:
+    return start(cmd, env, log).wait(timeout=timeout)
+
+
+def siem_ids(tmp_path: Path) -> list[str]:
+    return [orjson.loads(line)["event_id"] for f in sorted((tmp_path / "siem").rglob("*.jsonl"))
+            for line in f.read_bytes().splitlines()]

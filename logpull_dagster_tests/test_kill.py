@@ -1,0 +1,85 @@
+"""Completeness under SIGKILL and contention, through the real ``dagster`` CLI.
+
+The simulator runs in its own process and outlives every worker the test kills.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from .cli import materialize_cmd, run, setup_project, siem_ids, start
+
+KEY = "2026-11-26-10:00"
+START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
+
+
+def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        time.sleep(0.01)
+
+
+@pytest.mark.timeout(300)
+def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process):
+    seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
+    sim_process.control("page_latency", {"seconds": 0.03})
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s")
+    log = tmp_path / "runs.log"
+    cmd = materialize_cmd("logs/gws", KEY)
+
+    kills = 0
+    for _ in range(4):
+        seen = len(sim_process.requests())
+        target = seen + rng.randint(1, 8)  # die after a random number of pages...
+        proc = start(cmd, env, log)
+        wait_for(lambda: proc.poll() is not None or len(sim_process.requests()) >= target)
+        time.sleep(rng.uniform(0, 0.04))  # ...at a random point inside the page
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    assert kills >= 3
+
+    for _ in range(3):  # a rerun takes over once the dead run's 2 s lease lapses
+        if run(cmd, env, log) == 0:
+            break
+    else:
+        pytest.fail(f"the rerun did not succeed:\n{log.read_text()[-3000:]}")
+    assert run(materialize_cmd("siem/gws", KEY), env, log) == 0
+
+    truth = sim_process.truth_ids("login", START, END)
+    ids = siem_ids(tmp_path)
+    assert len(truth) > 2000
+    assert len(ids) == len(set(ids)), "an event reached the SIEM twice"
+    assert sorted(ids) == sorted(truth), "an event is missing from the SIEM"
+    pages = Counter(r["pageToken"] for r in sim_process.requests())
+    reread = sum(n - 1 for n in pages.values())
+    print(f"{kills} kills, {sum(pages.values())} page reads for {len(pages)} pages, {reread} re-read")
+    assert reread <= kills
+
+
+@pytest.mark.timeout(300)
+def test_two_runs_on_one_window_one_wins_and_the_siem_is_exact(tmp_path, sim_process):
+    sim_process.control("page_latency", {"seconds": 0.08})  # ~4 s of reading: the runs overlap
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="30s", lease_wait="0s")
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [start(materialize_cmd("logs/gws", KEY), env, log) for log in logs]
+    codes = [p.wait(timeout=120) for p in procs]
+    assert sorted(codes) == [0, 1], codes
+    loser = logs[codes.index(1)].read_text()
+    assert "is held by run" in loser and "this run wrote nothing" in loser
+    assert run(materialize_cmd("siem/gws", KEY), env, tmp_path / "d.log") == 0
+    ids = siem_ids(tmp_path)
+    assert len(ids) == len(set(ids)) and sorted(ids) == sorted(sim_process.truth_ids("login", START, END))
+    pages = Counter(r["pageToken"] for r in sim_process.requests())
+    assert max(pages.values()) == 1  # the loser never read a page
