@@ -236,7 +236,7 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
             "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
             "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
             "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
-            "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.timezone.utc))),
+            "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
         })
 
     return _siem

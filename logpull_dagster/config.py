@@ -161,7 +161,7 @@ class LogpullConfig(_Strict):
 
 def demo_config(base_url: str | None = None, state_dir: str = ".logpull") -> dict[str, Any]:
     """The config used when no file exists: a Google Workspace login stream from the simulator."""
-    start = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
     return {
         "sources": [{
             "name": "gws_login",

@@ -11,6 +11,7 @@ No Dagster import.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable
@@ -87,11 +88,9 @@ def deliver_window(
     except LeaseLost:
         raise
     except BaseException as e:
-        try:
+        with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             checkpoints.release(dataclasses.replace(cp, status="failed", last_error=f"{type(e).__name__}: {e}"[:1000]),
                                 now=clock())
-        except LeaseLost:
-            pass
         raise
     result.total_events = cp.events
     result.elapsed = monotonic() - t0

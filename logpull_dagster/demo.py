@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -67,7 +68,7 @@ def run_demo() -> int:
         config = load_config()
         src = config.sources[0]
         defs = build_definitions(config)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         windows = due_windows(src.cadence, src.start, now, src.settle_lag)[-WINDOWS:]
         job = defs.resolve_implicit_global_asset_job_def()
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -123,7 +124,7 @@ def run_demo() -> int:
     print(pd.DataFrame(rows).to_string(index=False))
     total = sum(int(r["delivered"]) for r in rows)  # type: ignore[call-overload]
     print(f"\n{total} events delivered to the SIEM folder {siem_dir}")
-    print(f"  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
+    print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
     print(f"checkpoints: {config.resolve(config.checkpoints.path)}")
     print(f"landed pages: {config.resolve(config.landing.path) / src.name}")
     print("\nOpen the Dagster UI on these runs and partitions:  make ui   (then http://127.0.0.1:3000)")
@@ -146,6 +147,8 @@ def run_ui(port: int) -> int:
         cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
                "-w", str(ROOT / "workspace.yaml")]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+        # Stopped by Ctrl-C or SIGTERM alike: take dagster dev down with us, then the simulator.
+        signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
             return proc.wait()
         except KeyboardInterrupt:

@@ -15,6 +15,7 @@ Everything here is plain Python: no Dagster import. ``assets.py`` wires it into 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import time
@@ -172,7 +173,7 @@ def pull_window(
             stats = dict(cp.stats)
             page_seq = cp.page_seq
             if keep:
-                pulled_at = rfc3339(dt.datetime.now(dt.timezone.utc))
+                pulled_at = rfc3339(dt.datetime.now(dt.UTC))
                 lines = [orjson.dumps({"id": ev.id, "time": rfc3339(ev.time), "pulled_at": pulled_at, "event": ev.raw})
                          for ev in keep]
                 result.landed.append(landing.put_page(source_name, window, page_seq, cp.epoch, lines))
@@ -223,10 +224,8 @@ def pull_window(
             cp, status="complete" if cp.status == "complete" else "failed",
             last_error=f"{type(e).__name__}: {e}"[:1000],
         )
-        try:
+        with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(failed, now=clock())
-        except LeaseLost:
-            pass
         raise
 
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 Cadence = Literal["hourly", "daily"]
 
 CADENCE_STEP: dict[str, dt.timedelta] = {"hourly": dt.timedelta(hours=1), "daily": dt.timedelta(days=1)}

@@ -36,7 +36,7 @@ import httpx  # noqa: E402
 from logpull_dagster.simulator import Simulator  # noqa: E402
 
 # A fixed sim clock: windows of 2026-11-26 before noon are fully published.
-SIM_NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
+SIM_NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
 TOKEN = "s3cr3t-test-token-1f0a"
 
 
@@ -58,7 +58,8 @@ class SimProcess:
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("LISTENING "):
             self.proc.kill()
-            raise RuntimeError(f"simulator did not start: {line!r} {self.proc.stderr.read() if self.proc.stderr else ''}")
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"simulator did not start: {line!r} {err}")
         self.url = line.split()[1]
         self.http = httpx.Client(base_url=self.url, timeout=10)
 

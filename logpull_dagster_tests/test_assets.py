@@ -99,7 +99,8 @@ def test_a_window_needing_several_time_budgets_completes_in_one_run_reading_each
     tokens = Counter(r["pageToken"] for r in sim.requests())
     assert max(tokens.values()) == 1 and len(tokens) == md["pages_read"]
     assert md["events"] == len(truth(sim))
-    retries = [e for e in instance.all_logs(res.run_id) if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
+    retries = [e for e in instance.all_logs(res.run_id)
+               if e.dagster_event and e.dagster_event.event_type_value == "STEP_UP_FOR_RETRY"]
     assert len(retries) == md["budget_retries"]
 
 
@@ -112,7 +113,7 @@ def test_faults_outlasting_http_retries_are_retried_in_the_run_from_the_checkpoi
     assert md["fault_retries"] == 2 and md["resumed_from_page"] == 3 and md["events"] == len(truth(sim))
 
 
-def test_a_window_that_keeps_failing_fails_the_run_with_a_clear_message_and_keeps_its_checkpoint(tmp_path, sim, instance):
+def test_a_window_that_keeps_failing_fails_clearly_and_keeps_its_checkpoint(tmp_path, sim, instance):
     sim.set_faults([{"kind": "bad_json", "match": "token", "after": 1, "count": None}])
     defs = make_defs(tmp_path, sim.url, retries=1)
     res = materialize(defs, "logs/gws", KEY10, instance)

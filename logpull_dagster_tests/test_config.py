@@ -41,7 +41,8 @@ def test_the_documented_example_loads(tmp_path):
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (("cadence: hourly", "cadence: weekly"), r"sources\[0\] \(gws_login\)\.cadence: 'weekly' is not allowed; .*hourly.*daily"),
+    (("cadence: hourly", "cadence: weekly"),
+     r"sources\[0\] \(gws_login\)\.cadence: 'weekly' is not allowed; .*hourly.*daily"),
     (("page_size: 1000", "page_size: 5000"), r"page_size: .*less than or equal to 1000"),
     (("settle_lag: 15m", "settle_lag: soon"), r"settle_lag: 'soon' is not a duration; write it like 15m"),
     (("lease_ttl: 60s", "lease_tll: 60s"), r"sources\[0\] \(gws_login\)\.lease_tll: unknown key"),
@@ -78,7 +79,7 @@ def test_config_file_selection(tmp_path, monkeypatch):
     monkeypatch.delenv("LOGPULL_CONFIG", raising=False)
     assert load_config().sources[0].name == "gws_login"  # neither: the demo config
     monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "nope.yaml"))
-    with pytest.raises(ConfigError, match="LOGPULL_CONFIG names .*nope.yaml.*not a file"):
+    with pytest.raises(ConfigError, match=r"LOGPULL_CONFIG names .*nope\.yaml.*not a file"):
         load_config()
     write(tmp_path, EXAMPLE.replace("gws_login", "from_file"))
     monkeypatch.delenv("LOGPULL_CONFIG")

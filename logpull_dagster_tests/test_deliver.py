@@ -7,7 +7,7 @@ from logpull_dagster.deliver import deliver_window
 from logpull_dagster.pull import BudgetExhausted, pull_window
 from logpull_dagster.sinks.file import FileSink
 
-from .fakes import W, FakeSource, make_events
+from .fakes import FakeSource, W, make_events
 
 
 class Outage(Exception):

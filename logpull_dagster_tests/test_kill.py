@@ -42,7 +42,7 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
         seen = len(sim_process.requests())
         target = seen + rng.randint(1, 8)  # die after a random number of pages...
         proc = start(cmd, env, log)
-        wait_for(lambda: proc.poll() is not None or len(sim_process.requests()) >= target)
+        wait_for(lambda p=proc, n=target: p.poll() is not None or len(sim_process.requests()) >= n)
         time.sleep(rng.uniform(0, 0.04))  # ...at a random point inside the page
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ from logpull_dagster.pull import BudgetExhausted, PullFailed, pull_window
 from logpull_dagster.sources import BadPage, Event
 from logpull_dagster.windows import rfc3339
 
-from .fakes import W, FakeSource, make_events
+from .fakes import FakeSource, W, make_events
 
 
 class Crash(BaseException):
@@ -183,7 +183,8 @@ def test_a_stalled_run_cannot_write_after_its_window_was_taken_over(store, landi
     clock.t += 11
     pull(FakeSource(events), store, landing, owner="fresh", clock=clock)
     # The zombie wakes up, lands its stale page 0 and tries to checkpoint.
-    landing.put_page("s", W, 0, zombie.epoch, [orjson.dumps({"id": "stale", "time": "x", "pulled_at": "x", "event": {}})])
+    stale = orjson.dumps({"id": "stale", "time": "x", "pulled_at": "x", "event": {}})
+    landing.put_page("s", W, 0, zombie.epoch, [stale])
     with pytest.raises(LeaseLost):
         store.commit(dataclasses.replace(zombie, events=999), ttl=10, now=clock())
     ids = landed_ids(landing, store)

@@ -93,7 +93,7 @@ class CheckpointStore(Protocol):
 def _fmt_epoch(t: float) -> str:
     import datetime as dt
 
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 __all__ = ["Checkpoint", "CheckpointStore", "LeaseHeld", "LeaseLost", "Stage", "Status"]
