@@ -89,6 +89,12 @@ def _tally(context: dg.AssetExecutionContext, source: str) -> _RunTally:
         return _tallies.setdefault(key, _RunTally())
 
 
+def _forget(context: dg.AssetExecutionContext, source: str) -> None:
+    """The window's last attempt in this run is over (success or final failure)."""
+    with _tallies_lock:
+        _tallies.pop((context.run.run_id, source, context.partition_key), None)
+
+
 def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
     df = (pd.Series(names, dtype="int64").rename_axis("event_name").reset_index(name="events")
           .sort_values(["events", "event_name"], ascending=[False, True]).head(50))
@@ -139,6 +145,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
                                  allow_retries=False) from None
             raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
         except (LeaseHeld, LeaseLost) as e:
+            _forget(context, src.name)
             raise dg.Failure(description=str(e), allow_retries=False) from None
         except PullFailed as e:
             tally.faults += 1
@@ -147,6 +154,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
                 context.log.warning(f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, "
                                     f"resuming from the checkpoint.")
                 raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
+            _forget(context, src.name)
             raise dg.Failure(
                 description=f"{e}. Gave up after {src.retries} retries in this run; the checkpoint is kept, "
                             f"so the next run of this window resumes from the same page.",
@@ -156,6 +164,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         finally:
             source.close()
         tally.add(result)
+        _forget(context, src.name)
         return dg.MaterializeResult(metadata=_pull_metadata(src, window, result, tally, checkpoints))
 
     return _logs
