@@ -1,0 +1,554 @@
+"""The Reports API simulator, over real HTTP: the behaviours a log-pulling client relies on.
+
+Every test fixes the sim clock, so results do not depend on the wall clock, and uses few events per hour
+and small pages, so several pages are read in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from logpull_dagster.simulator import FAULT_KINDS, Simulator, SimulatorError
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+H10 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+H11 = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+MS = timedelta(milliseconds=1)
+TOKEN = "test-token"
+REPO = Path(__file__).resolve().parents[1]
+
+SimFactory = Callable[..., Simulator]
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def path(app: str = "login") -> str:
+    return f"/admin/reports/v1/activity/users/all/applications/{app}"
+
+
+def key(item: dict[str, Any]) -> tuple[str, int]:
+    """Newest-first sort key; the fixed-width time string sorts like the instant."""
+    return (item["id"]["time"], int(item["id"]["uniqueQualifier"]))
+
+
+def ident(item: dict[str, Any]) -> tuple[str, str, str, str]:
+    i = item["id"]
+    return (i["applicationName"], i["customerId"], i["time"], i["uniqueQualifier"])
+
+
+@pytest.fixture
+def make_sim() -> Iterator[SimFactory]:
+    sims: list[Simulator] = []
+
+    def factory(**kwargs: Any) -> Simulator:
+        kwargs.setdefault("events_per_hour", 100)
+        kwargs.setdefault("token", TOKEN)
+        sim = Simulator(**kwargs)
+        sim.set_clock(NOW)
+        sim.start()
+        sims.append(sim)
+        return sim
+
+    yield factory
+    for sim in sims:
+        sim.stop()
+
+
+@pytest.fixture
+def sim(make_sim: SimFactory) -> Simulator:
+    return make_sim()
+
+
+def client(sim: Simulator, token: str | None = TOKEN, timeout: float = 5.0) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=sim.url, headers=headers, timeout=timeout, trust_env=False)
+
+
+@pytest.fixture
+def http(sim: Simulator) -> Iterator[httpx.Client]:
+    with client(sim) as c:
+        yield c
+
+
+def get(
+    c: httpx.Client,
+    start: datetime = H10,
+    end: datetime | None = H11,
+    *,
+    app: str = "login",
+    max_results: int | None = 25,
+    page_token: str | None = None,
+) -> httpx.Response:
+    params: dict[str, Any] = {"startTime": iso(start)}
+    if end is not None:
+        params["endTime"] = iso(end)
+    if max_results is not None:
+        params["maxResults"] = max_results
+    if page_token is not None:
+        params["pageToken"] = page_token
+    return c.get(path(app), params=params)
+
+
+def fetch_all(
+    c: httpx.Client, start: datetime = H10, end: datetime = H11, *, app: str = "login", max_results: int = 25
+) -> tuple[list[dict[str, Any]], int]:
+    items: list[dict[str, Any]] = []
+    token: str | None = None
+    pages = 0
+    while True:
+        r = get(c, start, end, app=app, max_results=max_results, page_token=token)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        pages += 1
+        items.extend(body.get("items", []))
+        token = body.get("nextPageToken")
+        if token is None:
+            return items, pages
+        assert token != ""
+
+
+# -- pagination and windows -------------------------------------------------------------------------
+
+
+def test_pages_are_newest_first_complete_and_without_duplicates(sim: Simulator, http: httpx.Client) -> None:
+    items, pages = fetch_all(http, max_results=17)
+    assert pages > 3
+    keys = [key(i) for i in items]
+    assert keys == sorted(keys, reverse=True)
+    assert len(set(map(ident, items))) == len(items)
+    # 100 random + 1 boundary + 2x3 shared in hour 10, plus hour 11's boundary event (endTime inclusive)
+    assert len(items) == 100 + 1 + 6 + 1
+    assert items == sim.ground_truth("login", H10, H11 + MS)
+
+
+def test_both_window_ends_inclusive_but_ground_truth_half_open(sim: Simulator, http: httpx.Client) -> None:
+    earlier, _ = fetch_all(http, H10 - timedelta(hours=1), H10)
+    later, _ = fetch_all(http, H10, H11)
+    shared = set(map(ident, earlier)) & set(map(ident, later))
+    assert [t for (_, _, t, _) in shared] == ["2026-11-26T10:00:00.000Z"]
+
+    truth_earlier = sim.ground_truth("login", H10 - timedelta(hours=1), H10)
+    truth_later = sim.ground_truth("login", H10, H11)
+    assert not set(map(ident, truth_earlier)) & set(map(ident, truth_later))
+    assert truth_later[-1]["id"]["time"] == "2026-11-26T10:00:00.000Z"
+    both = sim.ground_truth("login", H10 - timedelta(hours=1), H11 + MS)
+    assert set(map(ident, earlier)) | set(map(ident, later)) == set(map(ident, both))
+
+
+def test_shared_millisecond_groups_survive_one_item_pages(sim: Simulator, http: httpx.Client) -> None:
+    truth = sim.ground_truth("login", H10, H11)
+    groups = [t for t, n in Counter(i["id"]["time"] for i in truth).items() if n >= 3]
+    assert len(groups) >= 2
+    t = datetime.fromisoformat(groups[0])
+    in_group = [i for i in truth if i["id"]["time"] == groups[0]]
+    assert len({i["id"]["uniqueQualifier"] for i in in_group}) == len(in_group)
+    # A page boundary inside the group must lose nothing: the token is a position, not a time.
+    items, pages = fetch_all(http, t, t + MS, max_results=1)
+    assert pages >= 3
+    assert [ident(i) for i in items if i["id"]["time"] == groups[0]] == [ident(i) for i in in_group]
+
+
+def test_empty_result_has_no_items_key(make_sim: SimFactory) -> None:
+    sim = make_sim(events_per_hour=0, boundary_events=False, shared_ms_events=False)
+    with client(sim) as c:
+        r = get(c)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert body["kind"] == "admin#reports#activities"
+    assert "items" not in body and "nextPageToken" not in body
+
+
+def test_event_shape(sim: Simulator, http: httpx.Client) -> None:
+    login, _ = fetch_all(http, max_results=1000)
+    drive, _ = fetch_all(http, app="drive", max_results=1000)
+    for item in login + drive:
+        assert set(item) == {"kind", "id", "etag", "actor", "ipAddress", "events"}
+        assert item["kind"] == "admin#reports#activity"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", item["id"]["time"])
+        assert -(2**63) <= int(item["id"]["uniqueQualifier"]) < 2**63
+        assert item["id"]["customerId"] == "C03demo"
+        assert item["etag"].startswith('"') and item["etag"].endswith('"')
+        assert item["actor"]["email"].endswith("@example.com")
+    login_names = {i["events"][0]["name"] for i in login}
+    assert {"login_success", "logout"} <= login_names
+    assert login_names <= {"login_success", "login_failure", "logout", "login_challenge",
+                           "login_verification", "2sv_enroll"}
+    assert {i["events"][0]["name"] for i in drive} <= {"view", "edit", "create", "delete", "change_setting"}
+    assert {i["id"]["applicationName"] for i in drive} == {"drive"}
+
+
+def test_same_seed_same_pages_other_seed_other_events(make_sim: SimFactory) -> None:
+    a, b, c = make_sim(seed=11), make_sim(seed=11), make_sim(seed=12)
+    with client(a) as ca, client(b) as cb, client(c) as cc:
+        ta = tb = None
+        for _ in range(3):
+            ra, rb = get(ca, page_token=ta), get(cb, page_token=tb)
+            assert ra.content == rb.content
+            ta, tb = ra.json()["nextPageToken"], rb.json()["nextPageToken"]
+        assert get(cc).json()["items"] != get(ca).json()["items"]
+
+
+# -- tokens, auth, validation -----------------------------------------------------------------------
+
+
+def _invalid_token(r: httpx.Response) -> None:
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == 400 and err["message"] == "Invalid pageToken"
+    assert err["status"] == "INVALID_ARGUMENT" and err["errors"]
+
+
+def test_page_token_is_tied_to_its_query(http: httpx.Client) -> None:
+    token = get(http).json()["nextPageToken"]
+    assert get(http, page_token=token).status_code == 200
+    assert get(http, page_token=token, max_results=5).status_code == 200  # page size may change
+    _invalid_token(get(http, end=H11 + timedelta(minutes=1), page_token=token))
+    _invalid_token(get(http, start=H10 + MS, page_token=token))
+    _invalid_token(get(http, app="drive", page_token=token))
+    _invalid_token(get(http, page_token="garbage"))
+    _invalid_token(get(http, page_token=token[:-2] + ("AA" if token[-2:] != "AA" else "BB")))
+
+
+def test_auth_required_when_token_set(sim: Simulator, make_sim: SimFactory) -> None:
+    for token in (None, "wrong"):
+        with client(sim, token=token) as c:
+            r = get(c)
+        assert r.status_code == 401
+        assert r.json()["error"]["code"] == 401
+    open_sim = make_sim(token=None)
+    with client(open_sim, token=None) as c:
+        assert get(c).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"endTime": iso(H11)},  # startTime missing
+        {"startTime": "yesterday", "endTime": iso(H11)},
+        {"startTime": iso(H10), "endTime": "soon"},
+        {"startTime": iso(H11), "endTime": iso(H11)},
+        {"startTime": iso(H11), "endTime": iso(H10)},
+        {"startTime": iso(NOW + MS)},
+        {"startTime": iso(H10), "maxResults": "0"},
+        {"startTime": iso(H10), "maxResults": "1001"},
+        {"startTime": iso(H10), "maxResults": "ten"},
+        {"startTime": iso(H10), "maxResults": "1.5"},
+    ],
+)
+def test_invalid_requests_are_400(http: httpx.Client, params: dict[str, str]) -> None:
+    r = http.get(path(), params=params)
+    assert r.status_code == 400
+    assert r.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_valid_edge_parameters(http: httpx.Client) -> None:
+    assert len(get(http, max_results=1).json()["items"]) == 1
+    assert len(get(http, max_results=1000).json()["items"]) == 108
+    assert http.get(path(), params={"startTime": "2026-11-26T11:00:00+01:00"}).status_code == 200
+    assert get(http, end=None).status_code == 200  # endTime defaults to sim-now
+    r = http.get("/admin/reports/v1/activity/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == 404
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+FAULT_CASES: list[tuple[str, dict[str, Any]]] = [
+    ("429", {}),
+    ("429_no_retry_after", {}),
+    ("503", {"retry_after": 2}),
+    ("500", {}),
+    ("502", {}),
+    ("504", {}),
+    ("drop", {}),
+    ("slow", {"delay": 0.5}),
+    ("reject_token", {}),
+    ("bad_json", {}),
+    ("malformed", {}),
+    ("no_id", {}),
+    ("stuck_token", {}),
+]
+
+
+def test_fault_cases_cover_every_kind() -> None:
+    assert sorted(k for k, _ in FAULT_CASES) == sorted(FAULT_KINDS)
+
+
+@pytest.mark.parametrize(("kind", "extra"), FAULT_CASES, ids=[k for k, _ in FAULT_CASES])
+def test_each_fault_kind_fires_once(
+    sim: Simulator, http: httpx.Client, kind: str, extra: dict[str, Any]
+) -> None:
+    token = get(http).json()["nextPageToken"]
+    normal = get(http, page_token=token)
+    sim.set_faults([{"kind": kind, **extra}])
+    sim.clear_requests()
+    if kind == "drop":
+        with pytest.raises(httpx.TransportError):
+            get(http, page_token=token)
+    elif kind == "slow":
+        with client(sim, timeout=0.2) as impatient, pytest.raises(httpx.ReadTimeout):
+            get(impatient, page_token=token)
+    else:
+        r = get(http, page_token=token)
+        if kind.startswith(("4", "5")):
+            status = int(kind[:3])
+            assert r.status_code == status
+            assert r.json()["error"]["code"] == status
+            if kind == "429":
+                assert r.headers["retry-after"] == "1"
+                assert r.json()["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+            elif kind == "503":
+                assert r.headers["retry-after"] == "2"
+            else:
+                assert "retry-after" not in r.headers
+        elif kind == "reject_token":
+            _invalid_token(r)
+        elif kind == "bad_json":
+            assert r.status_code == 200
+            with pytest.raises(ValueError):
+                r.json()
+        elif kind == "malformed":
+            assert r.status_code == 200 and not isinstance(r.json()["items"], list)
+        elif kind == "no_id":
+            items = r.json()["items"]
+            assert len(items) == len(normal.json()["items"])
+            assert sum("id" not in i for i in items) == 1
+        elif kind == "stuck_token":
+            body = r.json()
+            assert r.status_code == 200 and "items" not in body and body["nextPageToken"] == token
+    log = sim.requests()
+    assert len(log) == 1 and log[0]["fault"] == kind
+    if kind == "drop":
+        assert log[0]["status"] is None
+    elif kind != "slow":  # a slow request is logged as it arrives, its status once it has slept
+        assert log[0]["status"] == r.status_code
+    again = get(http, page_token=token)  # count defaults to 1: the same request now succeeds
+    assert again.status_code == 200 and again.content == normal.content
+
+
+def test_503_without_retry_after_and_stuck_token_on_first_request(sim: Simulator, http: httpx.Client) -> None:
+    sim.set_faults([{"kind": "503"}, {"kind": "stuck_token"}])
+    r = get(http)
+    assert r.status_code == 503 and "retry-after" not in r.headers
+    stuck = get(http).json()
+    assert "items" not in stuck
+    assert get(http, page_token=stuck["nextPageToken"]).status_code == 200  # a valid-looking token
+
+
+def statuses(c: httpx.Client, n: int, token: str | None = None) -> list[int]:
+    return [get(c, page_token=token).status_code for _ in range(n)]
+
+
+def test_after_and_count(sim: Simulator, http: httpx.Client) -> None:
+    sim.set_faults([{"kind": "500", "after": 2, "count": 2}])
+    assert statuses(http, 6) == [200, 200, 500, 500, 200, 200]
+    sim.set_faults([{"kind": "502", "count": None}])
+    assert statuses(http, 4) == [502] * 4
+    sim.set_faults([{"kind": "503", "count": 1}, {"kind": "500", "count": 1}])  # first firing rule wins
+    assert statuses(http, 3) == [503, 500, 200]
+    assert [r["fired"] for r in sim.faults()] == [1, 1]
+
+
+def test_match_token_first_and_reject_token(sim: Simulator, http: httpx.Client) -> None:
+    token = get(http).json()["nextPageToken"]
+    sim.set_faults([{"kind": "500", "match": "token", "count": None}])
+    assert statuses(http, 2) == [200, 200]
+    assert statuses(http, 2, token) == [500, 500]
+    sim.set_faults([{"kind": "500", "match": "first", "count": None}])
+    assert statuses(http, 2, token) == [200, 200]
+    assert statuses(http, 2) == [500, 500]
+    sim.set_faults([{"kind": "reject_token"}])
+    assert statuses(http, 1) == [200]  # a request without a token does not match the rule
+    assert statuses(http, 2, token) == [400, 200]
+
+
+def test_probability_is_seeded(sim: Simulator, http: httpx.Client) -> None:
+    rule = {"kind": "500", "probability": 0.5, "count": None}
+    sim.set_faults([rule])
+    first = statuses(http, 30)
+    assert 5 < first.count(500) < 25
+    sim.set_faults([rule])
+    assert statuses(http, 30) == first
+
+
+def test_invalid_fault_rules_rejected(sim: Simulator, http: httpx.Client) -> None:
+    for bad in ({"kind": "418"}, {"kind": "500", "cuont": 2}, {"kind": "500", "match": "sometimes"}):
+        with pytest.raises(SimulatorError):
+            sim.set_faults([bad])
+        assert http.post("/_sim/faults", json={"rules": [bad]}).status_code == 400
+
+
+def test_page_latency(sim: Simulator, http: httpx.Client) -> None:
+    sim.set_page_latency(0.3)
+    t0 = time.monotonic()
+    assert http.get("/_sim/health").json() == {"ok": True}
+    t1 = time.monotonic()
+    assert get(http).status_code == 200
+    t2 = time.monotonic()
+    assert t1 - t0 < 0.25
+    assert t2 - t1 >= 0.3
+
+
+# -- late events and the clock ----------------------------------------------------------------------
+
+
+def test_late_events_invisible_until_published(make_sim: SimFactory) -> None:
+    sim = make_sim(late_fraction=0.3, late_delay=3600)
+    with client(sim) as c:
+        visible = sim.ground_truth("login", H11, NOW)
+        eventual = sim.ground_truth("login", H11, NOW, include_unpublished=True)
+        assert 10 < len(eventual) - len(visible) < 60
+        items, _ = fetch_all(c, H11, NOW - MS)
+        assert items == visible
+        sim.set_clock(NOW + timedelta(hours=1))
+        items, _ = fetch_all(c, H11, NOW - MS)
+        assert items == eventual == sim.ground_truth("login", H11, NOW)
+        assert all(set(i) == {"kind", "id", "etag", "actor", "ipAddress", "events"} for i in items)
+        sim.set_clock(H11 + timedelta(minutes=30))  # events after sim-now do not exist yet
+        assert all(i["id"]["time"] <= "2026-11-26T11:30:00.000Z" for i in fetch_all(c, H11, NOW)[0])
+
+
+def test_late_publication_between_pages_does_not_shift_pages(make_sim: SimFactory) -> None:
+    sim = make_sim(late_fraction=0.3, late_delay=1800)
+    with client(sim) as c:
+        first = get(c, H11, NOW, max_results=20).json()
+        sim.set_clock(NOW + timedelta(hours=1))  # every late event of the window is now published
+        rest, _ = fetch_all_from(c, first["nextPageToken"])
+    cursor = key(first["items"][-1])
+    expected = [i for i in sim.ground_truth("login", H11, NOW + MS) if key(i) < cursor]
+    assert rest == expected
+    assert not set(map(ident, first["items"])) & set(map(ident, rest))
+
+
+def fetch_all_from(c: httpx.Client, token: str) -> tuple[list[dict[str, Any]], int]:
+    items: list[dict[str, Any]] = []
+    pages = 0
+    next_token: str | None = token
+    while next_token:
+        body = get(c, H11, NOW, max_results=20, page_token=next_token).json()
+        pages += 1
+        items.extend(body.get("items", []))
+        next_token = body.get("nextPageToken")
+    return items, pages
+
+
+def test_clock_controls(sim: Simulator) -> None:
+    assert sim.now() == NOW
+    sim.advance_clock(90)
+    assert sim.now() == NOW + timedelta(seconds=90)
+    sim.set_clock(offset=-3600)
+    assert abs((datetime.now(UTC) - timedelta(hours=1) - sim.now()).total_seconds()) < 5
+    sim.set_clock()
+    assert abs((datetime.now(UTC) - sim.now()).total_seconds()) < 5
+    with pytest.raises(ValueError):
+        sim.set_clock(datetime(2026, 11, 26, 12))  # naive: refused rather than guessed
+
+
+# -- request log, admin endpoints, lifecycle --------------------------------------------------------
+
+
+def test_request_log(sim: Simulator, http: httpx.Client) -> None:
+    token = get(http, max_results=40).json()["nextPageToken"]
+    sim.set_faults([{"kind": "drop"}])
+    with pytest.raises(httpx.TransportError):
+        get(http, max_results=40, page_token=token)
+    get(http, max_results=40, page_token=token)
+    http.get("/_sim/health")
+    log = sim.requests()
+    assert [e["n"] for e in log] == [1, 2, 3]
+    assert [(e["status"], e["fault"], e["items"]) for e in log] == [
+        (200, None, 40), (None, "drop", 0), (200, None, 40)
+    ]
+    assert log[0]["pageToken"] is None and log[1]["pageToken"] == log[2]["pageToken"] == token
+    assert log[0]["maxResults"] == 40 and log[0]["startTime"] == iso(H10) and log[0]["endTime"] == iso(H11)
+    assert log[0]["application"] == "login" and isinstance(log[0]["t"], float)
+    assert http.get("/_sim/requests").json()["requests"] == log
+    assert http.delete("/_sim/requests").status_code == 200
+    assert sim.requests() == []
+
+
+def test_admin_endpoints_over_http(sim: Simulator, http: httpx.Client) -> None:
+    assert http.post("/_sim/faults", json={"rules": [{"kind": "504"}]}).status_code == 200
+    assert get(http).status_code == 504
+    assert http.get("/_sim/faults").json()["rules"][0]["fired"] == 1
+    r = http.post("/_sim/clock", json={"now": "2026-11-26T13:00:00Z", "offset": None})
+    assert r.json()["now"] == "2026-11-26T13:00:00+00:00" and sim.now() == NOW + timedelta(hours=1)
+    http.post("/_sim/clock", json={"now": iso(NOW)})
+    http.post("/_sim/page_latency", json={"seconds": 0.0})
+    window = {"application": "login", "startTime": iso(H10), "endTime": iso(H11)}
+    events = http.get("/_sim/events", params=window)
+    assert events.json()["items"] == sim.ground_truth("login", H10, H11)
+    ids = http.get("/_sim/events", params={**window, "ids_only": "1"}).json()["ids"]
+    assert [tuple(i) for i in ids] == sim.ground_truth_ids("login", H10, H11)
+    assert http.post("/_sim/clock", json={"now": "2026-11-26T13:00:00"}).status_code == 400  # naive
+    assert http.get("/_sim/nope").status_code == 404
+    assert [e["n"] for e in sim.requests()] == [1]  # admin calls are not logged
+
+
+def test_keep_alive_and_stop_cuts_connections(make_sim: SimFactory) -> None:
+    sim = make_sim()
+    with client(sim) as c:
+        r1, r2 = get(c), get(c)
+        assert r1.http_version == "HTTP/1.1" and r1.headers.get("connection") != "close"
+        local = [r.extensions["network_stream"].get_extra_info("client_addr") for r in (r1, r2)]
+        assert local[0] == local[1]  # one connection, reused
+        sim.stop()
+        with pytest.raises(httpx.TransportError):
+            get(c)
+    with Simulator(events_per_hour=10, token=None) as ctx:
+        url = ctx.url
+        assert httpx.get(f"{url}/_sim/health", trust_env=False).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/_sim/health", trust_env=False)
+
+
+def test_cli_subprocess_listens_answers_and_exits_on_sigterm() -> None:
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    cmd = [
+        sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--no-auth",
+        "--events-per-hour", "50", "--late-delay", "15m",
+        "--faults", json.dumps([{"kind": "503", "retry_after": 1}]),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        stdout = proc.stdout
+        reader = threading.Thread(target=lambda: lines.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout=30)
+        assert lines, "simulator did not print LISTENING"
+        m = re.fullmatch(r"LISTENING (http://127\.0\.0\.1:\d+)\n", lines[0])
+        assert m, lines
+        with httpx.Client(base_url=m.group(1), trust_env=False, timeout=5) as c:
+            assert c.get("/_sim/health").json() == {"ok": True}
+            c.post("/_sim/clock", json={"now": iso(NOW)})
+            first = get(c)
+            assert first.status_code == 503 and first.headers["retry-after"] == "1"
+            assert len(get(c).json()["items"]) == 25
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+        assert out == "" and err == ""  # one line only; no access log without --verbose
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
