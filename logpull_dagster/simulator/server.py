@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import random
@@ -225,10 +226,8 @@ class _Server(ThreadingHTTPServer):
         with self._conns_lock:
             conns = list(self._conns)
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -280,7 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
                 reply = sim._handle_admin(method, url.path, query, body)
             else:
                 reply = _error(404, f"Not Found: {url.path}")
-        except Exception:  # noqa: BLE001 - a simulator bug must answer 500, not hang the client
+        except Exception:  # a simulator bug must answer 500, not hang the client
             traceback.print_exc(file=sys.stderr)
             reply = _error(500, "Internal simulator error")
         if reply is _DROP:
