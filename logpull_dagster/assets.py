@@ -15,6 +15,7 @@ become stores, results become materialization metadata, and failures become Dags
 import datetime as dt
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -197,7 +198,7 @@ def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally:
         "elapsed_seconds": dg.MetadataValue.float(round(tally.elapsed, 3)),
         "events_per_second": dg.MetadataValue.float(
             round(tally.events_landed / tally.elapsed, 1) if tally.elapsed > 0 else 0.0),
-        "landing": dg.MetadataValue.path(result.landed[0].rsplit("/", 1)[0] if result.landed else "(no new page)"),
+        "landing": dg.MetadataValue.path(str(Path(result.landed[0]).parent) if result.landed else "(no new page)"),
     }
     if stats.get("first_event_time"):
         meta["first_event_time"] = dg.MetadataValue.text(stats["first_event_time"])

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.sources import BadPage, LogSource, SourceError, TokenRejected
 from logpull_dagster.windows import Window, rfc3339
@@ -84,7 +84,7 @@ class Progress:
     events_per_second: float
 
 
-def acquire(checkpoints: CheckpointStore, source: str, stage: str, window: Window, *, owner: str,
+def acquire(checkpoints: CheckpointStore, source: str, stage: Stage, window: Window, *, owner: str,
             lease_ttl: float, lease_wait: float, clock: Callable[[], float] = time.time,
             sleep: Callable[[float], None] = time.sleep) -> Checkpoint:
     """Take the window's lease, waiting up to ``lease_wait`` for another holder's lease to lapse.
@@ -95,7 +95,7 @@ def acquire(checkpoints: CheckpointStore, source: str, stage: str, window: Windo
     deadline = clock() + lease_wait
     while True:
         try:
-            return checkpoints.acquire(source, stage, rfc3339(window.start), rfc3339(window.end),  # type: ignore[arg-type]
+            return checkpoints.acquire(source, stage, rfc3339(window.start), rfc3339(window.end),
                                        owner=owner, ttl=lease_ttl, now=clock())
         except LeaseHeld as held:
             now = clock()
