@@ -14,17 +14,19 @@ become stores, results become materialization metadata, and failures become Dags
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.deliver import deliver_window
 from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
-from logpull_dagster.resources import FileSiem, LocalLanding, SqliteCheckpoints
+from logpull_dagster.resources import FileSiem, SqliteCheckpoints
 from logpull_dagster.windows import Window, rfc3339, window_for_key
 
 # Bound on budget retries of one window in one run: each makes progress, but not forever.
@@ -64,6 +66,8 @@ class _RunTally:
     outside_window_dropped: int = 0
     elapsed: float = 0.0
     resumed_from_page: int | None = None
+    late_events: int = 0
+    done: bool = False
     landed: list[str] = field(default_factory=list)
 
     def add(self, r: PullResult) -> None:
@@ -72,6 +76,7 @@ class _RunTally:
         self.attempts += 1
         self.pages_read += r.pages_read
         self.events_landed += r.events_landed
+        self.late_events += r.late_events
         self.http_retries += r.http_retries
         self.token_restarts += r.token_restarts
         self.duplicates_dropped += r.duplicates_dropped
@@ -84,16 +89,16 @@ _tallies: dict[tuple[str, str, str], _RunTally] = {}
 _tallies_lock = threading.Lock()
 
 
-def _tally(context: dg.AssetExecutionContext, source: str) -> _RunTally:
-    key = (context.run.run_id, source, context.partition_key)
+def _tally(run_id: str, source: str, key: str) -> _RunTally:
     with _tallies_lock:
-        return _tallies.setdefault(key, _RunTally())
+        return _tallies.setdefault((run_id, source, key), _RunTally())
 
 
-def _forget(context: dg.AssetExecutionContext, source: str) -> None:
-    """The window's last attempt in this run is over (success or final failure)."""
+def _forget(run_id: str, source: str) -> None:
+    """The step is over for good (success or final failure): drop this run's tallies."""
     with _tallies_lock:
-        _tallies.pop((context.run.run_id, source, context.partition_key), None)
+        for k in [k for k in _tallies if k[:2] == (run_id, source)]:
+            del _tallies[k]
 
 
 def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
@@ -103,6 +108,17 @@ def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
         records=[dg.TableRecord({"event_name": str(r.event_name), "events": int(r.events)})
                  for r in df.itertuples(index=False)],
         schema=dg.TableSchema(columns=[dg.TableColumn("event_name", "string"), dg.TableColumn("events", "int")]),
+    )
+
+
+class PullConfig(dg.Config):
+    """Run config of ``logs/<source>``, e.g. ``--config-json '{"ops": {"logs__gws_login": {"config":
+    {"reread": true}}}}'``."""
+
+    reread: bool = Field(
+        default=False,
+        description="In a range run, read windows that are complete already, landing only events not landed "
+                    "before. A single-window run always reads its window.",
     )
 
 
@@ -118,57 +134,94 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         description=f"{src.type} `{src.application}` audit events, pulled window by window with a "
                     f"checkpoint after every page (source `{src.name}`).",
         tags={"logpull/source": src.name},
+        pool=src.effective_pool,
+        # A range (CLI --partition-range, a UI backfill) runs as one run that reads window after window,
+        # recording each window's materialization as soon as it is complete.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Materializations are recorded per window as they complete; there is no value to store.
+        output_required=False,
     )
-    def _logs(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        window = window_for_key(src.cadence, context.partition_key)
-        checkpoints: SqliteCheckpoints = context.resources.checkpoints
-        landing: LocalLanding = context.resources.landing
-        tally = _tally(context, src.name)
-
-        def progress(p: Progress) -> None:
-            context.log.info(f"{src.name} {context.partition_key} page {p.page}: +{p.landed_in_page} events, "
-                             f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
-
-        source = getattr(context.resources, api_key).open()
-        try:
-            result = pull_window(
-                source, window, source_name=src.name, checkpoints=checkpoints.store, landing=landing.store,
-                owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
-                lease_wait=src.effective_lease_wait.total_seconds(),
-                time_budget=src.time_budget.total_seconds(), on_page=progress,
-            )
-        except BudgetExhausted as e:
-            tally.add(e.result)
-            tally.budget_retries += 1
-            context.log.warning(str(e))
-            if tally.budget_retries > MAX_BUDGET_RETRIES:
-                raise dg.Failure(f"{e}; gave up after {MAX_BUDGET_RETRIES} budgets in one run",
-                                 allow_retries=False) from None
-            raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
-        except (LeaseHeld, LeaseLost) as e:
-            _forget(context, src.name)
-            raise dg.Failure(description=str(e), allow_retries=False) from None
-        except PullFailed as e:
-            tally.faults += 1
-            if tally.faults <= src.retries:
-                wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
-                context.log.warning(f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, "
-                                    f"resuming from the checkpoint.")
-                raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
-            _forget(context, src.name)
-            raise dg.Failure(
-                description=f"{e}. Gave up after {src.retries} retries in this run; the checkpoint is kept, "
-                            f"so the next run of this window resumes from the same page.",
-                metadata={"window": str(window)},
-                allow_retries=False,
-            ) from None
-        finally:
-            source.close()
-        tally.add(result)
-        _forget(context, src.name)
-        return dg.MaterializeResult(metadata=_pull_metadata(src, window, result, tally, checkpoints))
+    def _logs(context: dg.AssetExecutionContext, config: PullConfig) -> Iterator[dg.AssetMaterialization]:
+        ranged = len(context.partition_keys) > 1
+        run_id = context.run.run_id
+        store = context.resources.checkpoints.store
+        for key in context.partition_keys:
+            window = window_for_key(src.cadence, key)
+            tally = _tally(run_id, src.name, key)
+            if tally.done:  # completed earlier in this run, before a retry of the step
+                continue
+            if ranged and not config.reread:
+                cp = store.get(src.name, "pull", rfc3339(window.start))
+                if cp is not None and cp.status == "complete" and cp.cursor is None:
+                    tally.done = True
+                    context.log.info(f"{src.name} {key}: complete already, skipped (reread: true reads it again)")
+                    continue
+            try:
+                result = _pull_one(context, src, key, window, tally)
+            except LeaseHeld as e:
+                if not ranged:
+                    _forget(run_id, src.name)
+                    raise dg.Failure(description=str(e), allow_retries=False) from None
+                # In a backfill, the run holding this window is reading it: leave it to that run.
+                tally.done = True
+                context.log.warning(f"{key} skipped: {e}")
+                continue
+            tally.done = True
+            metadata = _pull_metadata(src, window, result, tally, context.resources.checkpoints)
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+        _forget(run_id, src.name)
 
     return _logs
+
+
+def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, window: Window,
+              tally: _RunTally) -> PullResult:
+    """One attempt at one window; Dagster retries of the step resume it from its checkpoint."""
+    api_key = api_resource_key(src.name)
+    run_id = context.run.run_id
+
+    def progress(p: Progress) -> None:
+        context.log.info(f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
+                         f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
+
+    source = getattr(context.resources, api_key).open()
+    try:
+        result = pull_window(
+            source, window, source_name=src.name, checkpoints=context.resources.checkpoints.store,
+            landing=context.resources.landing.store, owner=run_id, lease_ttl=src.lease_ttl.total_seconds(),
+            lease_wait=src.effective_lease_wait.total_seconds(),
+            time_budget=src.time_budget.total_seconds(), on_page=progress,
+        )
+    except BudgetExhausted as e:
+        tally.add(e.result)
+        tally.budget_retries += 1
+        context.log.warning(str(e))
+        if tally.budget_retries > MAX_BUDGET_RETRIES:
+            _forget(run_id, src.name)
+            raise dg.Failure(f"{e}; gave up after {MAX_BUDGET_RETRIES} budgets in one run",
+                             allow_retries=False) from None
+        raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
+    except LeaseLost as e:
+        _forget(run_id, src.name)
+        raise dg.Failure(description=str(e), allow_retries=False) from None
+    except PullFailed as e:
+        tally.faults += 1
+        if tally.faults <= src.retries:
+            wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
+            context.log.warning(f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, "
+                                f"resuming from the checkpoint.")
+            raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
+        _forget(run_id, src.name)
+        raise dg.Failure(
+            description=f"{e}. Gave up after {src.retries} retries in this run; the checkpoint is kept, "
+                        f"so the next run of this window resumes from the same page.",
+            metadata={"window": str(window)},
+            allow_retries=False,
+        ) from None
+    finally:
+        source.close()
+    tally.add(result)
+    return result
 
 
 def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally: _RunTally,
@@ -193,6 +246,8 @@ def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally:
         "fault_retries": dg.MetadataValue.int(tally.faults),
         "http_retries": dg.MetadataValue.int(tally.http_retries),
         "token_restarts": dg.MetadataValue.int(tally.token_restarts),
+        "late_events": dg.MetadataValue.int(tally.late_events),
+        "window_late_events": dg.MetadataValue.int(int(stats.get("late_events", 0))),
         "duplicates_dropped": dg.MetadataValue.int(tally.duplicates_dropped),
         "outside_window_dropped": dg.MetadataValue.int(tally.outside_window_dropped),
         "elapsed_seconds": dg.MetadataValue.float(round(tally.elapsed, 3)),
@@ -200,6 +255,8 @@ def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally:
             round(tally.events_landed / tally.elapsed, 1) if tally.elapsed > 0 else 0.0),
         "landing": dg.MetadataValue.path(str(Path(result.landed[0]).parent) if result.landed else "(no new page)"),
     }
+    if stats.get("last_read_at"):
+        meta["last_read_at"] = dg.MetadataValue.text(stats["last_read_at"])
     if stats.get("first_event_time"):
         meta["first_event_time"] = dg.MetadataValue.text(stats["first_event_time"])
         meta["last_event_time"] = dg.MetadataValue.text(stats["last_event_time"])

@@ -72,6 +72,14 @@ class SourceConfig(_Strict):
     http_attempts: int = Field(default=6, ge=1, le=50)
     http_timeout: Duration = dt.timedelta(seconds=30)
     http_backoff_max: Duration = dt.timedelta(seconds=60)
+    # The orchestrator: one schedule per source (see schedules.py).
+    schedule: str = "*/15 * * * *"
+    max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
+    # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
+    lookback: Duration = dt.timedelta(0)
+    lookback_every: Duration = dt.timedelta(hours=1)
+    # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.
+    pool: str | None = None
 
     @field_validator("start", mode="before")
     @classmethod
@@ -100,6 +108,15 @@ class SourceConfig(_Strict):
                              "access_token: {env: GWS_ACCESS_TOKEN}")
         return value
 
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"{value!r} is not a cron string; write it like '*/15 * * * *'")
+        return value
+
     @model_validator(mode="after")
     def _aligned(self) -> SourceConfig:
         if not is_aligned(self.cadence, self.start):
@@ -114,6 +131,10 @@ class SourceConfig(_Strict):
     @property
     def effective_lease_wait(self) -> dt.timedelta:
         return self.lease_ttl if self.lease_wait is None else self.lease_wait
+
+    @property
+    def effective_pool(self) -> str:
+        return self.pool or f"{self.type}:{self.name}"
 
 
 class SqliteCheckpointsConfig(_Strict):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from logpull_dagster.assets import api_resource_key, build_logs_asset, build_siem_asset, siem_key
+from logpull_dagster.assets import api_resource_key, build_logs_asset, build_siem_asset, logs_key, siem_key
 from logpull_dagster.config import LogpullConfig, load_config
 from logpull_dagster.resources import FileSiem, GoogleWorkspaceReports, LocalLanding, SqliteCheckpoints
+from logpull_dagster.schedules import build_pull_schedule
 from logpull_dagster.sensors import build_delivery_sensor
 
 
@@ -15,6 +16,7 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
     assets: list[dg.AssetsDefinition] = []
     jobs: list[UnresolvedAssetJobDefinition] = []
     sensors: list[dg.SensorDefinition] = []
+    schedules: list[dg.ScheduleDefinition] = []
     resources: dict[str, object] = {
         "checkpoints": SqliteCheckpoints(path=str(config.resolve(config.checkpoints.path))),
         "landing": LocalLanding(path=str(config.resolve(config.landing.path))),
@@ -22,8 +24,12 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
     }
     for src in config.sources:
         assets += [build_logs_asset(src), build_siem_asset(src)]
-        deliver = dg.define_asset_job(f"deliver_{src.name}", selection=[siem_key(src.name)])
-        jobs.append(deliver)
+        pull = dg.define_asset_job(f"pull_{src.name}", selection=[logs_key(src.name)],
+                                   tags={"logpull/source": src.name})
+        deliver = dg.define_asset_job(f"deliver_{src.name}", selection=[siem_key(src.name)],
+                                      tags={"logpull/source": src.name})
+        jobs += [pull, deliver]
+        schedules.append(build_pull_schedule(src, pull))
         sensors.append(build_delivery_sensor(src.name, deliver))
         resources[api_resource_key(src.name)] = GoogleWorkspaceReports(
             base_url=src.base_url,
@@ -37,6 +43,7 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=jobs,
+        schedules=schedules,
         sensors=sensors,
         resources=resources,
         # The work is I/O bound; a subprocess per step would cost ~1.5 s a run for nothing.

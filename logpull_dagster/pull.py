@@ -62,6 +62,7 @@ class PullResult:
     pages_read: int = 0
     pages_landed: int = 0
     events_landed: int = 0
+    late_events: int = 0
     duplicates_dropped: int = 0
     outside_window_dropped: int = 0
     http_retries: int = 0
@@ -183,6 +184,9 @@ def pull_window(
                 times = [ev.time for ev in keep]
                 stats["first_event_time"] = min(filter(None, [stats.get("first_event_time"), rfc3339(min(times))]))
                 stats["last_event_time"] = max(filter(None, [stats.get("last_event_time"), rfc3339(max(times))]))
+                if cp.passes:  # the window was read completely before: these events were published late
+                    stats["late_events"] = stats.get("late_events", 0) + len(keep)
+                    result.late_events += len(keep)
                 page_names = Counter(n for ev in keep for n in (ev.names or ("(none)",)))
                 result.names.update(page_names)
                 names = Counter(stats.get("names", {}))
@@ -192,6 +196,8 @@ def pull_window(
                 stats["http_retries"] = stats.get("http_retries", 0) + page.http_retries
 
             done = page.next_cursor is None
+            if done:
+                stats["last_read_at"] = rfc3339(dt.datetime.fromtimestamp(clock(), dt.UTC))
             cp = dataclasses.replace(
                 cp,
                 cursor=page.next_cursor,
