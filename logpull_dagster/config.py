@@ -78,6 +78,8 @@ class SourceConfig(_Strict):
     # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
     lookback: Duration = dt.timedelta(0)
     lookback_every: Duration = dt.timedelta(hours=1)
+    # How often the delivery sensor looks for windows with new landed data.
+    delivery_interval: Duration = dt.timedelta(seconds=30)
     # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.
     pool: str | None = None
 
