@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
