@@ -12,6 +12,7 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from logpull_dagster.checkpoints import Checkpoint
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.orchestration import plan
 from logpull_dagster.resources import SqliteCheckpoints
@@ -19,8 +20,9 @@ from logpull_dagster.windows import key_for_window, rfc3339, window_for_key
 
 # Runs not yet reading: their window has no live lease yet, but they will read it.
 _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-# A started run takes its lease within seconds; give it this long before trusting the lease alone.
-_STARTUP_GRACE = 120.0
+# A started run without a lease may be waiting for a pool slot; past this age it is presumed dead
+# (the default run launcher cannot report a dead worker, so Dagster may show it STARTED forever).
+_STALE_AFTER = 6 * 3600.0
 
 
 def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
@@ -41,7 +43,8 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
         requests = plan(
             cadence=src.cadence, first=src.start, now=now.astimezone(dt.UTC),
             settle_lag=src.settle_lag, lookback=src.lookback, lookback_every=src.lookback_every,
-            max_windows=src.max_windows_per_tick, checkpoints=rows, in_flight=_in_flight(context, src, job.name),
+            max_windows=src.max_windows_per_tick, checkpoints=rows,
+            in_flight=_in_flight(context, src, job.name, rows),
         )
         if not requests:
             return dg.SkipReason(f"every due window of {src.name} is complete or being read")
@@ -59,17 +62,29 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
     return _schedule
 
 
-def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceConfig, job_name: str) -> set[str]:
-    """Window starts that a queued, starting or just-started run of this source's job will read."""
+def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceConfig, job_name: str,
+               rows: dict[str, Checkpoint]) -> set[str]:
+    """Window starts that a queued or started run of this source's job is about to read or reading.
+
+    A started run counts unless it held the window's lease and let it lapse (it died reading), or it
+    is older than _STALE_AFTER and never took the lease.
+    """
     records = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name, statuses=[*_WAITING, dg.DagsterRunStatus.STARTED]),
     )
     now = time.time()
     out = set()
     for rec in records:
-        started = rec.start_time or rec.create_timestamp.timestamp()
-        if rec.dagster_run.status in _WAITING or now - started < _STARTUP_GRACE:
-            key = rec.dagster_run.tags.get("dagster/partition")
-            if key:
-                out.add(rfc3339(window_for_key(src.cadence, key).start))
+        key = rec.dagster_run.tags.get("dagster/partition")
+        if not key:
+            continue
+        start = rfc3339(window_for_key(src.cadence, key).start)
+        if rec.dagster_run.status == dg.DagsterRunStatus.STARTED:
+            cp = rows.get(start)
+            if cp is not None and cp.lease_owner == rec.dagster_run.run_id:
+                if cp.lease_expires <= now:
+                    continue  # died holding the window
+            elif now - (rec.start_time or rec.create_timestamp.timestamp()) > _STALE_AFTER:
+                continue
+        out.add(start)
     return out

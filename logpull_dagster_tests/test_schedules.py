@@ -133,3 +133,16 @@ def test_late_events_reach_the_siem_exactly_once_with_lookback_and_are_missed_wi
             windows_missing = {i.split("/")[2][:13] for i in missing}
             read_once = {cp.window_start[:13] for cp in rows.values() if cp.passes == 1}
             assert windows_missing <= read_once
+
+
+def test_a_window_a_queued_or_live_run_will_read_is_not_requested_twice(tmp_path, sim, instance):
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    defs = make_defs(tmp_path, sim.url, start="2026-11-26T00:00:00Z", settle_lag="0s")
+    orch = Orchestrator(defs, instance)
+    at = DAY + 3 * H
+    for key, status in (("2026-11-26-00:00", dg.DagsterRunStatus.NOT_STARTED),
+                        ("2026-11-26-01:00", dg.DagsterRunStatus.STARTED)):  # started, no lease yet
+        instance.add_run(DagsterRun(job_name="pull_gws", run_id=f"run-{key[-5:-3]}", status=status,
+                                    tags={"dagster/partition": key}))
+    assert [r.partition_key for r in orch.requests(at)] == ["2026-11-26-02:00"]
