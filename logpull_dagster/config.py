@@ -75,6 +75,8 @@ class SourceConfig(_Strict):
     # The orchestrator: one schedule per source (see schedules.py).
     schedule: str = "*/15 * * * *"
     max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
+    # Adjacent windows requested together run as one run of up to this many windows (a catch-up).
+    max_windows_per_run: int = Field(default=12, ge=1, le=10_000)
     # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
     lookback: Duration = dt.timedelta(0)
     lookback_every: Duration = dt.timedelta(hours=1)

@@ -68,6 +68,21 @@ def plan(
     return (missing + reread)[:max_windows]
 
 
+def batches(requests: list[WindowRequest], max_per_run: int) -> list[list[WindowRequest]]:
+    """Group requests into runs: adjacent windows of the same kind (first reads vs re-reads), at most
+    ``max_per_run`` each. One run reading many windows costs one process start instead of many, which
+    is what makes a catch-up after downtime fast."""
+    out: list[list[WindowRequest]] = []
+    for r in requests:
+        last = out[-1][-1] if out else None
+        if (last is not None and len(out[-1]) < max_per_run and last.window.end == r.window.start
+                and (last.reason == "reread") == (r.reason == "reread")):
+            out[-1].append(r)
+        else:
+            out.append([r])
+    return out
+
+
 def _last_read(cp: Checkpoint) -> dt.datetime:
     value = cp.stats.get("last_read_at")
     if isinstance(value, str):

@@ -14,9 +14,11 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 
 from logpull_dagster.checkpoints import Checkpoint
 from logpull_dagster.config import SourceConfig
-from logpull_dagster.orchestration import plan
+from logpull_dagster.orchestration import WindowRequest, batches, plan
 from logpull_dagster.resources import SqliteCheckpoints
-from logpull_dagster.windows import key_for_window, rfc3339, window_for_key
+from logpull_dagster.windows import due_windows, key_for_window, rfc3339, window_for_key
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 # Runs not yet reading: their window has no live lease yet, but they will read it.
 _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
@@ -49,42 +51,65 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
         if not requests:
             return dg.SkipReason(f"every due window of {src.name} is complete or being read")
         tick = rfc3339(now)
-        return [
-            dg.RunRequest(
-                # One tick never asks twice for a window, even if the tick itself is retried.
-                run_key=f"{key_for_window(src.cadence, r.window)}@{tick}",
-                partition_key=key_for_window(src.cadence, r.window),
-                tags={"logpull/source": src.name, "logpull/reason": r.reason},
-            )
-            for r in requests
-        ]
+        return [_run_request(src, batch, tick) for batch in batches(requests, src.max_windows_per_run)]
 
     return _schedule
+
+
+def _run_request(src: SourceConfig, batch: list[WindowRequest], tick: str) -> dg.RunRequest:
+    first, last = (key_for_window(src.cadence, r.window) for r in (batch[0], batch[-1]))
+    reasons = ",".join(sorted({r.reason for r in batch}))
+    tags = {"logpull/source": src.name, "logpull/reason": reasons}
+    if len(batch) == 1:
+        # One tick never asks twice for a window, even if the tick itself is retried.
+        return dg.RunRequest(run_key=f"{first}@{tick}", partition_key=first, tags=tags)
+    # Several adjacent windows: one run over the range, as a single-run backfill does. Re-reads ask the
+    # range run to read complete windows too.
+    config = {"ops": {_op_name(src): {"config": {"reread": True}}}} if batch[0].reason == "reread" else None
+    return dg.RunRequest(
+        run_key=f"{first}...{last}@{tick}",
+        tags={**tags, RANGE_START: first, RANGE_END: last},
+        run_config=config or {},
+    )
+
+
+def _op_name(src: SourceConfig) -> str:
+    return f"logs__{src.name}"
+
+
+def _run_windows(src: SourceConfig, tags: dict[str, str]) -> list[str]:
+    """Window starts a run of the pull job covers: its partition, or its partition range."""
+    if "dagster/partition" in tags:
+        keys = [tags["dagster/partition"]]
+    elif RANGE_START in tags and RANGE_END in tags:
+        first = window_for_key(src.cadence, tags[RANGE_START])
+        last = window_for_key(src.cadence, tags[RANGE_END])
+        return [rfc3339(w.start) for w in due_windows(src.cadence, first.start, last.end, dt.timedelta(0))]
+    else:
+        keys = []
+    return [rfc3339(window_for_key(src.cadence, k).start) for k in keys]
 
 
 def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceConfig, job_name: str,
                rows: dict[str, Checkpoint]) -> set[str]:
     """Window starts that a queued or started run of this source's job is about to read or reading.
 
-    A started run counts unless it held the window's lease and let it lapse (it died reading), or it
-    is older than _STALE_AFTER and never took the lease.
+    A started run counts unless it held a window's lease and let it lapse (it died reading), or it is
+    older than _STALE_AFTER and holds no lease.
     """
     records = context.instance.get_run_records(
         filters=dg.RunsFilter(job_name=job_name, statuses=[*_WAITING, dg.DagsterRunStatus.STARTED]),
     )
     now = time.time()
-    out = set()
+    out: set[str] = set()
     for rec in records:
-        key = rec.dagster_run.tags.get("dagster/partition")
-        if not key:
-            continue
-        start = rfc3339(window_for_key(src.cadence, key).start)
-        if rec.dagster_run.status == dg.DagsterRunStatus.STARTED:
-            cp = rows.get(start)
-            if cp is not None and cp.lease_owner == rec.dagster_run.run_id:
-                if cp.lease_expires <= now:
-                    continue  # died holding the window
-            elif now - (rec.start_time or rec.create_timestamp.timestamp()) > _STALE_AFTER:
+        run = rec.dagster_run
+        starts = _run_windows(src, dict(run.tags))
+        if run.status == dg.DagsterRunStatus.STARTED:
+            held = [rows[s] for s in starts if s in rows and rows[s].lease_owner == run.run_id]
+            if any(cp.lease_expires <= now for cp in held):
+                continue  # died holding a window
+            if not held and now - (rec.start_time or rec.create_timestamp.timestamp()) > _STALE_AFTER:
                 continue
-        out.add(start)
+        out.update(starts)
     return out

@@ -4,7 +4,7 @@ import dataclasses
 import datetime as dt
 
 from logpull_dagster.checkpoints import Checkpoint
-from logpull_dagster.orchestration import plan
+from logpull_dagster.orchestration import batches, plan
 from logpull_dagster.windows import UTC, rfc3339
 
 H = dt.timedelta(hours=1)
@@ -62,3 +62,19 @@ def test_missing_windows_go_before_rereads():
     now = DAY + 4 * H
     rows = [cp(h, status="complete", passes=1, stats={"last_read_at": rfc3339(DAY)}) for h in (0, 1)]
     assert run(now, rows, lookback=dt.timedelta(hours=10), max_windows=2) == [(2, "new"), (0, "reread")]
+
+
+def test_adjacent_windows_of_one_kind_share_a_run_up_to_the_bound():
+    now = DAY + 10 * H
+    rows = [cp(3, status="complete", passes=1, stats={"last_read_at": rfc3339(DAY)}),
+            cp(4, status="complete", passes=1, stats={"last_read_at": rfc3339(DAY)}),
+            cp(6, status="failed")]
+    reqs = plan(cadence="hourly", first=DAY, now=now, settle_lag=dt.timedelta(0), lookback=dt.timedelta(hours=12),
+                lookback_every=H, max_windows=24, checkpoints={c.window_start: c for c in rows})
+    runs = [[(r.window.start.hour, r.reason) for r in b] for b in batches(reqs, max_per_run=3)]
+    assert runs == [
+        [(0, "new"), (1, "new"), (2, "new")],  # at most 3 a run
+        [(5, "new"), (6, "failed"), (7, "new")],  # first reads of any kind go together
+        [(8, "new"), (9, "new")],
+        [(3, "reread"), (4, "reread")],  # re-reads run apart (they read complete windows)
+    ]

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.schedules import RANGE_END, RANGE_START
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.windows import UTC, rfc3339
 
@@ -52,14 +53,21 @@ class Orchestrator:
         reqs = self.requests(at)
         pull = self.defs.resolve_job_def("pull_gws")
         for r in reqs:
-            assert pull.execute_in_process(partition_key=r.partition_key, instance=self.instance, tags=r.tags).success
+            assert pull.execute_in_process(partition_key=r.partition_key, instance=self.instance, tags=r.tags,
+                                           run_config=r.run_config).success
         out = self.sensor.evaluate_tick(dg.build_sensor_context(instance=self.instance, definitions=self.defs,
                                                                  cursor=self.cursor))
         self.cursor = out.cursor
         deliver = self.defs.resolve_job_def("deliver_gws")
         for r in out.run_requests:
             assert deliver.execute_in_process(partition_key=r.partition_key, instance=self.instance).success
-        return [f"{r.partition_key}:{r.tags['logpull/reason']}" for r in reqs]
+        return [label(r) for r in reqs]
+
+
+def label(r: dg.RunRequest) -> str:
+    """``key:reason`` for a one-window run, ``first...last:reason`` for a range run."""
+    keys = r.partition_key or f"{r.tags[RANGE_START]}...{r.tags[RANGE_END]}"
+    return f"{keys}:{r.tags['logpull/reason']}"
 
 
 def test_schedule_requests_due_windows_oldest_first_bounded_and_reads_the_checkpoint_store(tmp_path, sim, instance):
@@ -69,14 +77,12 @@ def test_schedule_requests_due_windows_oldest_first_bounded_and_reads_the_checkp
     schedule = defs.resolve_schedule_def("pull_gws_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "15 * * * *"
 
-    reqs = orch.requests(DAY + 5 * H + dt.timedelta(minutes=15))
-    assert [r.partition_key for r in reqs] == ["2026-11-26-00:00", "2026-11-26-01:00", "2026-11-26-02:00"]
-    assert len({r.run_key for r in reqs}) == 3
-    assert orch.tick(DAY + 5 * H + dt.timedelta(minutes=15)) == [
-        "2026-11-26-00:00:new", "2026-11-26-01:00:new", "2026-11-26-02:00:new"]
+    # Adjacent windows go as one range run (a catch-up), bounded per tick and per run.
+    assert orch.tick(DAY + 5 * H + dt.timedelta(minutes=15)) == ["2026-11-26-00:00...2026-11-26-02:00:new"]
+    done = instance.get_materialized_partitions(dg.AssetKey(["logs", "gws"]))
+    assert done == {"2026-11-26-00:00", "2026-11-26-01:00", "2026-11-26-02:00"}
     # next tick: the rest; the completed windows are not asked for again
-    assert orch.tick(DAY + 6 * H + dt.timedelta(minutes=15)) == [
-        "2026-11-26-03:00:new", "2026-11-26-04:00:new", "2026-11-26-05:00:new"]
+    assert orch.tick(DAY + 6 * H + dt.timedelta(minutes=15)) == ["2026-11-26-03:00...2026-11-26-05:00:new"]
     assert orch.requests(DAY + 6 * H + dt.timedelta(minutes=20)) == []
 
     # A window landed by a run that then died: Dagster says materialized, the checkpoint says unfinished.
@@ -87,8 +93,7 @@ def test_schedule_requests_due_windows_oldest_first_bounded_and_reads_the_checkp
                          now=now.timestamp() - 3600)
     store.commit(dataclasses.replace(held, status="running", cursor="tok"), ttl=60, now=now.timestamp() - 3600)
     store.close()
-    assert [(r.partition_key, r.tags["logpull/reason"]) for r in orch.requests(now)] == [
-        ("2026-11-26-04:00", "lapsed"), ("2026-11-26-06:00", "new")]
+    assert [label(r) for r in orch.requests(now)] == ["2026-11-26-04:00:lapsed", "2026-11-26-06:00:new"]
 
 
 def restamp_reads(tmp_path: Path, at: dt.datetime) -> None:
@@ -145,4 +150,8 @@ def test_a_window_a_queued_or_live_run_will_read_is_not_requested_twice(tmp_path
                         ("2026-11-26-01:00", dg.DagsterRunStatus.STARTED)):  # started, no lease yet
         instance.add_run(DagsterRun(job_name="pull_gws", run_id=f"run-{key[-5:-3]}", status=status,
                                     tags={"dagster/partition": key}))
-    assert [r.partition_key for r in orch.requests(at)] == ["2026-11-26-02:00"]
+    assert [label(r) for r in orch.requests(at)] == ["2026-11-26-02:00:new"]
+    # A range run counts for every window of its range.
+    instance.add_run(DagsterRun(job_name="pull_gws", run_id="range", status=dg.DagsterRunStatus.NOT_STARTED,
+                                tags={RANGE_START: "2026-11-26-02:00", RANGE_END: "2026-11-26-04:00"}))
+    assert [label(r) for r in orch.requests(DAY + 6 * H)] == ["2026-11-26-05:00:new"]
