@@ -28,7 +28,7 @@ from logpull_dagster.config import SourceConfig
 from logpull_dagster.deliver import deliver_window
 from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
 from logpull_dagster.resources import FileSiem, SqliteCheckpoints
-from logpull_dagster.windows import Window, rfc3339, window_for_key
+from logpull_dagster.windows import Window, key_for_window, rfc3339, window_for_key
 
 # backfill_policy is marked beta in Dagster 1.13; single-run ranges are what we rely on, knowingly.
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -90,6 +90,7 @@ class _RunTally:
 
 
 _tallies: dict[tuple[str, str, str], _RunTally] = {}
+_delivered: set[tuple[str, str, str]] = set()
 _tallies_lock = threading.Lock()
 
 
@@ -281,33 +282,55 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
         tags={"logpull/source": src.name},
         retry_policy=dg.RetryPolicy(max_retries=src.retries, delay=src.retry_delay.total_seconds(),
                                     backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
+        # The sensor sends adjacent windows as one range run; each window is recorded as it is delivered.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        output_required=False,
     )
-    def _siem(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-        window = window_for_key(src.cadence, context.partition_key)
+    def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
         checkpoints: SqliteCheckpoints = context.resources.checkpoints
-        try:
-            res = deliver_window(
-                window, source_name=src.name, checkpoints=checkpoints.store,
-                landing=context.resources.landing.store, sink=context.resources.siem.sink,
-                owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
-                lease_wait=src.effective_lease_wait.total_seconds(),
-            )
-        except (LeaseHeld, LeaseLost) as e:
-            raise dg.Failure(description=str(e), allow_retries=False) from None
-        if res.pending_pull:
-            context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
-        context.log.info(f"{src.name} {context.partition_key}: delivered {res.events} events in "
-                         f"{res.batches} batches ({res.total_events} in total for the window)")
         siem: FileSiem = context.resources.siem
-        return dg.MaterializeResult(metadata={
-            "dagster/row_count": dg.MetadataValue.int(res.total_events),
-            "window": dg.MetadataValue.text(str(window)),
-            "delivered_events": dg.MetadataValue.int(res.events),
-            "delivered_batches": dg.MetadataValue.int(res.batches),
-            "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
-            "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
-            "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
-            "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
-        })
+        for key in context.partition_keys:
+            done = (context.run.run_id, f"siem/{src.name}", key)
+            if done in _delivered:  # delivered earlier in this run, before a retry of the step
+                continue
+            window = window_for_key(src.cadence, key)
+            try:
+                res = deliver_window(
+                    window, source_name=src.name, checkpoints=checkpoints.store,
+                    landing=context.resources.landing.store, sink=siem.sink,
+                    owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
+                    lease_wait=src.effective_lease_wait.total_seconds(),
+                )
+            except (LeaseHeld, LeaseLost) as e:
+                raise dg.Failure(description=str(e), allow_retries=False) from None
+            _delivered.add(done)
+            if res.pending_pull:
+                context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
+            context.log.info(f"{src.name} {key}: delivered {res.events} events in {res.batches} batches "
+                             f"({res.total_events} in total for the window)")
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={
+                "dagster/row_count": dg.MetadataValue.int(res.total_events),
+                "window": dg.MetadataValue.text(str(window)),
+                "delivered_events": dg.MetadataValue.int(res.events),
+                "delivered_batches": dg.MetadataValue.int(res.batches),
+                "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
+                "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
+                "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
+                "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
+            })
+        _delivered.difference_update({d for d in _delivered if d[0] == context.run.run_id})
 
     return _siem
+
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def run_request(src: SourceConfig, windows: list[Window], run_key: str, tags: dict[str, str],
+                run_config: dict[str, object] | None = None) -> dg.RunRequest:
+    """A run over one window (its partition) or over adjacent windows (a partition range, one run)."""
+    first, last = key_for_window(src.cadence, windows[0]), key_for_window(src.cadence, windows[-1])
+    if len(windows) == 1:
+        return dg.RunRequest(run_key=run_key, partition_key=first, tags=tags, run_config=run_config or {})
+    return dg.RunRequest(run_key=run_key, tags={**tags, RANGE_START: first, RANGE_END: last},
+                         run_config=run_config or {})

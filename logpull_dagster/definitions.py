@@ -30,7 +30,7 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
                                       tags={"logpull/source": src.name})
         jobs += [pull, deliver]
         schedules.append(build_pull_schedule(src, pull))
-        sensors.append(build_delivery_sensor(src.name, deliver, max(1, int(src.delivery_interval.total_seconds()))))
+        sensors.append(build_delivery_sensor(src, deliver))
         resources[api_resource_key(src.name)] = GoogleWorkspaceReports(
             base_url=src.base_url,
             application=src.application,

@@ -60,6 +60,7 @@ def run_demo() -> int:
         prepare(sim.url)
         import dagster as dg  # after the environment is set: Dagster reads DAGSTER_HOME at import time
 
+        from logpull_dagster.assets import RANGE_END, RANGE_START
         from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
         from logpull_dagster.config import load_config
         from logpull_dagster.definitions import build_definitions
@@ -94,7 +95,10 @@ def run_demo() -> int:
             for req in tick.run_requests:
                 res = delivery.execute_in_process(partition_key=req.partition_key, instance=instance,
                                                   raise_on_error=False, run_config=quiet, tags=req.tags)
-                print(f"  delivered {req.partition_key}: {_metadata(res).get('delivered_events', 0)} events"
+                span = req.partition_key or f"{req.tags[RANGE_START]}...{req.tags[RANGE_END]}"
+                delivered = sum(int(m.materialization.metadata["delivered_events"].value)  # type: ignore[arg-type]
+                                for m in res.get_asset_materialization_events())
+                print(f"  delivered {span}: {delivered} events in one run"
                       + ("" if res.success else "  (FAILED: see make ui)"))
 
         # The summary comes from the checkpoint store, the source of truth for completeness.

@@ -12,13 +12,12 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from logpull_dagster.assets import RANGE_END, RANGE_START, run_request
 from logpull_dagster.checkpoints import Checkpoint
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.orchestration import WindowRequest, batches, plan
 from logpull_dagster.resources import SqliteCheckpoints
 from logpull_dagster.windows import due_windows, key_for_window, rfc3339, window_for_key
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 # Runs not yet reading: their window has no live lease yet, but they will read it.
 _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
@@ -57,20 +56,14 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
 
 
 def _run_request(src: SourceConfig, batch: list[WindowRequest], tick: str) -> dg.RunRequest:
-    first, last = (key_for_window(src.cadence, r.window) for r in (batch[0], batch[-1]))
-    reasons = ",".join(sorted({r.reason for r in batch}))
-    tags = {"logpull/source": src.name, "logpull/reason": reasons}
-    if len(batch) == 1:
-        # One tick never asks twice for a window, even if the tick itself is retried.
-        return dg.RunRequest(run_key=f"{first}@{tick}", partition_key=first, tags=tags)
-    # Several adjacent windows: one run over the range, as a single-run backfill does. Re-reads ask the
-    # range run to read complete windows too.
+    windows = [r.window for r in batch]
+    first, last = (key_for_window(src.cadence, w) for w in (windows[0], windows[-1]))
+    tags = {"logpull/source": src.name, "logpull/reason": ",".join(sorted({r.reason for r in batch}))}
+    # Re-reads ask a range run to read complete windows too (a one-window run always reads).
     config = {"ops": {_op_name(src): {"config": {"reread": True}}}} if batch[0].reason == "reread" else None
-    return dg.RunRequest(
-        run_key=f"{first}...{last}@{tick}",
-        tags={**tags, RANGE_START: first, RANGE_END: last},
-        run_config=config or {},
-    )
+    # The run key: one tick never asks twice for a window, even if the tick itself is retried.
+    key = first if len(windows) == 1 else f"{first}...{last}"
+    return run_request(src, windows, f"{key}@{tick}", tags, config)
 
 
 def _op_name(src: SourceConfig) -> str:

@@ -60,7 +60,8 @@ class Orchestrator:
         self.cursor = out.cursor
         deliver = self.defs.resolve_job_def("deliver_gws")
         for r in out.run_requests:
-            assert deliver.execute_in_process(partition_key=r.partition_key, instance=self.instance).success
+            res = deliver.execute_in_process(partition_key=r.partition_key, tags=r.tags, instance=self.instance)
+            assert res.success
         return [label(r) for r in reqs]
 
 
