@@ -90,3 +90,20 @@ def sim_process() -> Iterator[SimProcess]:
     p.control("clock", {"now": SIM_NOW.isoformat()})
     yield p
     p.stop()
+
+
+# ---- Dagster ------------------------------------------------------------------------------------
+
+import dagster as dg  # noqa: E402
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture
+def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The configs written by the tests name LOGPULL_TEST_TOKEN for the API token."""
+    monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from logpull_dagster.windows import UTC
 
 from .conftest import SIM_NOW, TOKEN
 
+pytestmark = pytest.mark.usefixtures("token_env")
+
 KEY10 = "2026-11-26-10:00"
 W10 = (dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
 
@@ -33,17 +34,6 @@ def make_defs(tmp_path: Path, url: str, **overrides: Any) -> dg.Definitions:
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
     return build_definitions(load_config(tmp_path / "logpull.yaml"))
-
-
-@pytest.fixture(autouse=True)
-def _token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 def materialize(defs: dg.Definitions, asset: str, key: str, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:

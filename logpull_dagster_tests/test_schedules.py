@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -19,19 +18,10 @@ from logpull_dagster.windows import UTC, rfc3339
 from .conftest import TOKEN
 from .test_assets import make_defs, siem_ids
 
+pytestmark = pytest.mark.usefixtures("token_env")
+
 DAY = dt.datetime(2026, 11, 26, tzinfo=UTC)
 H = dt.timedelta(hours=1)
-
-
-@pytest.fixture(autouse=True)
-def _token(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
-
-
-@pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
-    with dg.instance_for_test() as inst:
-        yield inst
 
 
 class Orchestrator:
