@@ -128,6 +128,8 @@ class PullConfig(dg.Config):
 
 
 def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
+    from logpull_dagster.checks import check_results, check_specs  # here: checks imports this module
+
     api_key = api_resource_key(src.name)
 
     @dg.asset(
@@ -145,8 +147,10 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.single_run(),
         # Materializations are recorded per window as they complete; there is no value to store.
         output_required=False,
+        check_specs=check_specs(src),
     )
-    def _logs(context: dg.AssetExecutionContext, config: PullConfig) -> Iterator[dg.AssetMaterialization]:
+    def _logs(context: dg.AssetExecutionContext, config: PullConfig) -> Iterator[
+            dg.AssetMaterialization | dg.AssetCheckResult]:
         ranged = len(context.partition_keys) > 1
         run_id = context.run.run_id
         store = context.resources.checkpoints.store
@@ -174,7 +178,10 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
             tally.done = True
             metadata = _pull_metadata(src, window, result, tally, context.resources.checkpoints)
             yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
+        audited = {k for k in context.partition_keys if _tally(run_id, src.name, k).events_landed}
         _forget(run_id, src.name)
+        yield from check_results(src, list(context.partition_keys), audited, store, context.resources.landing.store,
+                                 dt.datetime.now(dt.UTC))
 
     return _logs
 

@@ -80,6 +80,10 @@ class SourceConfig(_Strict):
     # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
     lookback: Duration = dt.timedelta(0)
     lookback_every: Duration = dt.timedelta(hours=1)
+    # Freshness: the newest complete window may end at most this long before now (default: two
+    # windows plus settle_lag). Checked on every run and every `freshness_interval` by a sensor.
+    max_delay: Duration | None = None
+    freshness_interval: Duration = dt.timedelta(minutes=5)
     # How often the delivery sensor looks for windows with new landed data.
     delivery_interval: Duration = dt.timedelta(seconds=30)
     # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.

@@ -6,6 +6,7 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from logpull_dagster.assets import api_resource_key, build_logs_asset, build_siem_asset, logs_key, siem_key
+from logpull_dagster.checks import build_freshness_sensor
 from logpull_dagster.config import LogpullConfig, load_config
 from logpull_dagster.resources import FileSiem, GoogleWorkspaceReports, LocalLanding, SqliteCheckpoints
 from logpull_dagster.schedules import build_pull_schedule
@@ -30,7 +31,7 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
                                       tags={"logpull/source": src.name})
         jobs += [pull, deliver]
         schedules.append(build_pull_schedule(src, pull))
-        sensors.append(build_delivery_sensor(src, deliver))
+        sensors += [build_delivery_sensor(src, deliver), build_freshness_sensor(src)]
         resources[api_resource_key(src.name)] = GoogleWorkspaceReports(
             base_url=src.base_url,
             application=src.application,

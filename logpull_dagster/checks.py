@@ -1,0 +1,147 @@
+"""Asset checks on ``logs/<source>``: completeness you can see in the Dagster UI.
+
+Evaluated by the asset itself at the end of every run, over the run's windows (one result per check
+per run, naming every window that fails and what to run), and, for freshness, also by a sensor every
+``freshness_interval`` so a stalled source turns red even when nothing runs.
+
+* ``window_complete``: every window of the run was read to its last page (no token outstanding);
+* ``events_inside_window``: every landed event's own time lies in its window;
+* ``no_duplicate_ids``: no event id landed twice in a window;
+* ``previous_window_complete``: no gap before the run's windows (the previous window is complete);
+* ``freshness``: the newest complete window ends at most ``max_delay`` before now.
+"""
+
+import datetime as dt
+
+import dagster as dg
+
+from logpull_dagster.assets import logs_key
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
+from logpull_dagster.config import SourceConfig
+from logpull_dagster.landing import LandingStore
+from logpull_dagster.ledger import audit_window, freshness
+from logpull_dagster.resources import SqliteCheckpoints
+from logpull_dagster.windows import CADENCE_STEP, Window, key_for_window, rfc3339, window_for_key
+
+DESCRIPTIONS = {
+    "window_complete": "Every window of the run was read to its last page: no page token outstanding.",
+    "events_inside_window": "Every landed event's own timestamp lies inside its half-open window.",
+    "no_duplicate_ids": "No event id landed twice in a window.",
+    "previous_window_complete": "The window before the run's first window is complete: no gap.",
+    "freshness": "The newest complete window ends at most max_delay before now.",
+}
+
+
+def check_specs(src: SourceConfig) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=logs_key(src.name), description=text)
+            for name, text in DESCRIPTIONS.items()]
+
+
+def _rerun(src: SourceConfig, keys: list[str]) -> str:
+    where = f"--partition {keys[0]}" if len(keys) == 1 else f"--partition-range {keys[0]}...{keys[-1]}"
+    return f"dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}"
+
+
+def check_results(src: SourceConfig, keys: list[str], audited: set[str], store: CheckpointStore,
+                  landing: LandingStore, now: dt.datetime) -> list[dg.AssetCheckResult]:
+    """The five checks over the windows ``keys`` of a run; ``audited``: those whose landed events to
+    read again (the windows the run landed new events in)."""
+    windows = [window_for_key(src.cadence, k) for k in keys]
+    rows = {w: store.get(src.name, "pull", rfc3339(w.start)) for w in windows}
+    results = []
+
+    unfinished = {key_for_window(src.cadence, w): _state(cp) for w, cp in rows.items() if not _done(cp)}
+    results.append(_result(
+        "window_complete", not unfinished, unfinished,
+        f"{len(unfinished)} window(s) not read to their last page: "
+        + "; ".join(f"{k}: {v}" for k, v in list(unfinished.items())[:10])
+        + f". Run: {_rerun(src, sorted(unfinished))}" if unfinished else f"{len(keys)} window(s) complete",
+        {"windows": len(keys)}))
+
+    outside: dict[str, int] = {}
+    duplicates: dict[str, int] = {}
+    events = 0
+    for w, cp in rows.items():
+        key = key_for_window(src.cadence, w)
+        if key in audited and cp is not None:
+            audit = audit_window(landing, src.name, w, cp.page_seq)
+            events += audit.events
+            if audit.outside:
+                outside[key] = len(audit.outside)
+            if audit.duplicates:
+                duplicates[key] = len(audit.duplicates)
+    where = "Inspect the landed pages; reset the window with `logpull reset` and re-read it"
+    results.append(_result(
+        "events_inside_window", not outside, outside,
+        f"events outside their window in {outside}. {where}" if outside else f"{events} events checked",
+        {"events_checked": events}))
+    results.append(_result(
+        "no_duplicate_ids", not duplicates, duplicates,
+        f"duplicate event ids in {duplicates}. {where}" if duplicates else f"{events} events checked",
+        {"events_checked": events}))
+
+    first = min(windows)
+    prev = Window(first.start - CADENCE_STEP[src.cadence], first.start)
+    gaps = {}
+    if prev.start >= src.start:
+        cp = store.get(src.name, "pull", rfc3339(prev.start))
+        if not _done(cp):
+            gaps[key_for_window(src.cadence, prev)] = _state(cp)
+    results.append(_result(
+        "previous_window_complete", not gaps, gaps,
+        f"gap before {key_for_window(src.cadence, first)}: {gaps}. Run: {_rerun(src, sorted(gaps))} "
+        f"(the orchestrator schedule requests it too)" if gaps else "no gap before the run's windows",
+        {}))
+    results.append(freshness_result(src, store, now))
+    return results
+
+
+def freshness_result(src: SourceConfig, store: CheckpointStore, now: dt.datetime) -> dg.AssetCheckResult:
+    f = freshness(src, store, now)
+    if f.newest_complete is None:
+        text = f"no complete window yet (max delay {f.max_delay})"
+    else:
+        text = (f"newest complete window {key_for_window(src.cadence, f.newest_complete)} ended {f.lag} ago "
+                f"(max {f.max_delay})")
+        if not f.ok:
+            text += "; is the daemon running and the schedule on? see docs/operations.md"
+    return dg.AssetCheckResult(
+        check_name="freshness", passed=f.ok, severity=dg.AssetCheckSeverity.ERROR, description=text,
+        metadata={"lag_minutes": round(f.lag.total_seconds() / 60, 1) if f.lag is not None else -1.0,
+                  "max_delay_minutes": round(f.max_delay.total_seconds() / 60, 1)})
+
+
+def _result(name: str, passed: bool, failing: dict[str, object], text: str,
+            extra: dict[str, int]) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=name, passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=text,
+        metadata={**extra, "failing_windows": dg.MetadataValue.json(failing)},
+    )
+
+
+def _done(cp: Checkpoint | None) -> bool:
+    return cp is not None and cp.status == "complete" and cp.cursor is None
+
+
+def _state(cp: Checkpoint | None) -> str:
+    if cp is None:
+        return "never read"
+    if cp.status == "failed":
+        return f"failed: {(cp.last_error or '')[:200]}"
+    return f"{cp.status}, at page {cp.pages_read + 1}"
+
+
+def build_freshness_sensor(src: SourceConfig) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=f"freshness_{src.name}_sensor",
+        minimum_interval_seconds=max(1, int(src.freshness_interval.total_seconds())),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Records the freshness check of logs/{src.name} even when no run happens.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, checkpoints: SqliteCheckpoints) -> dg.SensorResult:
+        r = freshness_result(src, checkpoints.store, dt.datetime.now(dt.UTC))
+        return dg.SensorResult(asset_events=[dg.AssetCheckEvaluation(
+            asset_key=logs_key(src.name), check_name="freshness", passed=r.passed, severity=r.severity,
+            description=r.description, metadata=r.metadata)])
+
+    return _sensor

@@ -1,0 +1,158 @@
+"""The completeness ledger: what the checkpoint store and the landed pages say about every window.
+
+Answers "do we have every login event for 3-5 March?" from the store alone, without exporting
+anything: each due window is complete (read to its last page, delivered), in progress (with who
+holds it and for how long), failed (with why), queued, or missing (due and never requested). The
+same facts feed ``logpull status``, the asset checks and the runbook. No Dagster import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import orjson
+import pandas as pd
+
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
+from logpull_dagster.config import SourceConfig
+from logpull_dagster.landing import LandingStore
+from logpull_dagster.windows import CADENCE_STEP, Window, due_windows, key_for_window, parse_time, rfc3339
+
+COLUMNS = ["window", "status", "events", "pages", "late_events", "attempts", "last_read", "delivered", "detail"]
+
+
+def default_max_delay(src: SourceConfig) -> dt.timedelta:
+    """How far behind now the newest complete window may be: two windows plus the settle lag."""
+    return 2 * CADENCE_STEP[src.cadence] + src.settle_lag
+
+
+def window_rows(src: SourceConfig, store: CheckpointStore, now: dt.datetime, *, start: dt.datetime | None = None,
+                end: dt.datetime | None = None, queued: Collection[str] = ()) -> pd.DataFrame:
+    """One row per due window of ``src`` in ``[start, end)`` (``queued``: window starts a run will read)."""
+    pulls = {cp.window_start: cp for cp in store.list(src.name, "pull")}
+    sends = {cp.window_start: cp for cp in store.list(src.name, "deliver")}
+    t = now.timestamp()
+    rows = []
+    for w in due_windows(src.cadence, src.start, now, src.settle_lag):
+        if (start is not None and w.end <= start) or (end is not None and w.start >= end):
+            continue
+        key = rfc3339(w.start)
+        cp, sent = pulls.get(key), sends.get(key)
+        status, detail = _status(cp, key in queued, t)
+        delivered = sent.page_seq if sent else 0
+        landed = cp.page_seq if cp else 0
+        rows.append({
+            "window": key_for_window(src.cadence, w),
+            "start": w.start,
+            "status": status,
+            "events": cp.events if cp else 0,
+            "pages": landed,
+            "late_events": int(cp.stats.get("late_events", 0)) if cp else 0,
+            "attempts": cp.attempts if cp else 0,
+            "last_read": cp.stats.get("last_read_at", "") if cp else "",
+            "delivered": "yes" if cp and delivered >= landed and status == "complete" else
+                         ("no" if delivered == 0 else f"{delivered} of {landed} pages"),
+            "detail": detail,
+        })
+    return pd.DataFrame(rows, columns=["start", *COLUMNS])
+
+
+def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:
+    if cp is None:
+        return ("queued", "a run is queued for it") if queued else ("missing", "due, never requested")
+    if cp.lease_owner is not None and cp.lease_expires > now:
+        age = now - cp.heartbeat
+        return "in progress", f"run {cp.lease_owner}, last page {age:.0f}s ago, at page {cp.pages_read + 1}"
+    if cp.status == "complete" and cp.cursor is None:
+        return "complete", ""
+    if cp.status == "complete":
+        return "complete", f"a re-read stopped at page {cp.pages_read + 1}; the next run resumes it"
+    if cp.status == "failed":
+        return "failed", (cp.last_error or "")[:300]
+    if cp.lease_owner is not None:
+        return "failed", f"run {cp.lease_owner} died at page {cp.pages_read + 1} (lease lapsed); resumes from there"
+    return "not started", "no page read yet"
+
+
+def gaps(rows: pd.DataFrame, step: dt.timedelta) -> list[tuple[dt.datetime, dt.datetime]]:
+    """Maximal time ranges of windows that are not complete and delivered."""
+    bad = rows[(rows["status"] != "complete") | (rows["delivered"] != "yes")]
+    out: list[tuple[dt.datetime, dt.datetime]] = []
+    for start in bad["start"]:
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], start + step)
+        else:
+            out.append((start, start + step))
+    return out
+
+
+def collapse(rows: pd.DataFrame) -> pd.DataFrame:
+    """Runs of consecutive complete-and-delivered windows become one line; everything else stays.
+
+    Keeps the table readable at thousands of windows: what needs attention is never folded away.
+    """
+    healthy = (rows["status"] == "complete") & (rows["delivered"] == "yes") & (rows["detail"] == "")
+    group = (healthy != healthy.shift()).cumsum()
+    out = []
+    for _, part in rows.groupby(group, sort=False):
+        if healthy[part.index[0]] and len(part) > 1:
+            out.append({
+                "window": f"{part['window'].iloc[0]} .. {part['window'].iloc[-1]}",
+                "status": f"complete x{len(part)}", "events": int(part["events"].sum()),
+                "pages": int(part["pages"].sum()), "late_events": int(part["late_events"].sum()),
+                "attempts": int(part["attempts"].sum()), "last_read": max(part["last_read"]),
+                "delivered": "yes", "detail": "",
+            })
+        else:
+            out.extend(part[COLUMNS].to_dict("records"))
+    return pd.DataFrame(out, columns=COLUMNS)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    newest_complete: Window | None
+    lag: dt.timedelta | None
+    max_delay: dt.timedelta
+
+    @property
+    def ok(self) -> bool:
+        return self.lag is not None and self.lag <= self.max_delay
+
+
+def freshness(src: SourceConfig, store: CheckpointStore, now: dt.datetime,
+              max_delay: dt.timedelta | None = None) -> Freshness:
+    """How far behind ``now`` the end of the newest complete window is."""
+    limit = max_delay or src.max_delay or default_max_delay(src)
+    done = [cp for cp in store.list(src.name, "pull") if cp.status == "complete"]
+    if not done:
+        return Freshness(None, None, limit)
+    newest = max(done, key=lambda cp: cp.window_start)
+    w = Window(parse_time(newest.window_start), parse_time(newest.window_end))
+    return Freshness(w, now - w.end, limit)
+
+
+@dataclass(frozen=True)
+class WindowAudit:
+    """What the landed pages of one window hold, checked event by event."""
+
+    window: Window
+    events: int
+    outside: list[str]
+    duplicates: list[str]
+
+
+def audit_window(landing: LandingStore, source: str, window: Window, landed_pages: int) -> WindowAudit:
+    seen: set[str] = set()
+    outside, duplicates, n = [], [], 0
+    for page in landing.pages(source, window, landed_pages):
+        for line in landing.read_lines(page):
+            rec = orjson.loads(line)
+            n += 1
+            if rec["id"] in seen:
+                duplicates.append(rec["id"])
+            seen.add(rec["id"])
+            if not window.contains(parse_time(rec["time"])):
+                outside.append(rec["id"])
+    return WindowAudit(window, n, outside, duplicates)
