@@ -28,10 +28,12 @@ setup(
             "pytest>=8",
             "pytest-timeout>=2.3",
             "ruff>=0.6",
+            "playwright>=1.45",
         ],
     },
     entry_points={
         "console_scripts": [
+            "logpull=logpull_dagster.cli:main",
             "logpull-simulator=logpull_dagster.simulator.__main__:main",
         ],
     },

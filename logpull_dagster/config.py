@@ -190,7 +190,10 @@ class LogpullConfig(_Strict):
 
 def demo_config(base_url: str | None = None, state_dir: str = ".logpull") -> dict[str, Any]:
     """The config used when no file exists: a Google Workspace login stream from the simulator."""
-    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    # Starts with the four windows `make demo` pulls, so `logpull status` on the demo state is all green
+    # and the schedule under `make ui` only has the new windows to pull.
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).replace(minute=0, second=0, microsecond=0)
+    start -= dt.timedelta(hours=4)
     return {
         "sources": [{
             "name": "gws_login",
@@ -199,7 +202,7 @@ def demo_config(base_url: str | None = None, state_dir: str = ".logpull") -> dic
             "base_url": base_url or os.environ.get("LOGPULL_SIMULATOR_URL", DEMO_SIMULATOR_URL),
             "access_token": {"env": "LOGPULL_DEMO_TOKEN"},
             "cadence": "hourly",
-            "start": start.replace(hour=0).isoformat().replace("+00:00", "Z"),
+            "start": start.isoformat().replace("+00:00", "Z"),
             "settle_lag": "5m",
         }],
         "checkpoints": {"type": "sqlite", "path": f"{state_dir}/checkpoints.db"},

@@ -89,21 +89,24 @@ def gaps(rows: pd.DataFrame, step: dt.timedelta) -> list[tuple[dt.datetime, dt.d
 
 
 def collapse(rows: pd.DataFrame) -> pd.DataFrame:
-    """Runs of consecutive complete-and-delivered windows become one line; everything else stays.
+    """Runs of consecutive windows in the same plain state (complete and delivered, or missing, or
+    queued) become one line; failed and in-progress windows always keep their own line, with why.
 
-    Keeps the table readable at thousands of windows: what needs attention is never folded away.
+    Keeps the table readable at thousands of windows without hiding what needs attention.
     """
-    healthy = (rows["status"] == "complete") & (rows["delivered"] == "yes") & (rows["detail"] == "")
-    group = (healthy != healthy.shift()).cumsum()
+    foldable = rows["status"].isin(["complete", "missing", "queued", "not started"])
+    state = rows["status"] + "|" + rows["delivered"] + "|" + rows["detail"]
+    state = state.where(foldable, rows["window"])  # a unique state: never folded
+    group = (state != state.shift()).cumsum()
     out = []
     for _, part in rows.groupby(group, sort=False):
-        if healthy[part.index[0]] and len(part) > 1:
+        if len(part) > 1:
             out.append({
                 "window": f"{part['window'].iloc[0]} .. {part['window'].iloc[-1]}",
-                "status": f"complete x{len(part)}", "events": int(part["events"].sum()),
+                "status": f"{part['status'].iloc[0]} x{len(part)}", "events": int(part["events"].sum()),
                 "pages": int(part["pages"].sum()), "late_events": int(part["late_events"].sum()),
                 "attempts": int(part["attempts"].sum()), "last_read": max(part["last_read"]),
-                "delivered": "yes", "detail": "",
+                "delivered": part["delivered"].iloc[0], "detail": part["detail"].iloc[0],
             })
         else:
             out.extend(part[COLUMNS].to_dict("records"))

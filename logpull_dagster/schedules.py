@@ -70,7 +70,7 @@ def _op_name(src: SourceConfig) -> str:
     return f"logs__{src.name}"
 
 
-def _run_windows(src: SourceConfig, tags: dict[str, str]) -> list[str]:
+def run_windows(src: SourceConfig, tags: dict[str, str]) -> list[str]:
     """Window starts a run of the pull job covers: its partition, or its partition range."""
     if "dagster/partition" in tags:
         keys = [tags["dagster/partition"]]
@@ -97,7 +97,7 @@ def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceConfig, job_nam
     out: set[str] = set()
     for rec in records:
         run = rec.dagster_run
-        starts = _run_windows(src, dict(run.tags))
+        starts = run_windows(src, dict(run.tags))
         if run.status == dg.DagsterRunStatus.STARTED:
             held = [rows[s] for s in starts if s in rows and rows[s].lease_owner == run.run_id]
             if any(cp.lease_expires <= now for cp in held):

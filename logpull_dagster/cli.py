@@ -1,0 +1,180 @@
+"""``logpull``: answer "do we have every event of this period?" from the checkpoint store.
+
+``logpull status [--source NAME] [--from T] [--to T] [--json] [--all]`` prints, per source, every due
+window with its status, events, pages, late events, attempts, last read and delivery; a summary line
+"N of M due windows complete and delivered, K gaps" with the gaps as time ranges. Runs of healthy
+windows fold into one line unless ``--all``; nothing that needs attention is folded. Exit code 0 when
+every due window in range is complete and delivered, 1 otherwise (a cron job or CI gate), 2 on a
+usage or config error.
+
+``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
+(landed events stay; dedupe keeps the result exact). It refuses while a run holds the window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from collections.abc import Sequence
+
+import orjson
+import pandas as pd
+
+from logpull_dagster.checkpoints import Checkpoint, LeaseHeld
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.config import ConfigError, LogpullConfig, SourceConfig, config_path, load_config
+from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
+from logpull_dagster.windows import CADENCE_STEP, UTC, parse_time, rfc3339, window_for_key
+
+RESET_OWNER = "logpull-reset"
+
+
+def _when(value: str) -> dt.datetime:
+    """RFC 3339, a date (midnight UTC) or a partition key (``2026-11-26-10:00``)."""
+    for parse in (parse_time, lambda v: window_for_key("hourly", v).start, lambda v: window_for_key("daily", v).start):
+        try:
+            return parse(value)
+        except ValueError:
+            continue
+    raise argparse.ArgumentTypeError(f"{value!r} is not a time; write 2026-03-03, 2026-03-03T10:00:00Z "
+                                     f"or a partition key such as 2026-03-03-10:00")
+
+
+def _queued(config: LogpullConfig, src: SourceConfig) -> set[str]:
+    """Window starts a queued or starting run will read, when a Dagster instance is at hand."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return set()
+    import dagster as dg
+
+    from logpull_dagster.schedules import run_windows
+
+    with dg.DagsterInstance.get() as instance:
+        records = instance.get_run_records(filters=dg.RunsFilter(
+            job_name=f"pull_{src.name}",
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
+        return {s for rec in records for s in run_windows(src, dict(rec.dagster_run.tags))}
+
+
+def status(args: argparse.Namespace, config: LogpullConfig) -> int:
+    now = dt.datetime.now(UTC)
+    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    sources = [config.source(args.source)] if args.source else config.sources
+    report, ok = [], True
+    for src in sources:
+        rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src))
+        holes = gaps(rows, CADENCE_STEP[src.cadence])
+        good = int(((rows["status"] == "complete") & (rows["delivered"] == "yes")).sum())
+        fresh = freshness(src, store, now)
+        ok = ok and not holes
+        report.append((src, rows, holes, good, fresh))
+    store.close()
+
+    if args.json:
+        doc = {"ok": ok, "checked_at": rfc3339(now), "sources": [{
+            "name": src.name, "due_windows": len(rows), "complete_and_delivered": good,
+            "gaps": [[rfc3339(a), rfc3339(b)] for a, b in holes],
+            "freshness": {"newest_complete_end": rfc3339(fresh.newest_complete.end) if fresh.newest_complete else None,
+                          "lag_seconds": fresh.lag.total_seconds() if fresh.lag is not None else None,
+                          "max_delay_seconds": fresh.max_delay.total_seconds(), "ok": fresh.ok},
+            "windows": rows[COLUMNS].to_dict("records"),
+        } for src, rows, holes, good, fresh in report]}
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0 if ok else 1
+
+    for src, rows, holes, good, fresh in report:
+        print(f"{src.name}: {src.type} {src.application}, {src.cadence} windows from {rfc3339(src.start)}, "
+              f"settle_lag {src.settle_lag}")
+        if rows.empty:
+            print("  no due window in range\n")
+            continue
+        table = rows[COLUMNS] if args.all else collapse(rows)
+        with pd.option_context("display.max_rows", None, "display.max_colwidth", 90, "display.width", 250):
+            print(table.to_string(index=False))
+        plural = "" if len(holes) == 1 else "s"
+        summary = f"{src.name}: {good} of {len(rows)} due windows complete and delivered, {len(holes)} gap{plural}"
+        if holes:
+            shown = ", ".join(f"{rfc3339(a)} .. {rfc3339(b)}" for a, b in holes[:20])
+            summary += f": {shown}" + (f" (+{len(holes) - 20} more)" if len(holes) > 20 else "")
+        print(summary)
+        if fresh.newest_complete is not None:
+            lag = dt.timedelta(seconds=round(fresh.lag.total_seconds())) if fresh.lag is not None else None
+            print(f"{src.name}: newest complete window ends {lag} before now "
+                  f"({'ok' if fresh.ok else 'STALE'}, max {fresh.max_delay})")
+        print()
+    return 0 if ok else 1
+
+
+def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
+    src = config.source(args.source)
+    window = window_for_key(src.cadence, args.window)
+    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    try:
+        cp = store.get(src.name, "pull", rfc3339(window.start))
+        if cp is None:
+            print(f"{src.name} {args.window}: no checkpoint, nothing to reset; the next run reads it from page one")
+            return 0
+        now = dt.datetime.now(UTC).timestamp()
+        try:
+            held = store.acquire(src.name, "pull", cp.window_start, cp.window_end, owner=RESET_OWNER, ttl=30, now=now)
+        except LeaseHeld as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
+        store.release(_reset(held, now), now=now)
+    finally:
+        store.close()
+    print(f"{src.name} {args.window}: reset (was {cp.status}, cursor {'set' if cp.cursor else 'none'}, "
+          f"{cp.events} events in {cp.page_seq} landed pages, kept). Read it again with:\n"
+          f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} --partition {args.window}")
+    return 0
+
+
+def _reset(cp: Checkpoint, now: float) -> Checkpoint:
+    import dataclasses
+
+    when = dt.datetime.fromtimestamp(now, UTC)
+    return dataclasses.replace(
+        cp, cursor=None, pages_read=0, status="complete" if cp.status == "complete" else "failed",
+        last_error=f"reset by an operator at {rfc3339(when)}; the next run reads the window from page one",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="logpull", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="every due window of every source: complete, delivered, or why not")
+    st.add_argument("--source", help="one source (default: all)")
+    st.add_argument("--from", dest="from_", type=_when, help="first time of interest (inclusive)")
+    st.add_argument("--to", type=_when, help="last time of interest (exclusive)")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--all", action="store_true", help="one line per window, healthy ones too")
+    rs = sub.add_parser("reset", help="make a window's next run read it from page one")
+    rs.add_argument("--source", required=True)
+    rs.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config()
+        if getattr(args, "source", None):
+            config.source(args.source)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    except KeyError:
+        names = ", ".join(s.name for s in config.sources)
+        print(f"no source named {args.source!r} in {config_path() or 'the demo config'}; sources: {names}",
+              file=sys.stderr)
+        return 2
+    if args.command == "reset":
+        try:
+            window_for_key(config.source(args.source).cadence, args.window)
+        except ValueError:
+            print(f"{args.window!r} is not a window key of {args.source}; write it like 2026-11-26-10:00 "
+                  f"(hourly) or 2026-11-26 (daily)", file=sys.stderr)
+            return 2
+        return reset(args, config)
+    return status(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
