@@ -127,7 +127,7 @@ def test_five_thousand_windows_fold_into_a_readable_table(tmp_path, monkeypatch,
         s, e = rfc3339(first + i * H), rfc3339(first + (i + 1) * H)
         for stage in ("pull", "deliver"):
             rows.append(("gws", stage, s, e, "complete", None, 2, 0, 100, 1, 1, 1, None, 0, 0, None,
-                         '{"last_read_at": "%s"}' % e))
+                         orjson.dumps({"last_read_at": e}).decode()))
     db = sqlite3.connect(tmp_path / "c.db")
     with db:
         db.executemany(f"INSERT INTO checkpoints VALUES ({','.join('?' * 17)})", rows)
