@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean
+.PHONY: install demo ui test lint clean chromium
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -23,9 +23,16 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(PY) -m logpull_dagster.demo ui
 
-## The whole test suite (starts its own simulators; needs nothing else).
-test: $(STAMP)
+## The whole test suite (starts its own simulators and servers; the UI test needs Debian's chromium).
+test: $(STAMP) chromium
 	$(PY) -m pytest
+
+## Headless Chromium for the UI test, from Debian's packages (Playwright drives it; it downloads nothing).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	  else echo "The UI test needs Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) and retry."; exit 1; fi; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check logpull_dagster logpull_dagster_tests

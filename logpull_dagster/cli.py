@@ -90,8 +90,7 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
             print("  no due window in range\n")
             continue
         table = rows[COLUMNS] if args.all else collapse(rows)
-        with pd.option_context("display.max_rows", None, "display.max_colwidth", 90, "display.width", 250):
-            print(table.to_string(index=False))
+        print(_render(table))
         plural = "" if len(holes) == 1 else "s"
         summary = f"{src.name}: {good} of {len(rows)} due windows complete and delivered, {len(holes)} gap{plural}"
         if holes:
@@ -104,6 +103,16 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
                   f"({'ok' if fresh.ok else 'STALE'}, max {fresh.max_delay})")
         print()
     return 0 if ok else 1
+
+
+def _render(table: pd.DataFrame, detail_width: int = 110) -> str:
+    """Text columns left-aligned, numbers right-aligned, long details cut (``--json`` has them whole)."""
+    cut = table["detail"].map(lambda d: d if len(d) <= detail_width else d[: detail_width - 3] + "...")
+    table = table.assign(detail=cut)
+    left = {c: (lambda w: (lambda v: f"{v:<{w}}"))(max([len(c), *table[c].astype(str).map(len)]))
+            for c in ("window", "status", "last_read", "delivered", "detail")}
+    text = table.to_string(index=False, formatters=left, justify="left")
+    return "\n".join(line.rstrip() for line in text.splitlines())
 
 
 def reset(args: argparse.Namespace, config: LogpullConfig) -> int:

@@ -1,0 +1,137 @@
+"""Partition health in the real Dagster UI: dagster-webserver + headless Chromium (Debian's package).
+
+A DAGSTER_HOME holds three complete windows, one failed and several missing; the test reads the
+numbers through the webserver's GraphQL API and checks that the asset's partitions page and checks
+page show them, saving screenshots under test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import httpx
+import pytest
+
+from .cli import DAGSTER, setup_project
+from .conftest import SimProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+PARTITION_STATS = """query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
+  partitionStats { numMaterialized numFailed numMaterializing numPartitions }
+  assetChecksOrError { ... on AssetChecks { checks { name
+    executionForLatestMaterialization { status evaluation { success } } } } } } }"""
+
+
+def dismiss_community_dialog(page) -> None:  # type: ignore[no-untyped-def]
+    """Dagster's UI greets a new browser profile with a "join the community" dialog; skip it."""
+    skip = page.get_by_role("button", name="Skip")
+    try:
+        skip.first.wait_for(timeout=8_000)
+    except Exception:  # noqa: BLE001 - not shown this time
+        return
+    skip.first.click()
+    skip.first.wait_for(state="hidden", timeout=10_000)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def webserver(tmp_path: Path, sim_process: SimProcess) -> Iterator[tuple[str, dict[str, str]]]:
+    env = setup_project(tmp_path, sim_process.url, start="2026-11-26T06:00:00Z", retries=0, page_size=500)
+    os.environ.update({k: env[k] for k in ("LOGPULL_CONFIG", "DAGSTER_HOME", "LOGPULL_TEST_TOKEN")})
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(DAGSTER).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),
+         "-w", str(ROOT / "workspace.yaml")],
+        env=env, cwd=ROOT, stdout=open(tmp_path / "webserver.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"{base}/server_info", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "webserver.log").read_text()
+            time.sleep(0.5)
+        yield base, env
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def populate(sim_process: SimProcess) -> None:
+    """In the DAGSTER_HOME: 08:00-10:00 complete, 11:00 failed (a bad page), 06:00, 07:00 missing."""
+    from logpull_dagster.config import load_config
+    from logpull_dagster.definitions import build_definitions
+
+    defs = build_definitions(load_config())
+    job = defs.resolve_job_def("pull_gws")
+    with dg.DagsterInstance.get() as instance:
+        for key in ("2026-11-26-08:00", "2026-11-26-09:00", "2026-11-26-10:00"):
+            assert job.execute_in_process(partition_key=key, instance=instance).success
+        sim_process.control("faults", {"rules": [{"kind": "bad_json", "match": "token", "count": None}]})
+        assert not job.execute_in_process(partition_key="2026-11-26-11:00", instance=instance,
+                                          raise_on_error=False).success
+        sim_process.control("faults", {"rules": []})
+
+
+@pytest.mark.timeout(300)
+def test_the_ui_shows_materialized_and_failed_partitions_and_the_checks(webserver, sim_process):
+    from playwright.sync_api import sync_playwright
+
+    base, _ = webserver
+    populate(sim_process)
+
+    data = httpx.post(f"{base}/graphql", json={"query": PARTITION_STATS, "variables": {"path": ["logs", "gws"]}},
+                      timeout=30).json()["data"]["assetNodes"][0]
+    stats = data["partitionStats"]
+    assert (stats["numMaterialized"], stats["numFailed"]) == (3, 1)
+    checks = {c["name"]: c for c in data["assetChecksOrError"]["checks"]}
+    assert {"window_complete", "previous_window_complete", "freshness"} <= set(checks)
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.goto(f"{base}/assets/logs/gws?view=partitions", wait_until="networkidle", timeout=90_000)
+        page.get_by_text("Materialized (3)").first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "partitions.png"), full_page=True)
+        assert "Failed (1)" in text and "Materialized (3)" in text
+        # One complete window: its metadata (counts, pages, resumed-from page, events per name).
+        dismiss_community_dialog(page)
+        page.get_by_text("2026-11-26-10:00", exact=True).first.click()
+        page.get_by_text("resumed_from_page").first.wait_for(timeout=60_000)
+        window_text = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "partition-metadata.png"), full_page=True)
+        for key in ("events_per_name", "pages_read", "http_retries", "first_event_time", "landing"):
+            assert key in window_text
+        page.goto(f"{base}/assets/logs/gws?view=checks", wait_until="networkidle", timeout=90_000)
+        page.get_by_text("previous_window_complete").first.wait_for(timeout=60_000)
+        checks_text = page.inner_text("body")
+        page.screenshot(path=str(ARTIFACTS / "checks.png"), full_page=True)
+        browser.close()
+    for name in ("window_complete", "events_inside_window", "no_duplicate_ids", "previous_window_complete",
+                 "freshness"):
+        assert name in checks_text
