@@ -28,7 +28,7 @@ import orjson
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.sources import BadPage, LogSource, SourceError, TokenRejected
-from logpull_dagster.windows import Window, rfc3339
+from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
 
 # A window whose token is rejected again and again is not converging; fail it rather than loop.
 MAX_TOKEN_RESTARTS = 3
@@ -175,8 +175,8 @@ def pull_window(
             page_seq = cp.page_seq
             if keep:
                 pulled_at = rfc3339(dt.datetime.now(dt.UTC))
-                lines = [orjson.dumps({"id": ev.id, "time": rfc3339(ev.time), "pulled_at": pulled_at, "event": ev.raw})
-                         for ev in keep]
+                lines = [orjson.dumps({"id": ev.id, "time": rfc3339_ms(ev.time), "pulled_at": pulled_at,
+                                       "event": ev.raw}) for ev in keep]
                 result.landed.append(landing.put_page(source_name, window, page_seq, cp.epoch, lines))
                 page_seq += 1
                 result.pages_landed += 1

@@ -21,10 +21,10 @@ def write_atomic(path: Path, lines: Iterable[bytes]) -> None:
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = b"\n".join(lines)
     with open(tmp, "wb") as f:
-        for line in lines:
-            f.write(line)
-            f.write(b"\n")
+        if data:
+            f.write(data + b"\n")  # one write: a page is written whole, not line by line
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

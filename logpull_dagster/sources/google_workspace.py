@@ -41,10 +41,10 @@ def event_id(item: Mapping[str, Any]) -> str:
     ident = item.get("id")
     if not isinstance(ident, dict):
         raise ValueError("has no 'id' object")
-    parts = [ident.get(k) for k in ("applicationName", "customerId", "time", "uniqueQualifier")]
-    if not isinstance(parts[2], str) or not parts[2] or parts[3] in (None, ""):
+    time, qualifier = ident.get("time"), ident.get("uniqueQualifier")
+    if not isinstance(time, str) or not time or qualifier is None or qualifier == "":
         raise ValueError("has no id.time or id.uniqueQualifier")
-    return "/".join("" if p is None else str(p) for p in parts)
+    return f"{ident.get('applicationName') or ''}/{ident.get('customerId') or ''}/{time}/{qualifier}"
 
 
 class GoogleWorkspaceSource:
@@ -106,7 +106,7 @@ class GoogleWorkspaceSource:
                 t = parse_time(item["id"]["time"])
             except (ValueError, KeyError) as e:
                 raise BadPage(f"item {i} {e}" if isinstance(e, ValueError) else f"item {i} lacks {e}") from None
-            names = tuple(str(ev.get("name")) for ev in item.get("events") or () if isinstance(ev, dict))
+            names = tuple([str(ev.get("name")) for ev in item.get("events") or () if isinstance(ev, dict)])
             events.append(Event(eid, t, item, names))
         return events, token
 
