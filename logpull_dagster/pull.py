@@ -2,7 +2,8 @@
 
 THE INVARIANT. For one window, until the API gives no next token:
   1. fetch the page for the stored cursor (none: the first page);
-  2. keep events whose own time lies in [start, end) and whose id is not landed yet for this window;
+  2. keep events whose own time lies in [start, end) and whose id is not landed yet for this window
+     (the store keeps the ids of committed pages, so memory stays one page whatever the window size);
   3. LAND the page durably under (window, page seq, lease epoch), replacing an unfinished earlier copy;
   4. THEN CHECKPOINT next cursor, page seq + 1 and counts, conditional on still holding the lease;
   5. no next token: the pass is complete.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,7 +29,7 @@ import orjson
 
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.sources import BadPage, LogSource, SourceError, TokenRejected
+from logpull_dagster.sources import BadPage, Event, LogSource, SourceError, TokenRejected
 from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
 
 # A window whose token is rejected again and again is not converging; fail it rather than loop.
@@ -132,7 +134,6 @@ def pull_window(
     try:
         # Pages at or above page_seq were landed by an attempt that died before its checkpoint.
         landing.discard(source_name, window, cp.page_seq)
-        seen = _landed_ids(landing, source_name, window, cp.page_seq)
         if cp.cursor is not None:
             result.resumed_from_page = cp.pages_read + 1
         while True:
@@ -161,15 +162,21 @@ def pull_window(
             result.pages_read += 1
             result.http_retries += page.http_retries
 
-            keep = []
+            # In the window, and not landed yet: by committed pages (the store knows) or earlier on this page.
+            inside: dict[bytes, Event] = {}
             for ev in page.events:
                 if not window.contains(ev.time):
                     result.outside_window_dropped += 1
-                elif ev.id in seen:
+                    continue
+                digest = id_digest(ev.id)
+                if digest in inside:
                     result.duplicates_dropped += 1
                 else:
-                    seen.add(ev.id)
-                    keep.append(ev)
+                    inside[digest] = ev
+            known = checkpoints.known_ids(source_name, cp.window_start, inside.keys()) if inside else set()
+            result.duplicates_dropped += len(known)
+            fresh = {d: ev for d, ev in inside.items() if d not in known}
+            keep = list(fresh.values())
 
             stats = dict(cp.stats)
             page_seq = cp.page_seq
@@ -209,7 +216,7 @@ def pull_window(
                 last_error=None if done else cp.last_error,
                 stats=stats,
             )
-            result.checkpoint = cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
+            result.checkpoint = cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock(), landed_ids=fresh.keys())
             if on_page is not None:
                 elapsed = monotonic() - t0
                 on_page(Progress(window, page_no, len(keep), result.events_landed,
@@ -240,10 +247,6 @@ def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:
     return {**stats, key: (value if isinstance(value, int) else 0) + n}
 
 
-def _landed_ids(landing: LandingStore, source: str, window: Window, below: int) -> set[str]:
-    """Ids of every event landed for the window by committed pages."""
-    ids: set[str] = set()
-    for page in landing.pages(source, window, below):
-        for line in landing.read_lines(page):
-            ids.add(orjson.loads(line)["id"])
-    return ids
+def id_digest(event_id: str) -> bytes:
+    """What the store keeps of an event id: 16 bytes of BLAKE2b (collisions: ~1e-26 per window at 1M events)."""
+    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()

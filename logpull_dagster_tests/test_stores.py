@@ -81,3 +81,18 @@ def test_landing_keeps_the_newest_epoch_of_each_page_and_discards_unfinished_pag
     assert land.discard("s", W, from_seq=2) == 3  # page 2, the superseded copy of page 1, the temp file
     assert sorted(p.name for p in (tmp_path / "s" / W.slug).iterdir()) == [
         "page-000000.e000001.jsonl", "page-000001.e000002.jsonl"]
+
+
+def test_landed_ids_are_recorded_with_the_checkpoint_and_only_then(store):
+    a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    a = store.commit(dataclasses.replace(a, page_seq=1), ttl=10, now=101, landed_ids=[b"x" * 16, b"y" * 16])
+    assert store.known_ids("s", START, [b"x" * 16, b"z" * 16]) == {b"x" * 16}
+    assert store.known_ids("s", "2026-11-26T11:00:00Z", [b"x" * 16]) == set()  # per window
+    store.acquire("s", "pull", START, END, owner="b", ttl=10, now=200)  # a's lease lapsed: taken over
+    with pytest.raises(LeaseLost):
+        store.commit(dataclasses.replace(a, page_seq=2), ttl=10, now=201, landed_ids=[b"z" * 16])
+    assert store.known_ids("s", START, [b"z" * 16]) == set()  # the fenced-off commit recorded nothing
+    many = [i.to_bytes(16, "big") for i in range(1200)]  # more than one IN (...) chunk
+    b = store.get("s", "pull", START)
+    store.commit(b, ttl=10, now=202, landed_ids=many)
+    assert store.known_ids("s", START, many) == set(many)

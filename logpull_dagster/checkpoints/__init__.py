@@ -12,10 +12,15 @@ The contract every backend keeps (the pull loop's correctness rests on it):
   caller's ``epoch`` and owner; otherwise they raise :class:`LeaseLost` and write nothing. A run that
   stalled past its lease can therefore never overwrite the progress of the run that took over.
 * A successful ``commit`` is durable before it returns (the caller lands data first, then commits).
+* ``commit`` records the ids of the events the page landed in the same atomic write as the
+  progress, so ``known_ids`` answers "already landed?" for exactly the committed pages: ids of a page
+  landed by an attempt that died before its commit are not known, and that page is read again. This
+  keeps dedupe exact at any window size without holding a window's ids in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -77,8 +82,13 @@ class CheckpointStore(Protocol):
         """Take the window's lease (see the module docstring); return the row as now held."""
         ...
 
-    def commit(self, cp: Checkpoint, *, ttl: float, now: float) -> Checkpoint:
-        """Write ``cp``'s progress and renew the lease, if ``cp.epoch`` still holds the window."""
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float, landed_ids: Collection[bytes] = ()) -> Checkpoint:
+        """Write ``cp``'s progress (and the ids its page landed) and renew the lease, if ``cp.epoch``
+        still holds the window."""
+        ...
+
+    def known_ids(self, source: str, window_start: str, ids: Collection[bytes]) -> set[bytes]:
+        """Those of ``ids`` that committed pages of the window have landed."""
         ...
 
     def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:

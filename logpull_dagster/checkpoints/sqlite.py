@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,16 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (source, stage, window_start)
 )
 """
+# The ids (16-byte BLAKE2b digests of the event id) of every event landed by a committed page.
+_IDS = """
+CREATE TABLE IF NOT EXISTS landed_ids (
+    source        TEXT NOT NULL,
+    window_start  TEXT NOT NULL,
+    id            BLOB NOT NULL,
+    PRIMARY KEY (source, window_start, id)
+) WITHOUT ROWID
+"""
+_CHUNK = 500  # ids per IN (...) query
 _COLUMNS = [f.name for f in dataclasses.fields(Checkpoint)]
 _MUTABLE = [c for c in _COLUMNS if c not in ("source", "stage", "window_start", "window_end", "epoch", "lease_owner")]
 
@@ -54,6 +65,7 @@ class SqliteCheckpointStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute(_SCHEMA)
+        self._db.execute(_IDS)
 
     def close(self) -> None:
         self._db.close()
@@ -108,17 +120,29 @@ class SqliteCheckpointStore:
             self._db.execute("ROLLBACK")
             raise
 
-    def commit(self, cp: Checkpoint, *, ttl: float, now: float) -> Checkpoint:
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float, landed_ids: Collection[bytes] = ()) -> Checkpoint:
         new = dataclasses.replace(cp, lease_expires=now + ttl, heartbeat=now)
-        self._write(new)
+        self._write(new, ids=landed_ids)
         return new
+
+    def known_ids(self, source: str, window_start: str, ids: Collection[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        wanted = list(ids)
+        for i in range(0, len(wanted), _CHUNK):
+            chunk = wanted[i:i + _CHUNK]
+            cur = self._db.execute(
+                f"SELECT id FROM landed_ids WHERE source=? AND window_start=? AND id IN ({','.join('?' * len(chunk))})",
+                (source, window_start, *chunk),
+            )
+            found.update(row[0] for row in cur)
+        return found
 
     def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
         new = dataclasses.replace(cp, lease_owner=None, lease_expires=0.0, heartbeat=now)
         self._write(new, owner=cp.lease_owner)
         return new
 
-    def _write(self, cp: Checkpoint, owner: str | None = None) -> None:
+    def _write(self, cp: Checkpoint, owner: str | None = None, ids: Collection[bytes] = ()) -> None:
         values = {c: getattr(cp, c) for c in _MUTABLE}
         values["stats"] = orjson.dumps(cp.stats).decode()
         sets = ", ".join(f"{c}=:{c}" for c in _MUTABLE) + ", lease_owner=:new_owner"
@@ -134,6 +158,11 @@ class SqliteCheckpointStore:
                 raise LeaseLost(
                     f"{cp.stage} of window {cp.window_start} of source {cp.source!r} was taken over by another "
                     f"run (this run's lease epoch {cp.epoch} is no longer current); stopping without writing"
+                )
+            if ids:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO landed_ids (source, window_start, id) VALUES (?, ?, ?)",
+                    ((cp.source, cp.window_start, i) for i in ids),
                 )
             self._db.execute("COMMIT")
         except BaseException:
