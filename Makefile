@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean chromium
+.PHONY: install demo ui test lint clean chromium bench
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -33,6 +33,10 @@ chromium:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "The UI test needs Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) and retry."; exit 1; fi; }
+
+## Benchmarks against the read limit (not part of make test); rewrites BENCHMARKS.md. About 5 minutes.
+bench: $(STAMP)
+	$(PY) benchmarks/bench.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check logpull_dagster logpull_dagster_tests

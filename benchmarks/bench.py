@@ -143,8 +143,8 @@ from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore
 from logpull_dagster.pull import pull_window
-url, start, end, state, owner = sys.argv[1:6]
-src = GoogleWorkspaceSource(base_url=url, application="login", access_token="bench-token")
+url, start, end, state, owner, page_size = sys.argv[1:7]
+src = GoogleWorkspaceSource(base_url=url, application="login", access_token="bench-token", page_size=int(page_size))
 pull_window(src, Window(parse_time(start), parse_time(end)), source_name="bench",
             checkpoints=SqliteCheckpointStore(state + "/c.db"), landing=LocalLandingStore(state + "/landing"),
             owner=owner, lease_ttl=0.5, lease_wait=5)
@@ -152,10 +152,10 @@ import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-def pull_loop_proc(url: str, i: int, state: Path, owner: str) -> subprocess.Popen[str]:
+def pull_loop_proc(url: str, i: int, state: Path, owner: str, page_size: int = 1000) -> subprocess.Popen[str]:
     start, end = window(i)
-    return subprocess.Popen([sys.executable, "-c", PULL_LOOP, url, rfc(start), rfc(end), str(state), owner],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, "-c", PULL_LOOP, url, rfc(start), rfc(end), str(state), owner,
+                             str(page_size)], stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL)
 
 
 def row(name: str, events: int, seconds: float, limit: float | None, target: str = "", note: str = "") -> dict:
@@ -264,20 +264,22 @@ def main() -> None:
         sim.stop()
 
     # 7: resume cost: 20 SIGKILLs at random points, pages fetched twice per kill
-    sim = Sim(60_000, latency=0.02)
+    # 400 pages of 100 at 50 ms: each run reads at most ~10 pages before its kill, so the window is still
+    # unfinished after 20 kills and every page read twice is a resume cost, not a second pass.
+    sim = Sim(40_000, latency=0.05)
     state = tmp / "kill"
     state.mkdir()
     rng = random.Random(7)
     kills = 0
     for k in range(20):
-        p = pull_loop_proc(sim.url, 0, state, f"k{k}")
-        time.sleep(rng.uniform(0.6, 1.4))  # start-up is ~0.5 s: every kill lands while pages are read
+        p = pull_loop_proc(sim.url, 0, state, f"k{k}", page_size=100)
+        time.sleep(rng.uniform(0.6, 1.0))  # start-up is ~0.5 s: every kill lands while pages are read
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
         p.wait()
         time.sleep(0.6)  # the dead run's 0.5 s lease lapses
-    p = pull_loop_proc(sim.url, 0, state, "final")
+    p = pull_loop_proc(sim.url, 0, state, "final", page_size=100)
     p.wait()
     pages = Counter(r["pageToken"] for r in sim.requests())
     reread = sum(c - 1 for c in pages.values())

@@ -64,12 +64,12 @@ def check_results(src: SourceConfig, keys: list[str], audited: set[str], store: 
     for w, cp in rows.items():
         key = key_for_window(src.cadence, w)
         if key in audited and cp is not None:
-            audit = audit_window(landing, src.name, w, cp.page_seq)
+            audit = audit_window(landing, store, src.name, w, cp.page_seq)
             events += audit.events
             if audit.outside:
                 outside[key] = len(audit.outside)
             if audit.duplicates:
-                duplicates[key] = len(audit.duplicates)
+                duplicates[key] = audit.duplicates
     where = "Inspect the landed pages; reset the window with `logpull reset` and re-read it"
     results.append(_result(
         "events_inside_window", not outside, outside,

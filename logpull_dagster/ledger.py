@@ -9,16 +9,24 @@ same facts feed ``logpull status``, the asset checks and the runbook. No Dagster
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 
-import orjson
 import pandas as pd
 
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.windows import CADENCE_STEP, Window, due_windows, key_for_window, parse_time, rfc3339
+from logpull_dagster.windows import (
+    CADENCE_STEP,
+    Window,
+    due_windows,
+    key_for_window,
+    parse_time,
+    rfc3339,
+    rfc3339_ms,
+)
 
 COLUMNS = ["window", "status", "events", "pages", "late_events", "attempts", "last_read", "delivered", "detail"]
 
@@ -138,24 +146,37 @@ def freshness(src: SourceConfig, store: CheckpointStore, now: dt.datetime,
 
 @dataclass(frozen=True)
 class WindowAudit:
-    """What the landed pages of one window hold, checked event by event."""
+    """What the landed pages of one window hold, checked line by line without parsing whole events."""
 
     window: Window
     events: int
     outside: list[str]
-    duplicates: list[str]
+    distinct_ids: int
+
+    @property
+    def duplicates(self) -> int:
+        """Landed events beyond the distinct ids the store recorded for the window."""
+        return max(0, self.events - self.distinct_ids)
 
 
-def audit_window(landing: LandingStore, source: str, window: Window, landed_pages: int) -> WindowAudit:
-    seen: set[str] = set()
-    outside, duplicates, n = [], [], 0
+# The envelope written by the pull loop starts with the event id and the event's own time.
+_HEAD = re.compile(rb'^\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"', re.M)
+
+
+def audit_window(landing: LandingStore, store: CheckpointStore, source: str, window: Window,
+                 landed_pages: int) -> WindowAudit:
+    """Every landed line's time inside the window, and as many distinct ids as lines.
+
+    Reads only the head of each line (id and time), so auditing a window costs a fraction of pulling it.
+    """
+    lo, hi = rfc3339_ms(window.start), rfc3339_ms(window.end)  # one format: text order is time order
+    outside: list[str] = []
+    n = 0
     for page in landing.pages(source, window, landed_pages):
-        for line in landing.read_lines(page):
-            rec = orjson.loads(line)
-            n += 1
-            if rec["id"] in seen:
-                duplicates.append(rec["id"])
-            seen.add(rec["id"])
-            if not window.contains(parse_time(rec["time"])):
-                outside.append(rec["id"])
-    return WindowAudit(window, n, outside, duplicates)
+        lines = landing.read_lines(page)
+        heads = _HEAD.findall(b"\n".join(lines))
+        n += len(lines)
+        if len(heads) != len(lines):
+            outside.append(f"page {page.seq}: a line without the id/time envelope")
+        outside += [i.decode() for i, t in heads if not lo <= t.decode() < hi]
+    return WindowAudit(window, n, outside, store.count_ids(source, rfc3339(window.start)))

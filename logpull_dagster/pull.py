@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import hashlib
 import time
 from collections import Counter
@@ -131,6 +132,10 @@ def pull_window(
     cp = acquire(checkpoints, source_name, "pull", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
     result = PullResult(source_name, window, cp)
+    # A page of 1,000 events allocates ~100k small objects; with Dagster loaded, each full collection
+    # walks the whole heap again (measured: ~40% of the pull). Objects alive now are long-lived: move
+    # them out of the collector's way while this window is read.
+    gc.freeze()
     try:
         # Pages at or above page_seq were landed by an attempt that died before its checkpoint.
         landing.discard(source_name, window, cp.page_seq)
@@ -240,6 +245,8 @@ def pull_window(
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(failed, now=clock())
         raise
+    finally:
+        gc.unfreeze()
 
 
 def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:

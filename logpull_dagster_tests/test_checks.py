@@ -11,7 +11,8 @@ import pytest
 
 from logpull_dagster.landing.local import LocalLandingStore
 from logpull_dagster.ledger import audit_window
-from logpull_dagster.windows import UTC, Window
+from logpull_dagster.pull import id_digest
+from logpull_dagster.windows import UTC, Window, rfc3339
 
 from .test_assets import make_defs, materialize
 
@@ -61,14 +62,19 @@ def test_a_range_run_reports_every_unfinished_window_in_one_result(tmp_path, sim
     assert got["previous_window_complete"].passed  # 08:00 is the source's first window
 
 
-def test_the_audit_finds_events_outside_their_window_and_duplicate_ids(tmp_path):
+def test_the_audit_finds_events_outside_their_window_and_duplicate_ids(tmp_path, store):
     w = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
     land = LocalLandingStore(tmp_path)
-    line = lambda i, t: orjson.dumps({"id": i, "time": t, "pulled_at": t, "event": {}})  # noqa: E731
+    line = lambda i, t: orjson.dumps({"id": i, "time": t, "pulled_at": t, "event": {"id": {"time": t}}})  # noqa: E731
+    cp = store.acquire("s", "pull", rfc3339(w.start), rfc3339(w.end), owner="t", ttl=60, now=0)
     land.put_page("s", w, 0, 1, [line("a", "2026-11-26T10:00:00.000Z"), line("b", "2026-11-26T11:00:00.000Z")])
-    land.put_page("s", w, 1, 1, [line("a", "2026-11-26T10:00:00.000Z")])
-    audit = audit_window(land, "s", w, 2)
-    assert (audit.events, audit.outside, audit.duplicates) == (3, ["b"], ["a"])
+    cp = store.commit(cp, ttl=60, now=1, landed_ids=[id_digest("a"), id_digest("b")])
+    land.put_page("s", w, 1, 1, [line("a", "2026-11-26T10:00:00.000Z")])  # "a" again: the store knows it once
+    store.commit(cp, ttl=60, now=2, landed_ids=[id_digest("a")])
+    audit = audit_window(land, store, "s", w, 2)
+    assert (audit.events, audit.outside, audit.duplicates) == (3, ["b"], 1)
+    clean = audit_window(land, store, "s", w, 1)
+    assert (clean.events, clean.outside, clean.duplicates) == (2, ["b"], 0)
 
 
 def test_the_freshness_sensor_records_a_stalled_source_without_any_run(tmp_path, sim, instance):

@@ -38,7 +38,7 @@ def dismiss_community_dialog(page) -> None:  # type: ignore[no-untyped-def]
     skip = page.get_by_role("button", name="Skip")
     try:
         skip.first.wait_for(timeout=8_000)
-    except Exception:  # noqa: BLE001 - not shown this time
+    except Exception:
         return
     skip.first.click()
     skip.first.wait_for(state="hidden", timeout=10_000)

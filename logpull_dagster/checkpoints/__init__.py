@@ -91,6 +91,10 @@ class CheckpointStore(Protocol):
         """Those of ``ids`` that committed pages of the window have landed."""
         ...
 
+    def count_ids(self, source: str, window_start: str) -> int:
+        """How many distinct event ids committed pages of the window have landed."""
+        ...
+
     def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
         """Write ``cp`` (status, error) and drop the lease, if ``cp.epoch`` still holds the window."""
         ...

@@ -142,6 +142,11 @@ class SqliteCheckpointStore:
         self._write(new, owner=cp.lease_owner)
         return new
 
+    def count_ids(self, source: str, window_start: str) -> int:
+        cur = self._db.execute("SELECT COUNT(*) FROM landed_ids WHERE source=? AND window_start=?",
+                               (source, window_start))
+        return int(cur.fetchone()[0])
+
     def _write(self, cp: Checkpoint, owner: str | None = None, ids: Collection[bytes] = ()) -> None:
         values = {c: getattr(cp, c) for c in _MUTABLE}
         values["stats"] = orjson.dumps(cp.stats).decode()
