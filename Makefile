@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check logpull_dagster logpull_dagster_tests
+	$(VENV)/bin/ruff check logpull_dagster logpull_dagster_tests benchmarks
 
 clean:
 	rm -rf .logpull

@@ -107,7 +107,7 @@ def key(i: int, first: dt.datetime = DAY) -> str:
 
 
 PULL_IN_PROCESS = """
-import os, sys, time, resource, dagster as dg
+import os, sys, time, dagster as dg
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
 defs = build_definitions(load_config())
@@ -118,7 +118,7 @@ with dg.DagsterInstance.get() as inst:
     res = job.execute_in_process(partition_key=sys.argv[1], instance=inst, run_config=quiet)
     elapsed = time.perf_counter() - t0
     events = sum(m.materialization.metadata["new_events"].value for m in res.get_asset_materialization_events())
-print(events, elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(events, elapsed, next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
@@ -148,7 +148,8 @@ src = GoogleWorkspaceSource(base_url=url, application="login", access_token="ben
 pull_window(src, Window(parse_time(start), parse_time(end)), source_name="bench",
             checkpoints=SqliteCheckpointStore(state + "/c.db"), landing=LocalLandingStore(state + "/landing"),
             owner=owner, lease_ttl=0.5, lease_wait=5)
-import resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+# VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak (inherited at fork).
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 

@@ -22,6 +22,14 @@ from logpull_dagster.windows import UTC, rfc3339
 H = dt.timedelta(hours=1)
 
 
+def top_of_this_hour() -> dt.datetime:
+    """The current hour, waiting out its last seconds: the windows due must not change mid-test."""
+    now = dt.datetime.now(UTC)
+    if now.minute == 59 and now.second >= 45:
+        time.sleep(61 - now.second)
+    return dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+
+
 def write_config(tmp_path: Path, start: dt.datetime) -> SqliteCheckpointStore:
     cfg = {"sources": [{"name": "gws", "type": "google_workspace", "application": "login",
                         "access_token": {"env": "X"}, "start": rfc3339(start), "settle_lag": "0s"}],
@@ -59,7 +67,7 @@ def ledger(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     6 left by a dead run, 7 never requested."""
     monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    first = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 8 * H
+    first = top_of_this_hour() - 8 * H
     store = write_config(tmp_path, first)
     for i in range(3):
         put(store, first + i * H)
@@ -117,7 +125,7 @@ def test_reset_refuses_while_a_run_holds_the_window_and_otherwise_restarts_it_fr
 def test_five_thousand_windows_fold_into_a_readable_table(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    first = dt.datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - 5001 * H
+    first = top_of_this_hour() - 5001 * H
     store = write_config(tmp_path, first)
     put(store, first)  # creates the schema; the rest in bulk, as thousands of runs would have
     rows = []
