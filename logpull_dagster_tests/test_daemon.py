@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from dagster._core.events import DagsterEventType
 
 from logpull_dagster.windows import UTC, parse_time, rfc3339
 
@@ -60,6 +62,12 @@ def test_the_daemon_alone_pulls_and_delivers_every_settled_window(tmp_path, live
         assert len(ids) == len(set(ids)), "an event reached the SIEM twice"
         assert sorted(ids) == truth, f"SIEM has {len(ids)} of {len(truth)}:\n" + (
             (tmp_path / "daemon.log").read_text()[-3000:])
+        # The freshness sensor recorded its check with no run at all.
+        with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+            records = instance.get_event_records(
+                dg.EventRecordsFilter(event_type=DagsterEventType.ASSET_CHECK_EVALUATION), limit=200)
+        assert any(r.event_log_entry.run_id == "" and
+                   r.event_log_entry.dagster_event.event_specific_data.check_name == "freshness" for r in records)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
