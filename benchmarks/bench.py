@@ -159,6 +159,28 @@ def pull_loop_proc(url: str, i: int, state: Path, owner: str, page_size: int = 1
                              str(page_size)], stdout=subprocess.PIPE, text=True, stderr=subprocess.DEVNULL)
 
 
+PEERS = ROOT / ".venv-peers"
+
+
+def peer_python(name: str, requirement: str) -> Path:
+    """A venv of its own for a peer tool, so its dependencies never meet Dagster's."""
+    venv = PEERS / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement], check=True)
+    return python
+
+
+def dlt_pull(url: str, i: int, out: Path) -> tuple[int, float]:
+    start, end = window(i)
+    python = peer_python("dlt", "dlt[filesystem]==1.31.0")
+    res = subprocess.run([str(python), str(ROOT / "benchmarks" / "peers" / "dlt_pull.py"), url, rfc(start), rfc(end),
+                          str(out)], capture_output=True, text=True, check=True)
+    n, s = res.stdout.split()[-2:]
+    return int(n), float(s)
+
+
 def row(name: str, events: int, seconds: float, limit: float | None, target: str = "", note: str = "") -> dict:
     rate = events / seconds if seconds else 0.0
     print(f"{name}: {events} events, {seconds:.2f}s, {rate:,.0f}/s", file=sys.stderr, flush=True)
@@ -188,6 +210,9 @@ def main() -> None:
     e, s = pull_cli(env, 1, e)
     rows.append(row("2b. logpull: dagster asset materialize (CLI, whole process)", e, s, limit, "",
                     "includes ~2.4 s of CLI start-up"))
+    n, s = dlt_pull(sim.url, 2, tmp / "dlt0")
+    rows.append(row("3a. dlt 1.31 rest_api -> filesystem JSONL (extract+normalize+load)", n, s, limit))
+    rows.append(row("3b. Grove gsuite activities", 0, 0, None, "", "not measured yet (see issue 5's note)"))
 
     # 9: delivery of that window
     from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
@@ -218,6 +243,8 @@ def main() -> None:
     rows.append(row("4a. logpull asset in-process at 150 ms/page", e, s, limit150, ">= 0.97"))
     e, s = pull_cli(env, 1, e)
     rows.append(row("4b. logpull CLI at 150 ms/page", e, s, limit150))
+    n, s = dlt_pull(sim.url, 2, tmp / "dlt1")
+    rows.append(row("4c. dlt at 150 ms/page", n, s, limit150))
 
     # 5: 24 windows, 150 ms/page, 1/2/4/8 at once (the pull loop in a worker pool, one client per window)
     sim.stop()
