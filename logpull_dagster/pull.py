@@ -71,7 +71,6 @@ class PullResult:
     http_retries: int = 0
     token_restarts: int = 0
     elapsed: float = 0.0
-    names: Counter[str] = field(default_factory=Counter)
     landed: list[str] = field(default_factory=list)
 
     @property
@@ -200,7 +199,6 @@ def pull_window(
                     stats["late_events"] = stats.get("late_events", 0) + len(keep)
                     result.late_events += len(keep)
                 page_names = Counter(n for ev in keep for n in (ev.names or ("(none)",)))
-                result.names.update(page_names)
                 names = Counter(stats.get("names", {}))
                 names.update(page_names)
                 stats["names"] = dict(names)
