@@ -181,6 +181,18 @@ def dlt_pull(url: str, i: int, out: Path) -> tuple[int, float]:
     return int(n), float(s)
 
 
+def grove_pull(url: str, i: int, out: Path) -> tuple[int, float, float]:
+    """Grove 2.2.0's gsuite_activities connector (three patches, documented in grove_pull.py)."""
+    start, end = window(i)
+    python = peer_python("grove", "grove==2.2.0")
+    res = subprocess.run([str(python), str(ROOT / "benchmarks" / "peers" / "grove_pull.py"), url, rfc(start),
+                          rfc(end), str(out)], capture_output=True, text=True, check=True)
+    lines = res.stdout.split("\n")
+    rss = next(int(line.split()[1]) for line in lines if line.startswith("rss_kb"))
+    n, s = res.stdout.split()[-2:]
+    return int(n), float(s), rss / 1024
+
+
 def row(name: str, events: int, seconds: float, limit: float | None, target: str = "", note: str = "") -> dict:
     rate = events / seconds if seconds else 0.0
     print(f"{name}: {events} events, {seconds:.2f}s, {rate:,.0f}/s", file=sys.stderr, flush=True)
@@ -190,7 +202,8 @@ def row(name: str, events: int, seconds: float, limit: float | None, target: str
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--big", type=int, default=200_000, help="events in the one-window runs")
+    parser.add_argument("--big", type=int, default=306_000, help="events in the one-window runs (307 pages)")
+    parser.add_argument("--latency-events", type=int, default=100_000, help="events in the 150 ms/page window")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args()
     rows: list[dict] = []
@@ -212,7 +225,9 @@ def main() -> None:
                     "includes ~2.4 s of CLI start-up"))
     n, s = dlt_pull(sim.url, 2, tmp / "dlt0")
     rows.append(row("3a. dlt 1.31 rest_api -> filesystem JSONL (extract+normalize+load)", n, s, limit))
-    rows.append(row("3b. Grove gsuite activities", 0, 0, None, "", "not measured yet (see issue 5's note)"))
+    n, s, rss = grove_pull(sim.url, 3, tmp / "grove0")
+    rows.append(row("3b. Grove 2.2.0 gsuite_activities -> local_file (gzip NDJSON)", n, s, limit, "",
+                    f"peak RSS {rss:.0f} MB; 3 patches to point it here (benchmarks/peers/grove_pull.py)"))
 
     # 9: delivery of that window
     from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
@@ -232,8 +247,7 @@ def main() -> None:
     sim.stop()
 
     # 4: the same with 150 ms per page (a realistic API), a smaller window
-    small = 40_000
-    sim = Sim(small, latency=0.15)
+    sim = Sim(args.latency_events, latency=0.15)
     n, s = bare_read(sim.url)
     limit150 = n / s
     rows.append(row("4. read limit at 150 ms/page", n, s, limit150))
@@ -245,6 +259,8 @@ def main() -> None:
     rows.append(row("4b. logpull CLI at 150 ms/page", e, s, limit150))
     n, s = dlt_pull(sim.url, 2, tmp / "dlt1")
     rows.append(row("4c. dlt at 150 ms/page", n, s, limit150))
+    n, s, _ = grove_pull(sim.url, 3, tmp / "grove1")
+    rows.append(row("4d. Grove at 150 ms/page", n, s, limit150))
 
     # 5: 24 windows, 150 ms/page, 1/2/4/8 at once (the pull loop in a worker pool, one client per window)
     sim.stop()

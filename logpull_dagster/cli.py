@@ -144,7 +144,7 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
 
     when = dt.datetime.fromtimestamp(now, UTC)
     return dataclasses.replace(
-        cp, cursor=None, pages_read=0, status="complete" if cp.status == "complete" else "failed",
+        cp, cursor=None, pages_read=0, journaled=0, status="complete" if cp.status == "complete" else "failed",
         last_error=f"reset by an operator at {rfc3339(when)}; the next run reads the window from page one",
     )
 

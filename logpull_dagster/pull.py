@@ -1,7 +1,7 @@
 """The worker loop: read one window of one source completely, surviving any crash.
 
 THE INVARIANT. For one window, until the API gives no next token:
-  1. fetch the page for the stored cursor (none: the first page);
+  1. fetch the page for the stored cursor (none: the first page); the source validates every item;
   2. keep events whose own time lies in [start, end) and whose id is not landed yet for this window
      (the store keeps the ids of committed pages, so memory stays one page whatever the window size);
   3. LAND the page durably under (window, page seq, lease epoch), replacing an unfinished earlier copy;
@@ -11,6 +11,15 @@ So the checkpoint never runs ahead of landed data (a crash loses nothing), the p
 crash is read again and replaces its own unfinished copy, and event ids deduplicate the rest (a
 crash, a rejected token or a re-read duplicates nothing).
 
+HOW IT IS SCHEDULED. Steps 2-4 cost as much as the read itself (dedupe, the id index, writing the
+page), so they run beside the next read instead of before it, without giving up "at most the page
+in flight is read twice after a crash": the response body of a page is first *journaled* untouched
+(``landing.put_read``) and the cursor advanced past it in the same checkpoint that records it as
+pending (``journaled``); then the next request goes out while a second thread lands the journaled
+page (steps 2-4, its checkpoint clearing the pending mark). A crash after the journal checkpoint
+costs no read: the next attempt lands the pending reads from the journal before reading on. Both
+threads write the one checkpoint row, each its own fields, under one lock.
+
 Everything here is plain Python: no Dagster import. ``assets.py`` wires it into Dagster.
 """
 
@@ -19,19 +28,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import gc
 import hashlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.sources import BadPage, Event, LogSource, SourceError, TokenRejected
-from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
+from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
+from logpull_dagster.windows import Window, epoch_us, rfc3339, rfc3339_ms
 
 # A window whose token is rejected again and again is not converging; fail it rather than loop.
 MAX_TOKEN_RESTARTS = 3
@@ -130,104 +143,32 @@ def pull_window(
     t0 = monotonic()
     cp = acquire(checkpoints, source_name, "pull", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
-    result = PullResult(source_name, window, cp)
+    run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
+                     PullResult(source_name, window, cp))
+    result = run.result
     # A page of 1,000 events allocates ~100k small objects; with Dagster loaded, each full collection
     # walks the whole heap again (measured: ~40% of the pull). Objects alive now are long-lived: move
     # them out of the collector's way while this window is read.
     gc.freeze()
     try:
-        # Pages at or above page_seq were landed by an attempt that died before its checkpoint.
-        landing.discard(source_name, window, cp.page_seq)
+        pending = range(cp.reads - cp.journaled, cp.reads)
+        # Pages at or above page_seq were landed by an attempt that died before its checkpoint; reads
+        # outside the pending range were landed already, or never checkpointed.
+        landing.discard(source_name, window, cp.page_seq, keep_reads=pending)
         if cp.cursor is not None:
             result.resumed_from_page = cp.pages_read + 1
-        while True:
-            if result.pages_read and monotonic() - t0 >= time_budget:
-                result.checkpoint = cp = checkpoints.release(cp, now=clock())
-                result.elapsed = monotonic() - t0
-                raise BudgetExhausted(result)
-            page_no = cp.pages_read + 1
-            try:
-                page = source.fetch_page(window, cp.cursor)
-                if cp.cursor is not None and page.next_cursor == cp.cursor and not page.events:
-                    raise BadPage("the API returned the page token it was sent, with no items "
-                                  "(a known Reports API bug); stopping instead of looping")
-            except TokenRejected as e:
-                if result.token_restarts >= MAX_TOKEN_RESTARTS:
-                    raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
-                                     f"{result.token_restarts} restarts from page one did not help") from None
-                # Restart the pass from page one; ids already landed keep the result exact.
-                result.token_restarts += 1
-                cp = dataclasses.replace(cp, cursor=None, pages_read=0, stats=_bump(cp.stats, "token_restarts", 1))
-                result.checkpoint = cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
-                continue
-            except SourceError as e:
-                raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
-                                 f"nothing of this page was landed or checkpointed") from None
-            result.pages_read += 1
-            result.http_retries += page.http_retries
-
-            # In the window, and not landed yet: by committed pages (the store knows) or earlier on this page.
-            inside: dict[bytes, Event] = {}
-            for ev in page.events:
-                if not window.contains(ev.time):
-                    result.outside_window_dropped += 1
-                    continue
-                digest = id_digest(ev.id)
-                if digest in inside:
-                    result.duplicates_dropped += 1
-                else:
-                    inside[digest] = ev
-            known = checkpoints.known_ids(source_name, cp.window_start, inside.keys()) if inside else set()
-            result.duplicates_dropped += len(known)
-            fresh = {d: ev for d, ev in inside.items() if d not in known}
-            keep = list(fresh.values())
-
-            stats = dict(cp.stats)
-            page_seq = cp.page_seq
-            if keep:
-                pulled_at = rfc3339(dt.datetime.now(dt.UTC))
-                lines = [orjson.dumps({"id": ev.id, "time": rfc3339_ms(ev.time), "pulled_at": pulled_at,
-                                       "event": ev.raw}) for ev in keep]
-                result.landed.append(landing.put_page(source_name, window, page_seq, cp.epoch, lines))
-                page_seq += 1
-                result.pages_landed += 1
-                result.events_landed += len(keep)
-                times = [ev.time for ev in keep]
-                stats["first_event_time"] = min(filter(None, [stats.get("first_event_time"), rfc3339(min(times))]))
-                stats["last_event_time"] = max(filter(None, [stats.get("last_event_time"), rfc3339(max(times))]))
-                if cp.passes:  # the window was read completely before: these events were published late
-                    stats["late_events"] = stats.get("late_events", 0) + len(keep)
-                    result.late_events += len(keep)
-                page_names = Counter(n for ev in keep for n in (ev.names or ("(none)",)))
-                names = Counter(stats.get("names", {}))
-                names.update(page_names)
-                stats["names"] = dict(names)
-            if page.http_retries:
-                stats["http_retries"] = stats.get("http_retries", 0) + page.http_retries
-
-            done = page.next_cursor is None
-            if done:
-                stats["last_read_at"] = rfc3339(dt.datetime.fromtimestamp(clock(), dt.UTC))
-            cp = dataclasses.replace(
-                cp,
-                cursor=page.next_cursor,
-                page_seq=page_seq,
-                pages_read=0 if done else cp.pages_read + 1,
-                events=cp.events + len(keep),
-                passes=cp.passes + 1 if done else cp.passes,
-                status="complete" if done else cp.status,
-                last_error=None if done else cp.last_error,
-                stats=stats,
-            )
-            result.checkpoint = cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock(), landed_ids=fresh.keys())
-            if on_page is not None:
-                elapsed = monotonic() - t0
-                on_page(Progress(window, page_no, len(keep), result.events_landed,
-                                 result.events_landed / elapsed if elapsed > 0 else 0.0))
-            if done:
-                break
+        last_page_landed = False
+        # Read by an attempt that died before landing them: land them from the journal.
+        for i, n in enumerate(pending):
+            body, epoch = landing.get_read(source_name, window, n)
+            items, next_cursor = source.parse_page(body)
+            landed = run.land(n, epoch, items, next_cursor)
+            run.report(on_page, cp.pages_read - cp.journaled + i + 1, landed, monotonic() - t0)
+            last_page_landed = next_cursor is None
+        if not last_page_landed:  # else the journal held the pass's last page: the pass is complete
+            _read(run, on_page, t0, time_budget, monotonic)
         result.complete = True
-        result.checkpoint = checkpoints.release(cp, now=clock())
+        result.checkpoint = checkpoints.release(run.cp, now=clock())
         result.elapsed = monotonic() - t0
         return result
     except BudgetExhausted:
@@ -237,7 +178,7 @@ def pull_window(
     except BaseException as e:
         # Record why, keep the cursor: the next attempt resumes where this one stopped.
         failed = dataclasses.replace(
-            cp, status="complete" if cp.status == "complete" else "failed",
+            run.cp, status="complete" if run.cp.status == "complete" else "failed",
             last_error=f"{type(e).__name__}: {e}"[:1000],
         )
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
@@ -245,6 +186,158 @@ def pull_window(
         raise
     finally:
         gc.unfreeze()
+
+
+def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float, time_budget: float,
+          monotonic: Callable[[], float]) -> None:
+    """Steps 1 and journal in this thread; steps 2-4 of the previous page in the lander thread."""
+    result, window, source_name = run.result, run.window, run.source_name
+    landing_page: Future[int] | None = None
+    landing_page_no = 0
+    with ThreadPoolExecutor(1, thread_name_prefix=f"logpull-land-{source_name}") as lander:
+        try:
+            while True:
+                if result.pages_read and monotonic() - t0 >= time_budget:
+                    if landing_page is not None:
+                        run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+                        landing_page = None
+                    result.checkpoint = run.cp = run.store.release(run.cp, now=run.clock())
+                    result.elapsed = monotonic() - t0
+                    raise BudgetExhausted(result)
+                cp = run.cp
+                page_no = cp.pages_read + 1
+                try:
+                    page = run.source.fetch_page(window, cp.cursor)
+                    if cp.cursor is not None and page.next_cursor == cp.cursor and not page.items:
+                        raise BadPage("the API returned the page token it was sent, with no items "
+                                      "(a known Reports API bug); stopping instead of looping")
+                except TokenRejected as e:
+                    if result.token_restarts >= MAX_TOKEN_RESTARTS:
+                        raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
+                                         f"{result.token_restarts} restarts from page one did not help") from None
+                    # Restart the pass from page one; ids already landed keep the result exact.
+                    result.token_restarts += 1
+                    run.commit(lambda c: dataclasses.replace(c, cursor=None, pages_read=0,
+                                                             stats=_bump(c.stats, "token_restarts", 1)))
+                    continue
+                except SourceError as e:
+                    raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
+                                     f"nothing of this page was landed or checkpointed") from None
+                result.pages_read += 1
+                result.http_retries += page.http_retries
+
+                n = cp.reads
+                run.landing.put_read(source_name, window, n, cp.epoch, page.body)
+                run.commit(functools.partial(_journaled, page=page))
+                if landing_page is not None:  # one page lands while the next is read, no more
+                    run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+                landing_page = lander.submit(run.land, n, cp.epoch, page.items, page.next_cursor)
+                landing_page_no = page_no
+                if page.next_cursor is None:
+                    break
+            run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+        except BaseException:
+            if landing_page is not None:  # let the page in hand land (or fail) before the caller releases
+                with contextlib.suppress(BaseException):
+                    landing_page.result()
+            raise
+
+
+def _journaled(cp: Checkpoint, page: Page) -> Checkpoint:
+    """The cursor moves past ``page``, which is now pending in the journal."""
+    return dataclasses.replace(
+        cp, cursor=page.next_cursor, pages_read=cp.pages_read + 1, reads=cp.reads + 1, journaled=cp.journaled + 1,
+        stats=_bump(cp.stats, "http_retries", page.http_retries) if page.http_retries else cp.stats,
+    )
+
+
+class _WindowRun:
+    """One attempt at one window: the checkpoint both threads update, and steps 2-4 for one page."""
+
+    def __init__(self, source: LogSource, window: Window, source_name: str, store: CheckpointStore,
+                 landing: LandingStore, lease_ttl: float, clock: Callable[[], float], result: PullResult) -> None:
+        self.source, self.window, self.source_name = source, window, source_name
+        self.store, self.landing, self.lease_ttl, self.clock, self.result = store, landing, lease_ttl, clock, result
+        self.cp = result.checkpoint
+        self._lock = threading.Lock()
+
+    def commit(self, change: Callable[[Checkpoint], Checkpoint],
+               landed_ids: list[tuple[int, bytes]] | None = None) -> None:
+        """Apply ``change`` to the latest checkpoint and commit it (the two threads take turns)."""
+        with self._lock:
+            self.cp = self.store.commit(change(self.cp), ttl=self.lease_ttl, now=self.clock(),
+                                        landed_ids=landed_ids or ())
+            self.result.checkpoint = self.cp
+
+    def land(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None) -> int:
+        """Steps 2-4 for journaled read ``n``; returns how many events it landed."""
+        result, window = self.result, self.window
+        # In the window, and not landed yet: by committed pages (the store knows) or earlier on this page.
+        inside: dict[bytes, tuple[int, Event]] = {}
+        for ev in self.source.to_events(items):
+            if not window.contains(ev.time):
+                result.outside_window_dropped += 1
+                continue
+            digest = id_digest(ev.id)
+            if digest in inside:
+                result.duplicates_dropped += 1
+            else:
+                inside[digest] = (epoch_us(ev.time), ev)
+        known: set[bytes] = set()
+        if inside:
+            times = [t for t, _ in inside.values()]
+            with self._lock:
+                known = self.store.known_ids(self.source_name, self.cp.window_start, min(times), max(times))
+        fresh = [(d, t, ev) for d, (t, ev) in inside.items() if d not in known]
+        result.duplicates_dropped += len(inside) - len(fresh)
+
+        page_seq = self.cp.page_seq  # only this thread moves page_seq
+        if fresh:
+            pulled_at = rfc3339(dt.datetime.now(dt.UTC))
+            lines = [orjson.dumps({"id": ev.id, "time": rfc3339_ms(ev.time), "pulled_at": pulled_at,
+                                   "event": ev.raw}) for _, _, ev in fresh]
+            result.landed.append(self.landing.put_page(self.source_name, window, page_seq, self.cp.epoch, lines))
+            result.pages_landed += 1
+            result.events_landed += len(fresh)
+        done = next_cursor is None
+        first = rfc3339(min(ev.time for _, _, ev in fresh)) if fresh else None
+        last = rfc3339(max(ev.time for _, _, ev in fresh)) if fresh else None
+        page_names = Counter(name for _, _, ev in fresh for name in (ev.names or ("(none)",)))
+
+        def change(cp: Checkpoint) -> Checkpoint:
+            stats = dict(cp.stats)
+            if fresh:
+                stats["first_event_time"] = min(filter(None, [stats.get("first_event_time"), first]))
+                stats["last_event_time"] = max(filter(None, [stats.get("last_event_time"), last]))
+                if cp.passes:  # the window was read completely before: these events were published late
+                    stats["late_events"] = stats.get("late_events", 0) + len(fresh)
+                    result.late_events += len(fresh)
+                names = Counter(stats.get("names", {}))
+                names.update(page_names)
+                stats["names"] = dict(names)
+            if done:
+                stats["last_read_at"] = rfc3339(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+            return dataclasses.replace(
+                cp,
+                page_seq=page_seq + 1 if fresh else page_seq,
+                journaled=cp.journaled - 1,
+                pages_read=0 if done else cp.pages_read,
+                events=cp.events + len(fresh),
+                passes=cp.passes + 1 if done else cp.passes,
+                status="complete" if done else cp.status,
+                last_error=None if done else cp.last_error,
+                stats=stats,
+            )
+
+        self.commit(change, [(t, d) for d, t, _ in fresh])
+        self.landing.drop_read(self.source_name, window, n, epoch)
+        return len(fresh)
+
+    def report(self, on_page: Callable[[Progress], None] | None, page_no: int, landed: int, elapsed: float) -> None:
+        """Progress, from the calling thread (Dagster's logger is not the lander's to call)."""
+        if on_page is not None:
+            events = self.result.events_landed
+            on_page(Progress(self.window, page_no, landed, events, events / elapsed if elapsed > 0 else 0.0))
 
 
 def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:

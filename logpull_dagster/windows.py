@@ -65,6 +65,11 @@ def parse_time(value: str) -> dt.datetime:
     return t.astimezone(UTC)
 
 
+def epoch_us(t: dt.datetime) -> int:
+    """Microseconds since the Unix epoch (exact for any time the APIs return: a float64 keeps 0.25 µs now)."""
+    return round(t.timestamp() * 1_000_000)
+
+
 def rfc3339_ms(t: dt.datetime) -> str:
     """``2026-11-26T10:00:02.657Z`` for a UTC datetime: the event-time format, fast (once per event)."""
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from logpull_dagster.sources import Event, Page, TokenRejected
-from logpull_dagster.windows import UTC, Window
+from logpull_dagster.windows import UTC, Window, parse_time, rfc3339_ms
 
 W = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
 
@@ -55,7 +58,16 @@ class FakeSource:
         visible = [e for e in self.events if window.start <= e.time <= window.end]  # both ends inclusive
         chunk = visible[offset: offset + self.page_size]
         nxt = offset + self.page_size
-        return Page(chunk, f"{self.token_epoch}:{nxt}" if nxt < len(visible) else None)
+        items = [{"id": e.id, "time": rfc3339_ms(e.time), "raw": e.raw, "names": list(e.names)} for e in chunk]
+        token = f"{self.token_epoch}:{nxt}" if nxt < len(visible) else None
+        return Page(items, token, orjson.dumps({"items": items, "next": token}))
+
+    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+        doc = orjson.loads(body)
+        return doc["items"], doc["next"]
+
+    def to_events(self, items: list[dict[str, Any]]) -> list[Event]:
+        return [Event(it["id"], parse_time(it["time"]), it["raw"], tuple(it["names"])) for it in items]
 
     def close(self) -> None:
         pass

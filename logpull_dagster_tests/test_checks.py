@@ -68,9 +68,9 @@ def test_the_audit_finds_events_outside_their_window_and_duplicate_ids(tmp_path,
     line = lambda i, t: orjson.dumps({"id": i, "time": t, "pulled_at": t, "event": {"id": {"time": t}}})  # noqa: E731
     cp = store.acquire("s", "pull", rfc3339(w.start), rfc3339(w.end), owner="t", ttl=60, now=0)
     land.put_page("s", w, 0, 1, [line("a", "2026-11-26T10:00:00.000Z"), line("b", "2026-11-26T11:00:00.000Z")])
-    cp = store.commit(cp, ttl=60, now=1, landed_ids=[id_digest("a"), id_digest("b")])
+    cp = store.commit(cp, ttl=60, now=1, landed_ids=[(1, id_digest("a")), (2, id_digest("b"))])
     land.put_page("s", w, 1, 1, [line("a", "2026-11-26T10:00:00.000Z")])  # "a" again: the store knows it once
-    store.commit(cp, ttl=60, now=2, landed_ids=[id_digest("a")])
+    store.commit(cp, ttl=60, now=2, landed_ids=[(1, id_digest("a"))])
     audit = audit_window(land, store, "s", w, 2)
     assert (audit.events, audit.outside, audit.duplicates) == (3, ["b"], 1)
     clean = audit_window(land, store, "s", w, 1)

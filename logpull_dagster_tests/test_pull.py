@@ -77,8 +77,9 @@ def test_a_window_lands_every_event_inside_it_once(store, landing):
     assert sum(cp.stats["names"].values()) == 96
 
 
-@pytest.mark.parametrize("crash_at", [1, 2, 5, 9, 10])
-def test_a_crash_between_landing_and_checkpoint_loses_and_duplicates_nothing(store, landing, crash_at):
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 9, 10, 17, 18, 19, 20])
+def test_a_crash_at_any_commit_loses_and_duplicates_nothing_and_rereads_at_most_one_page(store, landing, crash_at):
+    """Commits alternate between journaling a read (cursor moves on) and landing it (ids, page seq)."""
     events = make_events(W, 95)
     src = FakeSource(events)
     clock = Clock()
@@ -91,12 +92,43 @@ def test_a_crash_between_landing_and_checkpoint_loses_and_duplicates_nothing(sto
     res = pull(src, store, landing, owner="next", clock=clock)
     ids = landed_ids(landing, store)
     assert sorted(ids) == expected_ids(events) and len(ids) == len(set(ids))
-    # The new run starts from the last committed token, so it re-reads exactly the page in flight.
-    resumed = src.calls[len(crashed_calls)]
-    assert resumed == before.cursor == crashed_calls[crash_at - 1]
-    assert res.resumed_from_page == (crash_at if crash_at > 1 else None)
+    # The new run lands the journaled reads without asking the API, then resumes from the committed token.
+    if before.cursor is None and before.journaled:  # the journal held the last page: nothing left to read
+        assert len(src.calls) == len(crashed_calls) and res.complete
+    else:
+        assert src.calls[len(crashed_calls)] == before.cursor
+    assert res.resumed_from_page == (before.pages_read + 1 if before.cursor else None)
     reread = sum(n - 1 for n in Counter(src.calls).values())
-    assert reread == 1
+    assert reread <= 1
+    assert res.checkpoint.journaled == 0 and not list(landing.root.rglob("read-*"))
+
+
+def test_a_crash_after_journaling_lands_the_page_from_the_journal_without_reading_it_again(store, landing):
+    events = make_events(W, 95)
+    src = FakeSource(events)
+    clock = Clock()
+    # Journal and landing commits interleave by timing: find a crash that left a read pending.
+    for crash_at in (4, 5, 6):
+        store_dir = landing.root.parent / f"c{crash_at}"
+        st = SqliteCheckpointStore(store_dir / "c.db")
+        land = LocalLandingStore(store_dir / "landing")
+        src = FakeSource(events)
+        with pytest.raises(Crash):
+            pull(src, CrashingStore(st, crash_at), land, owner="dead", clock=clock, lease_ttl=30)
+        before = st.get("s", "pull", rfc3339(W.start))
+        assert before is not None
+        if before.journaled:
+            break
+    else:
+        pytest.fail("no crash left a journaled read pending")
+    assert list(land.root.rglob("read-*"))  # the journal holds the page's response, untouched
+    calls = len(src.calls)
+    clock.t += 31
+    res = pull(src, st, land, owner="next", clock=clock)
+    assert src.calls[calls] == before.cursor  # the pending read was not asked for again
+    # Only the read in flight at the crash (after the journaled one) can have been asked for twice.
+    assert {c for c, n in Counter(src.calls).items() if n > 1} <= {before.cursor}
+    assert sorted(landed_ids(land, st)) == expected_ids(events) and res.checkpoint.journaled == 0
 
 
 def test_budget_stops_between_pages_and_the_retry_resumes_from_the_token(store, landing):
@@ -141,7 +173,7 @@ def test_a_token_echoed_with_no_items_fails_the_window_without_advancing(store, 
 
     def stuck(window, cursor):  # type: ignore[no-untyped-def]
         page = real(window, cursor)
-        return dataclasses.replace(page, events=[], next_cursor=cursor) if len(src.calls) == 3 else page
+        return dataclasses.replace(page, items=[], next_cursor=cursor) if len(src.calls) == 3 else page
 
     src.fetch_page = stuck  # type: ignore[method-assign]
     with pytest.raises(PullFailed, match=r"page 3: .*page token it was sent"):
@@ -203,3 +235,18 @@ def test_rereading_a_complete_window_lands_only_late_events(store, landing):
     assert sorted(landed_ids(landing, store)) == expected_ids(events + late)
     again = pull(src, store, landing, owner="run-3")
     assert again.events_landed == 0 and again.pages_landed == 0
+
+
+def test_a_pending_read_left_by_a_token_restart_is_landed_and_the_pass_restarts_from_page_one(store, landing):
+    """A crash right after a rejected token reset the cursor, while the page before it was still landing."""
+    events = make_events(W, 95)
+    src = FakeSource(events)
+    page = src.fetch_page(W, "0:10")  # page 2, read and journaled, not landed
+    cp = store.acquire("s", "pull", rfc3339(W.start), rfc3339(W.end), owner="dead", ttl=10, now=0)
+    landing.put_read("s", W, 0, cp.epoch, page.body)
+    store.commit(dataclasses.replace(cp, cursor=None, pages_read=0, reads=1, journaled=1), ttl=10, now=1)
+    src.calls.clear()
+    res = pull(src, store, landing, owner="next")
+    assert src.calls[0] is None and res.complete  # the pending read landed, then the pass began again
+    assert sorted(landed_ids(landing, store)) == expected_ids(events)
+    assert res.checkpoint.journaled == 0 and res.checkpoint.reads == 11

@@ -134,11 +134,13 @@ def test_five_thousand_windows_fold_into_a_readable_table(tmp_path, monkeypatch,
             continue  # one hole in the middle
         s, e = rfc3339(first + i * H), rfc3339(first + (i + 1) * H)
         for stage in ("pull", "deliver"):
-            rows.append(("gws", stage, s, e, "complete", None, 2, 0, 100, 1, 1, 1, None, 0, 0, None,
+            rows.append(("gws", stage, s, e, "complete", 2, 0, 100, 1, 1, 1, 0, 0,
                          orjson.dumps({"last_read_at": e}).decode()))
     db = sqlite3.connect(tmp_path / "c.db")
+    columns = ("source, stage, window_start, window_end, status, page_seq, pages_read, events, passes, attempts, "
+               "epoch, lease_expires, heartbeat, stats")
     with db:
-        db.executemany(f"INSERT INTO checkpoints VALUES ({','.join('?' * 17)})", rows)
+        db.executemany(f"INSERT INTO checkpoints ({columns}) VALUES ({','.join('?' * 14)})", rows)
     db.close()
     store.close()
     started = time.perf_counter()

@@ -84,15 +84,47 @@ def test_landing_keeps_the_newest_epoch_of_each_page_and_discards_unfinished_pag
 
 
 def test_landed_ids_are_recorded_with_the_checkpoint_and_only_then(store):
+    x, y, z = (c * 16 for c in (b"x", b"y", b"z"))
     a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
-    a = store.commit(dataclasses.replace(a, page_seq=1), ttl=10, now=101, landed_ids=[b"x" * 16, b"y" * 16])
-    assert store.known_ids("s", START, [b"x" * 16, b"z" * 16]) == {b"x" * 16}
-    assert store.known_ids("s", "2026-11-26T11:00:00Z", [b"x" * 16]) == set()  # per window
+    a = store.commit(dataclasses.replace(a, page_seq=1), ttl=10, now=101, landed_ids=[(5, x), (7, y)])
+    assert store.known_ids("s", START, 0, 6) == {x}  # looked up by the events' time span
+    assert store.known_ids("s", START, 5, 7) == {x, y} and store.known_ids("s", START, 8, 99) == set()
+    assert store.known_ids("s", "2026-11-26T11:00:00Z", 0, 99) == set()  # per window
     store.acquire("s", "pull", START, END, owner="b", ttl=10, now=200)  # a's lease lapsed: taken over
     with pytest.raises(LeaseLost):
-        store.commit(dataclasses.replace(a, page_seq=2), ttl=10, now=201, landed_ids=[b"z" * 16])
-    assert store.known_ids("s", START, [b"z" * 16]) == set()  # the fenced-off commit recorded nothing
-    many = [i.to_bytes(16, "big") for i in range(1200)]  # more than one IN (...) chunk
+        store.commit(dataclasses.replace(a, page_seq=2), ttl=10, now=201, landed_ids=[(6, z)])
+    assert store.known_ids("s", START, 0, 99) == {x, y}  # the fenced-off commit recorded nothing
+    many = [(t, t.to_bytes(16, "big")) for t in range(1200, 0, -1)]  # newest first, as the API sends them
     b = store.get("s", "pull", START)
     store.commit(b, ttl=10, now=202, landed_ids=many)
-    assert store.known_ids("s", START, many) == set(many)
+    assert store.known_ids("s", START, 1, 1200) == {i for _, i in many} | {x, y}
+    assert store.count_ids("s", START) == 1202
+
+
+def test_a_checkpoint_file_from_before_the_time_keyed_id_index_is_refused_with_the_way_out(tmp_path):
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.execute("CREATE TABLE landed_ids (source TEXT, window_start TEXT, id BLOB)")
+    db.execute("INSERT INTO landed_ids VALUES ('s', ?, ?)", (START, b"x" * 16))
+    db.commit()
+    db.close()
+    with pytest.raises(RuntimeError, match=r"older logpull-dagster .* move the state folder"):
+        SqliteCheckpointStore(tmp_path / "old.db")
+
+
+def test_reads_are_journaled_untouched_and_discarded_unless_pending(tmp_path):
+    land = LocalLandingStore(tmp_path)
+    body = b'{"items": [], "nextPageToken": "t"}'  # not JSON Lines: the API's bytes, as received
+    land.put_read("s", W, 7, 1, body)
+    land.put_read("s", W, 8, 1, b"stale copy")
+    land.put_read("s", W, 8, 2, b"newer copy")  # the run that took over read it again
+    land.put_read("s", W, 9, 2, b"never checkpointed")
+    assert land.get_read("s", W, 7) == (body, 1) and land.get_read("s", W, 8) == (b"newer copy", 2)
+    assert land.discard("s", W, from_seq=0, keep_reads=range(7, 9)) == 2  # read 9, and the stale copy of 8
+    assert sorted(p.name for p in (tmp_path / "s" / W.slug).iterdir()) == [
+        "read-00000007.e000001.json", "read-00000008.e000002.json"]
+    land.drop_read("s", W, 7, 1)
+    with pytest.raises(FileNotFoundError, match="read 7 of window"):
+        land.get_read("s", W, 7)
+    assert land.pages("s", W, below=10) == []  # reads are not pages: delivery never sees them

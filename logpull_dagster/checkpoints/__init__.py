@@ -12,10 +12,12 @@ The contract every backend keeps (the pull loop's correctness rests on it):
   caller's ``epoch`` and owner; otherwise they raise :class:`LeaseLost` and write nothing. A run that
   stalled past its lease can therefore never overwrite the progress of the run that took over.
 * A successful ``commit`` is durable before it returns (the caller lands data first, then commits).
-* ``commit`` records the ids of the events the page landed in the same atomic write as the
-  progress, so ``known_ids`` answers "already landed?" for exactly the committed pages: ids of a page
-  landed by an attempt that died before its commit are not known, and that page is read again. This
-  keeps dedupe exact at any window size without holding a window's ids in memory.
+* ``commit`` records the events the page landed (each one's own time and id digest) in the same atomic
+  write as the progress, so ``known_ids`` answers "already landed?" for exactly the committed pages:
+  ids of a page landed by an attempt that died before its commit are not known, and that page is read
+  again. This keeps dedupe exact at any window size without holding a window's ids in memory.
+* Ids are looked up by time range: an event's time is part of what the API returns for its id and
+  does not change between reads, so a duplicate of an event always lies in the same instant.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ class Checkpoint:
 
     For ``pull``: ``cursor`` is the API token of the next page to read (None: first page of a pass),
     ``page_seq`` the number of landed pages (the next landed page's number), ``events`` the events
-    landed, ``pages_read`` the API pages read in the current pass, ``passes`` the complete reads.
+    landed, ``pages_read`` the API pages read in the current pass, ``passes`` the complete reads,
+    ``reads`` the API pages read for the window ever (the journal's numbering) and ``journaled`` how
+    many of the last of them are journaled but not landed yet (reads ``reads - journaled`` to
+    ``reads - 1``; see ``landing``).
     For ``deliver``: ``page_seq`` is the next landed page to deliver and ``events`` the events
     delivered.
     """
@@ -63,6 +68,8 @@ class Checkpoint:
     cursor: str | None = None
     page_seq: int = 0
     pages_read: int = 0
+    reads: int = 0
+    journaled: int = 0
     events: int = 0
     passes: int = 0
     attempts: int = 0
@@ -82,13 +89,14 @@ class CheckpointStore(Protocol):
         """Take the window's lease (see the module docstring); return the row as now held."""
         ...
 
-    def commit(self, cp: Checkpoint, *, ttl: float, now: float, landed_ids: Collection[bytes] = ()) -> Checkpoint:
-        """Write ``cp``'s progress (and the ids its page landed) and renew the lease, if ``cp.epoch``
-        still holds the window."""
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float,
+               landed_ids: Collection[tuple[int, bytes]] = ()) -> Checkpoint:
+        """Write ``cp``'s progress (and the ``(time_us, id digest)`` of each event its page landed) and
+        renew the lease, if ``cp.epoch`` still holds the window."""
         ...
 
-    def known_ids(self, source: str, window_start: str, ids: Collection[bytes]) -> set[bytes]:
-        """Those of ``ids`` that committed pages of the window have landed."""
+    def known_ids(self, source: str, window_start: str, first_us: int, last_us: int) -> set[bytes]:
+        """The id digests of events that committed pages of the window landed, timed in [first, last]."""
         ...
 
     def count_ids(self, source: str, window_start: str) -> int:

@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     cursor        TEXT,
     page_seq      INTEGER NOT NULL,
     pages_read    INTEGER NOT NULL,
+    reads         INTEGER NOT NULL DEFAULT 0,
+    journaled     INTEGER NOT NULL DEFAULT 0,
     events        INTEGER NOT NULL,
     passes        INTEGER NOT NULL,
     attempts      INTEGER NOT NULL,
@@ -39,16 +41,27 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     PRIMARY KEY (source, stage, window_start)
 )
 """
-# The ids (16-byte BLAKE2b digests of the event id) of every event landed by a committed page.
-_IDS = """
-CREATE TABLE IF NOT EXISTS landed_ids (
+# A small integer per window, so the id index does not repeat (source, window_start) in every row.
+_WINDOWS = """
+CREATE TABLE IF NOT EXISTS windows (
+    id            INTEGER PRIMARY KEY,
     source        TEXT NOT NULL,
     window_start  TEXT NOT NULL,
-    id            BLOB NOT NULL,
-    PRIMARY KEY (source, window_start, id)
+    UNIQUE (source, window_start)
+)
+"""
+# Every event landed by a committed page: its own time (microseconds since the epoch) and the 16-byte
+# BLAKE2b digest of its id. Keyed by time first: a page's events arrive in time order, so a page's
+# inserts touch a few neighbouring B-tree pages and "landed already?" is one range scan over the page's
+# time span, instead of ~1,000 random probes and inserts (measured: 1.5 ms against 13 ms a page).
+_IDS = """
+CREATE TABLE IF NOT EXISTS event_ids (
+    window  INTEGER NOT NULL,
+    time_us INTEGER NOT NULL,
+    id      BLOB    NOT NULL,
+    PRIMARY KEY (window, time_us, id)
 ) WITHOUT ROWID
 """
-_CHUNK = 500  # ids per IN (...) query
 _COLUMNS = [f.name for f in dataclasses.fields(Checkpoint)]
 _MUTABLE = [c for c in _COLUMNS if c not in ("source", "stage", "window_start", "window_end", "epoch", "lease_owner")]
 
@@ -65,7 +78,20 @@ class SqliteCheckpointStore:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(checkpoints)")}
+        for column in ("reads", "journaled"):  # added after the first release: older files get them here
+            if column not in have:
+                self._db.execute(f"ALTER TABLE checkpoints ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+        self._db.execute(_WINDOWS)
         self._db.execute(_IDS)
+        self._window_ids: dict[tuple[str, str], int] = {}
+        legacy = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='landed_ids'").fetchone()
+        if legacy and self._db.execute("SELECT 1 FROM landed_ids LIMIT 1").fetchone():
+            raise RuntimeError(
+                f"{self.path} was written by an older logpull-dagster (table landed_ids, ids without event "
+                f"times): this version cannot deduplicate re-reads against it. Deliver what is landed, then "
+                f"move the state folder (checkpoints and landing) aside and pull again."
+            )
 
     def close(self) -> None:
         self._db.close()
@@ -120,22 +146,30 @@ class SqliteCheckpointStore:
             self._db.execute("ROLLBACK")
             raise
 
-    def commit(self, cp: Checkpoint, *, ttl: float, now: float, landed_ids: Collection[bytes] = ()) -> Checkpoint:
+    def commit(self, cp: Checkpoint, *, ttl: float, now: float,
+               landed_ids: Collection[tuple[int, bytes]] = ()) -> Checkpoint:
         new = dataclasses.replace(cp, lease_expires=now + ttl, heartbeat=now)
         self._write(new, ids=landed_ids)
         return new
 
-    def known_ids(self, source: str, window_start: str, ids: Collection[bytes]) -> set[bytes]:
-        found: set[bytes] = set()
-        wanted = list(ids)
-        for i in range(0, len(wanted), _CHUNK):
-            chunk = wanted[i:i + _CHUNK]
-            cur = self._db.execute(
-                f"SELECT id FROM landed_ids WHERE source=? AND window_start=? AND id IN ({','.join('?' * len(chunk))})",
-                (source, window_start, *chunk),
-            )
-            found.update(row[0] for row in cur)
-        return found
+    def known_ids(self, source: str, window_start: str, first_us: int, last_us: int) -> set[bytes]:
+        wid = self._window_id(source, window_start, create=False)
+        if wid is None:
+            return set()
+        cur = self._db.execute("SELECT id FROM event_ids WHERE window=? AND time_us BETWEEN ? AND ?",
+                               (wid, first_us, last_us))
+        return {row[0] for row in cur}
+
+    def _window_id(self, source: str, window_start: str, *, create: bool) -> int | None:
+        key = (source, window_start)
+        if key not in self._window_ids:
+            if create:
+                self._db.execute("INSERT OR IGNORE INTO windows (source, window_start) VALUES (?, ?)", key)
+            row = self._db.execute("SELECT id FROM windows WHERE source=? AND window_start=?", key).fetchone()
+            if row is None:
+                return None
+            self._window_ids[key] = int(row[0])
+        return self._window_ids[key]
 
     def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
         new = dataclasses.replace(cp, lease_owner=None, lease_expires=0.0, heartbeat=now)
@@ -143,11 +177,12 @@ class SqliteCheckpointStore:
         return new
 
     def count_ids(self, source: str, window_start: str) -> int:
-        cur = self._db.execute("SELECT COUNT(*) FROM landed_ids WHERE source=? AND window_start=?",
-                               (source, window_start))
-        return int(cur.fetchone()[0])
+        wid = self._window_id(source, window_start, create=False)
+        if wid is None:
+            return 0
+        return int(self._db.execute("SELECT COUNT(*) FROM event_ids WHERE window=?", (wid,)).fetchone()[0])
 
-    def _write(self, cp: Checkpoint, owner: str | None = None, ids: Collection[bytes] = ()) -> None:
+    def _write(self, cp: Checkpoint, owner: str | None = None, ids: Collection[tuple[int, bytes]] = ()) -> None:
         values = {c: getattr(cp, c) for c in _MUTABLE}
         values["stats"] = orjson.dumps(cp.stats).decode()
         sets = ", ".join(f"{c}=:{c}" for c in _MUTABLE) + ", lease_owner=:new_owner"
@@ -165,10 +200,9 @@ class SqliteCheckpointStore:
                     f"run (this run's lease epoch {cp.epoch} is no longer current); stopping without writing"
                 )
             if ids:
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO landed_ids (source, window_start, id) VALUES (?, ?, ?)",
-                    ((cp.source, cp.window_start, i) for i in ids),
-                )
+                wid = self._window_id(cp.source, cp.window_start, create=True)
+                self._db.executemany("INSERT OR IGNORE INTO event_ids (window, time_us, id) VALUES (?, ?, ?)",
+                                     ((wid, t, i) for t, i in sorted(ids)))
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

@@ -12,6 +12,13 @@ The contract every backend keeps:
 * ``put_page`` is atomic and durable: after it returns the page is wholly there; a crash during it
   leaves either nothing or an ignorable temporary object, never half a page under the real name.
 * ``put_page`` of the same (window, seq, epoch) replaces the earlier copy.
+
+Reads (the journal). Before the pull loop advances its token past an API page, it keeps the page's
+response body, byte for byte, as *read n* of the window (n counts every API page read for the
+window, ever): ``put_read`` is atomic and durable like ``put_page``. The page is then deduplicated
+and landed as a page off the request path, and its read dropped. A crash in between loses nothing
+and reads nothing twice: the next attempt lands the read from the journal. The checkpoint says which
+reads are pending; any other read found is debris of a crash and is discarded.
 """
 
 from __future__ import annotations
@@ -41,8 +48,21 @@ class LandingStore(Protocol):
 
     def read_lines(self, page: LandedPage) -> list[bytes]: ...
 
-    def discard(self, source: str, window: Window, from_seq: int) -> int:
-        """Remove unfinished pages (``seq >= from_seq``) and superseded copies; return how many."""
+    def discard(self, source: str, window: Window, from_seq: int, keep_reads: range = range(0)) -> int:
+        """Remove unfinished pages (``seq >= from_seq``), superseded copies, and reads not in
+        ``keep_reads``; return how many."""
+        ...
+
+    def put_read(self, source: str, window: Window, n: int, epoch: int, body: bytes) -> str:
+        """Journal read ``n`` (an API response body, untouched)."""
+        ...
+
+    def get_read(self, source: str, window: Window, n: int) -> tuple[bytes, int]:
+        """The body of read ``n`` and the epoch that wrote it (the copy of the highest epoch)."""
+        ...
+
+    def drop_read(self, source: str, window: Window, n: int, epoch: int) -> None:
+        """Forget read ``n`` once its page is landed and checkpointed."""
         ...
 
 

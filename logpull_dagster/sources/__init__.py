@@ -4,6 +4,11 @@ A source is one small class behind :class:`LogSource`. It knows the API's URL, p
 ordering, and turns a response into :class:`Event` s carrying the event's own id and time. It knows
 nothing of checkpoints, landing or Dagster: the pull loop (``pull.py``) does the rest the same way
 for every API.
+
+Reading a page is split in two so that the pull loop can put the next request on the wire sooner:
+``fetch_page`` returns the response body with its items *validated* (every item has an id and a
+parseable time, or the page raises :class:`BadPage`), which is cheap; ``events`` turns validated items
+into :class:`Event` s later (``to_events``) and cannot fail. ``parse_page`` re-reads a body the pull loop journaled.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ class Event:
 
 @dataclass(frozen=True)
 class Page:
-    events: list[Event]
+    items: list[dict[str, Any]]  # the API's items, validated (see the module docstring)
     next_cursor: str | None
+    body: bytes = b""  # the response body, byte for byte: what the pull loop journals
     http_retries: int = 0
     retry_reasons: list[str] = field(default_factory=list)
 
@@ -56,7 +62,16 @@ class LogSource(Protocol):
     ordering: Literal["newest_first", "oldest_first"]
 
     def fetch_page(self, window: Window, cursor: str | None) -> Page:
-        """The page at ``cursor`` (None: the first page) of the query for ``window``."""
+        """The page at ``cursor`` (None: the first page) of the query for ``window``; raises BadPage
+        unless every item has a usable id and time."""
+        ...
+
+    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+        """Items (validated as by ``fetch_page``) and next cursor of a response body."""
+        ...
+
+    def to_events(self, items: list[dict[str, Any]]) -> list[Event]:
+        """The events of validated items, in the API's order."""
         ...
 
     def close(self) -> None: ...

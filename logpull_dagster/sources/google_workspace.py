@@ -81,10 +81,10 @@ class GoogleWorkspaceSource:
             raise TokenRejected(f"Reports API rejected the page token: {_error_message(r)}")
         if r.status_code != 200:
             raise SourceRequestError(f"Reports API answered HTTP {r.status_code}: {_error_message(r)}")
-        events, token = self._parse(r.content)
-        return Page(events, token, res.retries, res.reasons)
+        items, token = self.parse_page(r.content)
+        return Page(items, token, r.content, res.retries, res.reasons)
 
-    def _parse(self, body: bytes) -> tuple[list[Event], str | None]:
+    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -97,18 +97,26 @@ class GoogleWorkspaceSource:
         token = doc.get("nextPageToken")
         if token is not None and (not isinstance(token, str) or not token):
             raise BadPage(f"'nextPageToken' is {token!r}, not a non-empty string")
-        events = []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict):
-                raise BadPage(f"item {i} is not an object")
+        for i, item in enumerate(items):  # on the request path: only what ``to_events`` relies on, fast
+            ident = item.get("id") if type(item) is dict else None
+            if type(ident) is not dict:
+                raise BadPage(f"item {i} has no 'id' object" if type(item) is dict else f"item {i} is not an object")
+            time, qualifier = ident.get("time"), ident.get("uniqueQualifier")
+            if type(time) is not str or not time or qualifier is None or qualifier == "":
+                raise BadPage(f"item {i} has no id.time or id.uniqueQualifier")
             try:
-                eid = event_id(item)
-                t = parse_time(item["id"]["time"])
-            except (ValueError, KeyError) as e:
-                raise BadPage(f"item {i} {e}" if isinstance(e, ValueError) else f"item {i} lacks {e}") from None
+                parse_time(time)
+            except ValueError as e:
+                raise BadPage(f"item {i} has a bad id.time: {e}") from None
+        return items, token
+
+    def to_events(self, items: list[dict[str, Any]]) -> list[Event]:
+        out = []
+        for item in items:
+            ident = item["id"]
             names = tuple([str(ev.get("name")) for ev in item.get("events") or () if isinstance(ev, dict)])
-            events.append(Event(eid, t, item, names))
-        return events, token
+            out.append(Event(event_id(item), parse_time(ident["time"]), item, names))
+        return out
 
 
 def _error_message(r: httpx.Response) -> str:
