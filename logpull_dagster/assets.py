@@ -13,9 +13,11 @@ become stores, results become materialization metadata, and failures become Dags
 
 
 import datetime as dt
+import queue
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +156,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         ranged = len(context.partition_keys) > 1
         run_id = context.run.run_id
         store = context.resources.checkpoints.store
+        todo: list[tuple[str, Window, _RunTally]] = []
         for key in context.partition_keys:
             window = window_for_key(src.cadence, key)
             tally = _tally(run_id, src.name, key)
@@ -161,21 +164,12 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
                 continue
             if ranged and not config.reread:
                 cp = store.get(src.name, "pull", rfc3339(window.start))
-                if cp is not None and cp.status == "complete" and cp.cursor is None:
+                if cp is not None and cp.status == "complete" and not cp.reading:
                     tally.done = True
                     context.log.info(f"{src.name} {key}: complete already, skipped (reread: true reads it again)")
                     continue
-            try:
-                result = _pull_one(context, src, key, window, tally)
-            except LeaseHeld as e:
-                if not ranged:
-                    _forget(run_id, src.name)
-                    raise dg.Failure(description=str(e), allow_retries=False) from None
-                # In a backfill, the run holding this window is reading it: leave it to that run.
-                tally.done = True
-                context.log.warning(f"{key} skipped: {e}")
-                continue
-            tally.done = True
+            todo.append((key, window, tally))
+        for key, window, tally, result in _pull_windows(context, src, todo, ranged):
             metadata = _pull_metadata(src, window, result, tally, context.resources.checkpoints)
             yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
         audited = {k for k in context.partition_keys if _tally(run_id, src.name, k).events_landed}
@@ -186,15 +180,86 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
     return _logs
 
 
+Log = Callable[[str, str], None]  # (level, message): "info" or "warning"
+
+
+def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: list[tuple[str, Window, _RunTally]],
+                  ranged: bool) -> Iterator[tuple[str, Window, _RunTally, PullResult]]:
+    """Pull the windows of ``todo``, up to ``concurrent_windows`` at once; yield each one as it completes.
+
+    The first window that fails stops new windows from starting; those already reading finish (their
+    checkpoints are kept either way), then the failure is raised, so a retry of the step resumes the
+    rest. Workers never call Dagster's logger (it is not thread-safe): they queue messages, and this
+    thread, the step's, writes them.
+    """
+    messages: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
+
+    def flush() -> None:
+        while True:
+            try:
+                level, message = messages.get_nowait()
+            except queue.Empty:
+                return
+            getattr(context.log, level)(message)
+
+    def attempt(key: str, window: Window, tally: _RunTally, log: Log) -> PullResult | None:
+        try:
+            result = _pull_one(context, src, key, window, tally, log)
+        except LeaseHeld as e:
+            if not ranged:
+                _forget(context.run.run_id, src.name)
+                raise dg.Failure(description=str(e), allow_retries=False) from None
+            # In a backfill, the run holding this window is reading it: leave it to that run.
+            tally.done = True
+            log("warning", f"{key} skipped: {e}")
+            return None
+        tally.done = True
+        return result
+
+    workers = min(src.concurrent_windows, len(todo))
+    if workers <= 1:
+        direct: Log = lambda level, message: getattr(context.log, level)(message)  # noqa: E731
+        for key, window, tally in todo:
+            result = attempt(key, window, tally, direct)
+            if result is not None:
+                yield key, window, tally, result
+        return
+    queued: Log = lambda level, message: messages.put((level, message))  # noqa: E731
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(workers, thread_name_prefix=f"logpull-{src.name}") as pool:
+        futures = {pool.submit(attempt, key, window, tally, queued): (key, window, tally)
+                   for key, window, tally in todo}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            flush()
+            for future in done:
+                if future.cancelled():
+                    continue
+                try:
+                    result = future.result()
+                except BaseException as e:
+                    if failure is None:
+                        failure = e
+                        for other in pending:
+                            other.cancel()
+                    continue
+                if result is not None:
+                    yield (*futures[future], result)
+        flush()
+    if failure is not None:
+        raise failure
+
+
 def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, window: Window,
-              tally: _RunTally) -> PullResult:
+              tally: _RunTally, log: Log) -> PullResult:
     """One attempt at one window; Dagster retries of the step resume it from its checkpoint."""
     api_key = api_resource_key(src.name)
     run_id = context.run.run_id
 
     def progress(p: Progress) -> None:
-        context.log.info(f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
-                         f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
+        log("info", f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
+                    f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
 
     source = getattr(context.resources, api_key).open()
     try:
@@ -207,7 +272,7 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
     except BudgetExhausted as e:
         tally.add(e.result)
         tally.budget_retries += 1
-        context.log.warning(str(e))
+        log("warning", str(e))
         if tally.budget_retries > MAX_BUDGET_RETRIES:
             _forget(run_id, src.name)
             raise dg.Failure(f"{e}; gave up after {MAX_BUDGET_RETRIES} budgets in one run",
@@ -220,8 +285,7 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
         tally.faults += 1
         if tally.faults <= src.retries:
             wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
-            context.log.warning(f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, "
-                                f"resuming from the checkpoint.")
+            log("warning", f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, resuming from the checkpoint.")
             raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
         _forget(run_id, src.name)
         raise dg.Failure(

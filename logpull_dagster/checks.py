@@ -120,7 +120,7 @@ def _result(name: str, passed: bool, failing: dict[str, object], text: str,
 
 
 def _done(cp: Checkpoint | None) -> bool:
-    return cp is not None and cp.status == "complete" and cp.cursor is None
+    return cp is not None and cp.status == "complete" and not cp.reading
 
 
 def _state(cp: Checkpoint | None) -> str:

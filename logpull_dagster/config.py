@@ -77,6 +77,9 @@ class SourceConfig(_Strict):
     max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
     # Adjacent windows requested together run as one run of up to this many windows (a catch-up).
     max_windows_per_run: int = Field(default=12, ge=1, le=10_000)
+    # Windows one run reads at once (range runs: catch-ups and backfills). This is the quota against the
+    # API: at most (runs the pool admits) x concurrent_windows requests of this source are in flight.
+    concurrent_windows: int = Field(default=4, ge=1, le=64)
     # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
     lookback: Duration = dt.timedelta(0)
     lookback_every: Duration = dt.timedelta(hours=1)

@@ -73,7 +73,7 @@ def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:
     if cp.lease_owner is not None and cp.lease_expires > now:
         age = now - cp.heartbeat
         return "in progress", f"run {cp.lease_owner}, last page {age:.0f}s ago, at page {cp.pages_read + 1}"
-    if cp.status == "complete" and cp.cursor is None:
+    if cp.status == "complete" and not cp.reading:
         return "complete", ""
     if cp.status == "complete":
         return "complete", f"a re-read stopped at page {cp.pages_read + 1}; the next run resumes it"

@@ -61,7 +61,7 @@ def plan(
             missing.append(WindowRequest(w, "failed"))
         elif cp.status != "complete":
             missing.append(WindowRequest(w, "lapsed" if cp.lease_owner is not None else "new"))
-        elif cp.cursor is not None:
+        elif cp.reading:
             missing.append(WindowRequest(w, "unfinished"))
         elif lookback and w.end > now - lookback and _last_read(cp) <= now - lookback_every:
             reread.append(WindowRequest(w, "reread"))

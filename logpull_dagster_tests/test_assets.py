@@ -153,3 +153,34 @@ def test_the_sensor_delivers_every_window_with_new_data_once_old_windows_include
         expected = sorted(truth(sim, nine - dt.timedelta(hours=1), nine) + expected_nine)
         ids = siem_ids(tmp_path)
         assert sorted(ids) == expected and len(ids) == len(set(ids))
+
+
+def test_a_range_run_reads_its_windows_concurrently_within_the_quota_and_lands_each_event_once(tmp_path, instance):
+    from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+    from logpull_dagster.landing.local import LocalLandingStore
+    from logpull_dagster.windows import Window, rfc3339
+
+    with Simulator(seed=4, events_per_hour=300, token=TOKEN, page_latency=0.05) as sim:
+        sim.set_clock(now=SIM_NOW)
+        defs = make_defs(tmp_path, sim.url, concurrent_windows=3)
+        job = defs.resolve_implicit_global_asset_job_def()
+        res = job.execute_in_process(instance=instance, raise_on_error=False,
+                                     asset_selection=[dg.AssetKey(["logs", "gws"])],
+                                     tags={RANGE_START: "2026-11-26-00:00", RANGE_END: "2026-11-26-07:00"})
+        assert res.success
+        assert sorted(m.partition for m in res.get_asset_materialization_events()) == [
+            f"2026-11-26-{h:02d}:00" for h in range(8)]
+        # The API saw up to 3 requests at once from this run, never more: the quota is the setting.
+        assert max(r["in_flight"] for r in sim.requests()) == 3
+        store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+        landing = LocalLandingStore(tmp_path / "state" / "landing")
+        for h in range(8):
+            w = Window(dt.datetime(2026, 11, 26, h, tzinfo=UTC), dt.datetime(2026, 11, 26, h + 1, tzinfo=UTC))
+            cp = store.get("gws", "pull", rfc3339(w.start))
+            assert cp is not None and cp.status == "complete" and not cp.reading
+            pages = landing.pages("gws", w, cp.page_seq)
+            ids = [orjson.loads(line)["id"] for p in pages for line in landing.read_lines(p)]
+            assert sorted(ids) == truth(sim, w.start, w.end)
+        store.close()
+        logs = [e.message for e in instance.all_logs(res.run_id) if e.user_message]
+        assert any("gws 2026-11-26-05:00 page 1: +" in m for m in logs)  # workers' progress, logged by the step

@@ -80,6 +80,11 @@ class Checkpoint:
     last_error: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def reading(self) -> bool:
+        """A pass is under way: a page is left to read (cursor) or a read is left to land (journaled)."""
+        return self.cursor is not None or self.journaled > 0
+
 
 class CheckpointStore(Protocol):
     def get(self, source: str, stage: Stage, window_start: str) -> Checkpoint | None: ...

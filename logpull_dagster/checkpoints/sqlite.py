@@ -8,10 +8,12 @@ one ``BEGIN IMMEDIATE`` transaction, so ``acquire`` is a true compare-and-set be
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sqlite3
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -62,8 +64,20 @@ CREATE TABLE IF NOT EXISTS event_ids (
     PRIMARY KEY (window, time_us, id)
 ) WITHOUT ROWID
 """
+T = TypeVar("T")
 _COLUMNS = [f.name for f in dataclasses.fields(Checkpoint)]
 _MUTABLE = [c for c in _COLUMNS if c not in ("source", "stage", "window_start", "window_end", "epoch", "lease_owner")]
+
+
+def _serialized(method: Callable[..., T]) -> Callable[..., T]:
+    """One call at a time on the shared connection: a run reads several windows from several threads."""
+
+    @functools.wraps(method)
+    def call(self: SqliteCheckpointStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return call
 
 
 class SqliteCheckpointStore:
@@ -73,6 +87,7 @@ class SqliteCheckpointStore:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the lock is taken up front.
+        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -93,6 +108,7 @@ class SqliteCheckpointStore:
                 f"move the state folder (checkpoints and landing) aside and pull again."
             )
 
+    @_serialized
     def close(self) -> None:
         self._db.close()
 
@@ -103,6 +119,7 @@ class SqliteCheckpointStore:
         values["stats"] = orjson.loads(values["stats"])
         return Checkpoint(**values)
 
+    @_serialized
     def get(self, source: str, stage: Stage, window_start: str) -> Checkpoint | None:
         cur = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM checkpoints WHERE source=? AND stage=? AND window_start=?",
@@ -110,6 +127,7 @@ class SqliteCheckpointStore:
         )
         return self._row(cur.fetchone())
 
+    @_serialized
     def list(self, source: str, stage: Stage) -> list[Checkpoint]:
         cur = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM checkpoints WHERE source=? AND stage=? ORDER BY window_start",
@@ -117,6 +135,7 @@ class SqliteCheckpointStore:
         )
         return [cp for cp in map(self._row, cur.fetchall()) if cp is not None]
 
+    @_serialized
     def acquire(self, source: str, stage: Stage, window_start: str, window_end: str, *,
                 owner: str, ttl: float, now: float) -> Checkpoint:
         self._db.execute("BEGIN IMMEDIATE")
@@ -146,12 +165,14 @@ class SqliteCheckpointStore:
             self._db.execute("ROLLBACK")
             raise
 
+    @_serialized
     def commit(self, cp: Checkpoint, *, ttl: float, now: float,
                landed_ids: Collection[tuple[int, bytes]] = ()) -> Checkpoint:
         new = dataclasses.replace(cp, lease_expires=now + ttl, heartbeat=now)
         self._write(new, ids=landed_ids)
         return new
 
+    @_serialized
     def known_ids(self, source: str, window_start: str, first_us: int, last_us: int) -> set[bytes]:
         wid = self._window_id(source, window_start, create=False)
         if wid is None:
@@ -171,11 +192,13 @@ class SqliteCheckpointStore:
             self._window_ids[key] = int(row[0])
         return self._window_ids[key]
 
+    @_serialized
     def release(self, cp: Checkpoint, *, now: float) -> Checkpoint:
         new = dataclasses.replace(cp, lease_owner=None, lease_expires=0.0, heartbeat=now)
         self._write(new, owner=cp.lease_owner)
         return new
 
+    @_serialized
     def count_ids(self, source: str, window_start: str) -> int:
         wid = self._window_id(source, window_start, create=False)
         if wid is None:

@@ -341,6 +341,7 @@ class Simulator:
         self._page_latency = 0.0
         self._log: list[dict[str, Any]] = []
         self._seq = 0
+        self._in_flight = 0
         self._token_key = f"logpull-simulator-token|{seed}".encode()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -444,9 +445,11 @@ class Simulator:
 
     def requests(self) -> list[dict[str, Any]]:
         """Copy of the request log, oldest first: one entry per reports request (admin calls excluded)
-        with n, t (unix time), application, startTime, endTime, maxResults (int when numeric),
-        pageToken (None when absent), status (None for a dropped connection or a reply still pending),
-        fault (kind or None) and items (number returned). Tests use it to count pages read twice."""
+        with n, t (unix time), in_flight (reports requests being served as this one arrived, itself
+        included: the client's concurrency as the API sees it), application, startTime, endTime,
+        maxResults (int when numeric), pageToken (None when absent), status (None for a dropped
+        connection or a reply still pending), fault (kind or None) and items (number returned).
+        Tests use it to count pages read twice."""
         with self._lock:
             return [dict(e) for e in self._log]
 
@@ -517,9 +520,11 @@ class Simulator:
             max_results = int(max_results)
         with self._lock:
             self._seq += 1
+            self._in_flight += 1
             entry = {
                 "n": self._seq,
                 "t": time.time(),
+                "in_flight": self._in_flight,
                 "application": application,
                 "startTime": query.get("startTime"),
                 "endTime": query.get("endTime"),
@@ -552,16 +557,20 @@ class Simulator:
         """One ``activities.list`` request: latency, auth, faults, then the real page. The log entry is
         completed before the reply is written, so a client that has its answer sees it logged."""
         entry = self._log_open(application, query)
-        with self._lock:
-            latency = self._page_latency
-        if latency:
-            time.sleep(latency)
-        reply = self._reports_reply(application, query, authorization, entry)
-        with self._lock:
-            if isinstance(reply, _Reply):
-                entry["status"] = reply.status
-                entry["items"] = reply.items
-        return reply
+        try:
+            with self._lock:
+                latency = self._page_latency
+            if latency:
+                time.sleep(latency)
+            reply = self._reports_reply(application, query, authorization, entry)
+            with self._lock:
+                if isinstance(reply, _Reply):
+                    entry["status"] = reply.status
+                    entry["items"] = reply.items
+            return reply
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def _reports_reply(
         self, application: str, query: dict[str, str], authorization: str | None, entry: dict[str, Any]
