@@ -15,6 +15,7 @@ become stores, results become materialization metadata, and failures become Dags
 import datetime as dt
 import queue
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -180,6 +181,7 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
     return _logs
 
 
+PROGRESS_EVERY = 5.0  # seconds between progress lines of one window
 Log = Callable[[str, str], None]  # (level, message): "info" or "warning"
 
 
@@ -257,9 +259,16 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
     api_key = api_resource_key(src.name)
     run_id = context.run.run_id
 
+    last_logged = [-PROGRESS_EVERY]
+
     def progress(p: Progress) -> None:
-        log("info", f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
-                    f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
+        # Every log line is an event in Dagster's event log (~4 ms each): say where the window is at
+        # the first page and then every PROGRESS_EVERY seconds, not at every page.
+        now = time.monotonic()
+        if p.page == 1 or now - last_logged[0] >= PROGRESS_EVERY:
+            last_logged[0] = now
+            log("info", f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
+                        f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
 
     source = getattr(context.resources, api_key).open()
     try:

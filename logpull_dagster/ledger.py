@@ -160,7 +160,7 @@ class WindowAudit:
 
 
 # The envelope written by the pull loop starts with the event id and the event's own time.
-_HEAD = re.compile(rb'^\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"', re.M)
+_HEAD = re.compile(rb'\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"')
 
 
 def audit_window(landing: LandingStore, store: CheckpointStore, source: str, window: Window,
@@ -174,8 +174,8 @@ def audit_window(landing: LandingStore, store: CheckpointStore, source: str, win
     n = 0
     for page in landing.pages(source, window, landed_pages):
         lines = landing.read_lines(page)
-        heads = _HEAD.findall(b"\n".join(lines))
         n += len(lines)
+        heads = [m.groups() for m in map(_HEAD.match, lines) if m is not None]
         if len(heads) != len(lines):
             outside.append(f"page {page.seq}: a line without the id/time envelope")
         outside += [i.decode() for i, t in heads if not lo <= t.decode() < hi]
