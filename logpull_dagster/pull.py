@@ -285,9 +285,9 @@ class _WindowRun:
                 inside[digest] = (epoch_us(ev.time), ev)
         known: set[bytes] = set()
         if inside:
-            times = [t for t, _ in inside.values()]
             with self._lock:
-                known = self.store.known_ids(self.source_name, self.cp.window_start, min(times), max(times))
+                known = self.store.known_ids(self.source_name, self.cp.window_start,
+                                             [(t, d) for d, (t, _) in inside.items()])
         fresh = [(d, t, ev) for d, (t, ev) in inside.items() if d not in known]
         result.duplicates_dropped += len(inside) - len(fresh)
 

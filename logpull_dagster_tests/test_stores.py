@@ -87,30 +87,45 @@ def test_landed_ids_are_recorded_with_the_checkpoint_and_only_then(store):
     x, y, z = (c * 16 for c in (b"x", b"y", b"z"))
     a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
     a = store.commit(dataclasses.replace(a, page_seq=1), ttl=10, now=101, landed_ids=[(5, x), (7, y)])
-    assert store.known_ids("s", START, 0, 6) == {x}  # looked up by the events' time span
-    assert store.known_ids("s", START, 5, 7) == {x, y} and store.known_ids("s", START, 8, 99) == set()
-    assert store.known_ids("s", "2026-11-26T11:00:00Z", 0, 99) == set()  # per window
+    assert store.known_ids("s", START, [(5, x), (6, z)]) == {x}
+    assert store.known_ids("s", START, [(5, x), (7, y)]) == {x, y} and store.known_ids("s", START, []) == set()
+    assert store.known_ids("s", "2026-11-26T11:00:00Z", [(5, x)]) == set()  # per window
     store.acquire("s", "pull", START, END, owner="b", ttl=10, now=200)  # a's lease lapsed: taken over
     with pytest.raises(LeaseLost):
         store.commit(dataclasses.replace(a, page_seq=2), ttl=10, now=201, landed_ids=[(6, z)])
-    assert store.known_ids("s", START, 0, 99) == {x, y}  # the fenced-off commit recorded nothing
+    assert store.known_ids("s", START, [(6, z)]) == set()  # the fenced-off commit recorded nothing
     many = [(t, t.to_bytes(16, "big")) for t in range(1200, 0, -1)]  # newest first, as the API sends them
     b = store.get("s", "pull", START)
     store.commit(b, ttl=10, now=202, landed_ids=many)
-    assert store.known_ids("s", START, 1, 1200) == {i for _, i in many} | {x, y}
+    assert store.known_ids("s", START, many) == {i for _, i in many}
     assert store.count_ids("s", START) == 1202
 
 
-def test_a_checkpoint_file_from_before_the_time_keyed_id_index_is_refused_with_the_way_out(tmp_path):
+SCHEMA_V1 = ["source", "stage", "window_start", "window_end", "status", "cursor", "page_seq", "pages_read", "reads",
+             "journaled", "events", "passes", "attempts", "epoch", "lease_owner", "lease_expires", "heartbeat",
+             "last_error", "stats"]
+
+
+def test_a_checkpoint_file_from_before_the_time_keyed_index_keeps_deduplicating_its_windows(tmp_path):
     import sqlite3
 
-    db = sqlite3.connect(tmp_path / "old.db")
-    db.execute("CREATE TABLE landed_ids (source TEXT, window_start TEXT, id BLOB)")
-    db.execute("INSERT INTO landed_ids VALUES ('s', ?, ?)", (START, b"x" * 16))
+    old, new = b"o" * 16, b"n" * 16
+    db = sqlite3.connect(tmp_path / "old.db")  # the schema of the first release, one window pulled
+    db.execute("CREATE TABLE landed_ids (source TEXT NOT NULL, window_start TEXT NOT NULL, id BLOB NOT NULL, "
+               "PRIMARY KEY (source, window_start, id)) WITHOUT ROWID")
+    db.execute("INSERT INTO landed_ids VALUES ('s', ?, ?)", (START, old))
+    columns = [c for c in SCHEMA_V1 if c not in ("reads", "journaled")]
+    db.execute(f"CREATE TABLE checkpoints ({', '.join(columns)}, PRIMARY KEY (source, stage, window_start))")
     db.commit()
     db.close()
-    with pytest.raises(RuntimeError, match=r"older logpull-dagster .* move the state folder"):
-        SqliteCheckpointStore(tmp_path / "old.db")
+    store = SqliteCheckpointStore(tmp_path / "old.db")
+    a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    assert (a.reads, a.journaled) == (0, 0)  # the columns added since are there, with their defaults
+    store.commit(dataclasses.replace(a, reads=3, journaled=1), ttl=10, now=101, landed_ids=[(9, new)])
+    assert store.get("s", "pull", START).journaled == 1
+    assert store.known_ids("s", START, [(1, old), (9, new), (9, b"x" * 16)]) == {old, new}
+    assert store.count_ids("s", START) == 2
+    store.close()
 
 
 def test_reads_are_journaled_untouched_and_discarded_unless_pending(tmp_path):

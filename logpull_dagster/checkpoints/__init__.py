@@ -100,8 +100,8 @@ class CheckpointStore(Protocol):
         renew the lease, if ``cp.epoch`` still holds the window."""
         ...
 
-    def known_ids(self, source: str, window_start: str, first_us: int, last_us: int) -> set[bytes]:
-        """The id digests of events that committed pages of the window landed, timed in [first, last]."""
+    def known_ids(self, source: str, window_start: str, events: Collection[tuple[int, bytes]]) -> set[bytes]:
+        """Those of ``events`` (``(time_us, id digest)``) that committed pages of the window landed."""
         ...
 
     def count_ids(self, source: str, window_start: str) -> int:

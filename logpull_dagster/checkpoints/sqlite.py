@@ -100,15 +100,12 @@ class SqliteCheckpointStore:
         self._db.execute(_WINDOWS)
         self._db.execute(_IDS)
         self._window_ids: dict[tuple[str, str], int] = {}
-        legacy = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='landed_ids'").fetchone()
-        if legacy and self._db.execute("SELECT 1 FROM landed_ids LIMIT 1").fetchone():
-            raise RuntimeError(
-                f"{self.path} was written by an older logpull-dagster (table landed_ids, ids without event "
-                f"times): this version cannot deduplicate re-reads against it. Deliver what is landed, then "
-                f"move the state folder (checkpoints and landing) aside and pull again."
-            )
+        # Files written before event_ids existed keep their ids, without times, in landed_ids. They stay
+        # the record for the windows they cover (looked up by id there); no data migration is needed.
+        self._legacy = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='landed_ids'").fetchone() is not None
+        self._legacy_windows: dict[tuple[str, str], bool] = {}
 
-    @_serialized
     def close(self) -> None:
         self._db.close()
 
@@ -173,13 +170,35 @@ class SqliteCheckpointStore:
         return new
 
     @_serialized
-    def known_ids(self, source: str, window_start: str, first_us: int, last_us: int) -> set[bytes]:
-        wid = self._window_id(source, window_start, create=False)
-        if wid is None:
+    def known_ids(self, source: str, window_start: str, events: Collection[tuple[int, bytes]]) -> set[bytes]:
+        if not events:
             return set()
-        cur = self._db.execute("SELECT id FROM event_ids WHERE window=? AND time_us BETWEEN ? AND ?",
-                               (wid, first_us, last_us))
-        return {row[0] for row in cur}
+        found: set[bytes] = set()
+        wid = self._window_id(source, window_start, create=False)
+        if wid is not None:
+            times = [t for t, _ in events]
+            cur = self._db.execute("SELECT id FROM event_ids WHERE window=? AND time_us BETWEEN ? AND ?",
+                                   (wid, min(times), max(times)))
+            found = {row[0] for row in cur}
+        if self._has_legacy(source, window_start):
+            wanted = [i for _, i in events]
+            for n in range(0, len(wanted), 500):
+                chunk = wanted[n:n + 500]
+                marks = ",".join("?" * len(chunk))
+                cur = self._db.execute(
+                    f"SELECT id FROM landed_ids WHERE source=? AND window_start=? AND id IN ({marks})",
+                    (source, window_start, *chunk))
+                found.update(row[0] for row in cur)
+        return found & {i for _, i in events}
+
+    def _has_legacy(self, source: str, window_start: str) -> bool:
+        if not self._legacy:
+            return False
+        key = (source, window_start)
+        if key not in self._legacy_windows:
+            self._legacy_windows[key] = self._db.execute(
+                "SELECT 1 FROM landed_ids WHERE source=? AND window_start=? LIMIT 1", key).fetchone() is not None
+        return self._legacy_windows[key]
 
     def _window_id(self, source: str, window_start: str, *, create: bool) -> int | None:
         key = (source, window_start)
@@ -201,9 +220,13 @@ class SqliteCheckpointStore:
     @_serialized
     def count_ids(self, source: str, window_start: str) -> int:
         wid = self._window_id(source, window_start, create=False)
-        if wid is None:
-            return 0
-        return int(self._db.execute("SELECT COUNT(*) FROM event_ids WHERE window=?", (wid,)).fetchone()[0])
+        n = 0
+        if wid is not None:
+            n = self._db.execute("SELECT COUNT(*) FROM event_ids WHERE window=?", (wid,)).fetchone()[0]
+        if self._has_legacy(source, window_start):
+            n += self._db.execute("SELECT COUNT(*) FROM landed_ids WHERE source=? AND window_start=?",
+                                  (source, window_start)).fetchone()[0]
+        return int(n)
 
     def _write(self, cp: Checkpoint, owner: str | None = None, ids: Collection[tuple[int, bytes]] = ()) -> None:
         values = {c: getattr(cp, c) for c in _MUTABLE}
