@@ -294,7 +294,7 @@ class _WindowRun:
         page_seq = self.cp.page_seq  # only this thread moves page_seq
         if fresh:
             pulled_at = rfc3339(dt.datetime.now(dt.UTC))
-            lines = [orjson.dumps({"id": ev.id, "time": rfc3339_ms(ev.time), "pulled_at": pulled_at,
+            lines = [orjson.dumps({"id": ev.id, "time": ev.time_text or rfc3339_ms(ev.time), "pulled_at": pulled_at,
                                    "event": ev.raw}) for _, _, ev in fresh]
             result.landed.append(self.landing.put_page(self.source_name, window, page_seq, self.cp.epoch, lines))
             result.pages_landed += 1

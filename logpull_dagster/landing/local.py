@@ -17,19 +17,20 @@ _PAGE = re.compile(r"^page-(\d{6,})\.e(\d{6,})\.jsonl$")
 _READ = re.compile(r"^read-(\d{8,})\.e(\d{6,})\.json$")
 
 
-def write_atomic(path: Path, lines: Iterable[bytes]) -> None:
+def write_atomic(path: Path, lines: Iterable[bytes], *, folder_exists: bool = False) -> None:
     """Write one JSON document per line to ``path``, atomically and durably (see write_bytes_atomic)."""
     data = b"\n".join(lines)
-    write_bytes_atomic(path, data + b"\n" if data else b"")
+    write_bytes_atomic(path, data + b"\n" if data else b"", folder_exists=folder_exists)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False) -> None:
     """Write ``path`` so that it is either absent or complete, and on disk, when this returns.
 
     Temp file in the same folder (hidden, so folder watchers skip it), fsync, rename over the final
     name, fsync the folder so the rename itself survives a power cut.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not folder_exists:
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)  # one write: a page is written whole, not line by line
@@ -46,13 +47,21 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
 class LocalLandingStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._made: set[Path] = set()  # window folders this process created or found
+
+    def _ready(self, source: str, window: Window) -> Path:
+        folder = self._dir(source, window)
+        if folder not in self._made:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._made.add(folder)
+        return folder
 
     def _dir(self, source: str, window: Window) -> Path:
         return self.root / source / window.slug
 
     def put_page(self, source: str, window: Window, seq: int, epoch: int, lines: Iterable[bytes]) -> str:
-        path = self._dir(source, window) / f"page-{seq:06d}.e{epoch:06d}.jsonl"
-        write_atomic(path, lines)
+        path = self._ready(source, window) / f"page-{seq:06d}.e{epoch:06d}.jsonl"
+        write_atomic(path, lines, folder_exists=True)
         return str(path)
 
     def _all(self, source: str, window: Window) -> list[LandedPage]:
@@ -103,8 +112,8 @@ class LocalLandingStore:
         return found
 
     def put_read(self, source: str, window: Window, n: int, epoch: int, body: bytes) -> str:
-        path = self._dir(source, window) / _read_name(n, epoch)
-        write_bytes_atomic(path, body)
+        path = self._ready(source, window) / _read_name(n, epoch)
+        write_bytes_atomic(path, body, folder_exists=True)
         return str(path)
 
     def get_read(self, source: str, window: Window, n: int) -> tuple[bytes, int]:

@@ -26,6 +26,8 @@ class Event:
     time: dt.datetime
     raw: dict[str, Any]
     names: tuple[str, ...] = ()
+    # ``time`` as ``2026-11-26T10:00:02.657Z`` when the API sent exactly that (saves formatting it again)
+    time_text: str = ""
 
 
 @dataclass(frozen=True)

@@ -36,15 +36,11 @@ from logpull_dagster.sources.http import RetryableStatus, RetryingClient, descri
 from logpull_dagster.windows import Window, parse_time, rfc3339
 
 
-def event_id(item: Mapping[str, Any]) -> str:
-    """``applicationName/customerId/time/uniqueQualifier``; raises ValueError when an id part is missing."""
-    ident = item.get("id")
-    if not isinstance(ident, dict):
-        raise ValueError("has no 'id' object")
-    time, qualifier = ident.get("time"), ident.get("uniqueQualifier")
-    if not isinstance(time, str) or not time or qualifier is None or qualifier == "":
-        raise ValueError("has no id.time or id.uniqueQualifier")
-    return f"{ident.get('applicationName') or ''}/{ident.get('customerId') or ''}/{time}/{qualifier}"
+def event_id(ident: Mapping[str, Any]) -> str:
+    """``applicationName/customerId/time/uniqueQualifier`` of an item's ``id`` object (validated by
+    ``parse_page``: time and uniqueQualifier present)."""
+    app, customer = ident.get("applicationName") or "", ident.get("customerId") or ""
+    return f"{app}/{customer}/{ident['time']}/{ident['uniqueQualifier']}"
 
 
 class GoogleWorkspaceSource:
@@ -114,8 +110,10 @@ class GoogleWorkspaceSource:
         out = []
         for item in items:
             ident = item["id"]
-            names = tuple([str(ev.get("name")) for ev in item.get("events") or () if isinstance(ev, dict)])
-            out.append(Event(event_id(item), parse_time(ident["time"]), item, names))
+            time = ident["time"]
+            names = tuple([str(ev.get("name")) for ev in item.get("events") or () if type(ev) is dict])
+            canonical = len(time) == 24 and time[10] == "T" and time[19] == "." and time[23] == "Z"
+            out.append(Event(event_id(ident), parse_time(time), item, names, time if canonical else ""))
         return out
 
 
