@@ -29,6 +29,7 @@ from pydantic import Field
 from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.deliver import deliver_window
+from logpull_dagster.ledger import WindowAudit, audit_window
 from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
 from logpull_dagster.resources import FileSiem, SqliteCheckpoints
 from logpull_dagster.windows import Window, key_for_window, rfc3339, window_for_key
@@ -76,6 +77,7 @@ class _RunTally:
     late_events: int = 0
     done: bool = False
     landed: list[str] = field(default_factory=list)
+    audit: WindowAudit | None = None  # of what the window holds, done by the worker that completed it
 
     def add(self, r: PullResult) -> None:
         if self.attempts == 0:
@@ -173,7 +175,8 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         for key, window, tally, result in _pull_windows(context, src, todo, ranged):
             metadata = _pull_metadata(src, window, result, tally, context.resources.checkpoints)
             yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
-        audited = {k for k in context.partition_keys if _tally(run_id, src.name, k).events_landed}
+        tallies = {k: _tally(run_id, src.name, k) for k in context.partition_keys}
+        audited = {k: t.audit for k, t in tallies.items() if t.events_landed}
         _forget(run_id, src.name)
         yield from check_results(src, list(context.partition_keys), audited, store, context.resources.landing.store,
                                  dt.datetime.now(dt.UTC))
@@ -216,6 +219,9 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
             log("warning", f"{key} skipped: {e}")
             return None
         tally.done = True
+        if tally.events_landed:  # audit here: beside the other windows' reads, not after all of them
+            tally.audit = audit_window(context.resources.landing.store, context.resources.checkpoints.store,
+                                       src.name, window, result.checkpoint.page_seq)
         return result
 
     workers = min(src.concurrent_windows, len(todo))

@@ -19,7 +19,7 @@ from logpull_dagster.assets import logs_key
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.ledger import audit_window, freshness
+from logpull_dagster.ledger import WindowAudit, audit_window, freshness
 from logpull_dagster.resources import SqliteCheckpoints
 from logpull_dagster.windows import CADENCE_STEP, Window, key_for_window, rfc3339, window_for_key
 
@@ -42,10 +42,10 @@ def _rerun(src: SourceConfig, keys: list[str]) -> str:
     return f"dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}"
 
 
-def check_results(src: SourceConfig, keys: list[str], audited: set[str], store: CheckpointStore,
-                  landing: LandingStore, now: dt.datetime) -> list[dg.AssetCheckResult]:
-    """The five checks over the windows ``keys`` of a run; ``audited``: those whose landed events to
-    read again (the windows the run landed new events in)."""
+def check_results(src: SourceConfig, keys: list[str], audited: dict[str, WindowAudit | None],
+                  store: CheckpointStore, landing: LandingStore, now: dt.datetime) -> list[dg.AssetCheckResult]:
+    """The five checks over the windows ``keys`` of a run; ``audited``: the windows whose landed events
+    to read again (those the run landed new events in), with their audit if it was done already."""
     windows = [window_for_key(src.cadence, k) for k in keys]
     rows = {w: store.get(src.name, "pull", rfc3339(w.start)) for w in windows}
     results = []
@@ -64,7 +64,7 @@ def check_results(src: SourceConfig, keys: list[str], audited: set[str], store: 
     for w, cp in rows.items():
         key = key_for_window(src.cadence, w)
         if key in audited and cp is not None:
-            audit = audit_window(landing, store, src.name, w, cp.page_seq)
+            audit = audited[key] or audit_window(landing, store, src.name, w, cp.page_seq)
             events += audit.events
             if audit.outside:
                 outside[key] = len(audit.outside)
