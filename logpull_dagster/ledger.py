@@ -80,7 +80,9 @@ def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:
     if cp.status == "failed":
         return "failed", (cp.last_error or "")[:300]
     if cp.lease_owner is not None:
-        return "failed", f"run {cp.lease_owner} died at page {cp.pages_read + 1} (lease lapsed); resumes from there"
+        pending = f", after landing {cp.journaled} page(s) it read (journaled)" if cp.journaled else ""
+        return "failed", (f"run {cp.lease_owner} died at page {cp.pages_read + 1} (lease lapsed); "
+                          f"resumes from there{pending}")
     return "not started", "no page read yet"
 
 

@@ -74,7 +74,8 @@ def ledger(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     put(store, first + 3 * H, delivered=False)
     put(store, first + 4 * H, status="failed", cursor="tok", last_error="PullFailed: page 3: HTTP 503")
     put(store, first + 5 * H, status="running", cursor="tok", lease_owner="run-abc", lease_expires=time.time() + 50)
-    put(store, first + 6 * H, status="running", cursor="tok", lease_owner="run-dead", lease_expires=time.time() - 5)
+    put(store, first + 6 * H, status="running", cursor="tok", reads=3, journaled=1, lease_owner="run-dead",
+        lease_expires=time.time() - 5)
     store.close()
     return first
 
@@ -91,6 +92,7 @@ def test_status_names_every_window_that_is_not_complete_and_delivered(ledger, ca
     assert "HTTP 503" in by[key(4)]["detail"]
     assert "run-abc" in by[key(5)]["detail"] and "page 1" in by[key(5)]["detail"]
     assert "run-dead died" in by[key(6)]["detail"] and "lease lapsed" in by[key(6)]["detail"]
+    assert "after landing 1 page(s) it read (journaled)" in by[key(6)]["detail"]
     assert by[key(7)]["detail"] == "due, never requested"
     assert (src["due_windows"], src["complete_and_delivered"]) == (8, 3)
     assert src["gaps"] == [[rfc3339(ledger + 3 * H), rfc3339(ledger + 8 * H)]]
