@@ -171,14 +171,23 @@ def audit_window(landing: LandingStore, store: CheckpointStore, source: str, win
 
     Reads only the head of each line (id and time), so auditing a window costs a fraction of pulling it.
     """
-    lo, hi = rfc3339_ms(window.start), rfc3339_ms(window.end)  # one format: text order is time order
+    lo, hi = rfc3339_ms(window.start).encode(), rfc3339_ms(window.end).encode()  # text order is time order
     outside: list[str] = []
     n = 0
     for page in landing.pages(source, window, landed_pages):
         lines = landing.read_lines(page)
         n += len(lines)
-        heads = [m.groups() for m in map(_HEAD.match, lines) if m is not None]
-        if len(heads) != len(lines):
-            outside.append(f"page {page.seq}: a line without the id/time envelope")
-        outside += [i.decode() for i, t in heads if not lo <= t.decode() < hi]
+        for line in lines:
+            # The envelope's time is always the 24-character form: slice it out; the regex is the
+            # fallback for anything else (which is then reported if it is not a proper envelope).
+            i = line.find(b'","time":"', 7)
+            if line.startswith(b'{"id":"') and i > 0 and line[i + 34:i + 35] == b'"':
+                event_id, t = line[7:i], line[i + 10:i + 34]
+            elif (m := _HEAD.match(line)) is not None:
+                event_id, t = m.groups()
+            else:
+                outside.append(f"page {page.seq}: a line without the id/time envelope")
+                continue
+            if not lo <= t < hi:
+                outside.append(event_id.decode())
     return WindowAudit(window, n, outside, store.count_ids(source, rfc3339(window.start)))

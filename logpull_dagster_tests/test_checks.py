@@ -75,6 +75,10 @@ def test_the_audit_finds_events_outside_their_window_and_duplicate_ids(tmp_path,
     assert (audit.events, audit.outside, audit.duplicates) == (3, ["b"], 1)
     clean = audit_window(land, store, "s", w, 1)
     assert (clean.events, clean.outside, clean.duplicates) == (2, ["b"], 0)
+    # Not the 24-character time form, or not an envelope at all: read by the slower path, still judged.
+    land.put_page("s", w, 2, 1, [line("c", "2026-11-26T12:00:00Z"), b'{"event": {}}'])
+    odd = audit_window(land, store, "s", w, 3)
+    assert odd.outside == ["b", "c", "page 2: a line without the id/time envelope"]
 
 
 def test_the_freshness_sensor_records_a_stalled_source_without_any_run(tmp_path, sim, instance):
