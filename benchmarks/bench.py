@@ -106,22 +106,6 @@ def key(i: int, first: dt.datetime = DAY) -> str:
 
 
 PULL_IN_PROCESS = """
-import os, sys, time, dagster as dg
-from logpull_dagster.config import load_config
-from logpull_dagster.definitions import build_definitions
-defs = build_definitions(load_config())
-job = defs.resolve_job_def("pull_bench")
-quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-with dg.DagsterInstance.get() as inst:
-    t0 = time.perf_counter()
-    res = job.execute_in_process(partition_key=sys.argv[1], instance=inst, run_config=quiet)
-    elapsed = time.perf_counter() - t0
-    events = sum(m.materialization.metadata["new_events"].value for m in res.get_asset_materialization_events())
-print(events, elapsed, next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
-"""
-
-
-PULL_RANGE = """
 import sys, time, dagster as dg
 from logpull_dagster.assets import RANGE_END, RANGE_START
 from logpull_dagster.config import load_config
@@ -129,28 +113,33 @@ from logpull_dagster.definitions import build_definitions
 defs = build_definitions(load_config())
 job = defs.resolve_job_def("pull_bench")
 quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+keys = sys.argv[1:]  # one window, or the first and last window of a range run
+run = {"partition_key": keys[0]} if len(keys) == 1 else {"tags": {RANGE_START: keys[0], RANGE_END: keys[1]}}
 with dg.DagsterInstance.get() as inst:
     t0 = time.perf_counter()
-    tags = {RANGE_START: sys.argv[1], RANGE_END: sys.argv[2]}
-    res = job.execute_in_process(instance=inst, run_config=quiet, tags=tags)
+    res = job.execute_in_process(instance=inst, run_config=quiet, **run)
     elapsed = time.perf_counter() - t0
     events = sum(m.materialization.metadata["new_events"].value for m in res.get_asset_materialization_events())
-print(events, elapsed)
+print(events, elapsed, next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
 """
 
 
-def pull_range(env: dict[str, str], first: int, last: int) -> tuple[int, float]:
-    """One in-process range run of the real logs/<source> asset over windows ``first`` to ``last``."""
-    out = subprocess.run([sys.executable, "-c", PULL_RANGE, key(first), key(last)], env=env, capture_output=True,
+def pull_in_process(env: dict[str, str], *keys: str) -> tuple[int, float, float]:
+    """The real logs/<source> asset, in-process (Dagster run, checkpoints, landing): events, seconds, peak MB."""
+    out = subprocess.run([sys.executable, "-c", PULL_IN_PROCESS, *keys], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
-    return int(out[0]), float(out[1])
+    return int(out[0]), float(out[1]), int(out[2]) / 1024
 
 
 def pull_asset(env: dict[str, str], i: int) -> tuple[int, float, float]:
-    """The real logs/<source> asset for one window, in-process (Dagster run, checkpoints, landing)."""
-    out = subprocess.run([sys.executable, "-c", PULL_IN_PROCESS, key(i)], env=env, capture_output=True,
-                         text=True, check=True).stdout.split()
-    return int(out[0]), float(out[1]), int(out[2]) / 1024
+    """One window."""
+    return pull_in_process(env, key(i))
+
+
+def pull_range(env: dict[str, str], first: int, last: int) -> tuple[int, float]:
+    """One range run over windows ``first`` to ``last``."""
+    events, seconds, _ = pull_in_process(env, key(first), key(last))
+    return events, seconds
 
 
 def pull_cli(env: dict[str, str], i: int, events: int) -> tuple[int, float]:

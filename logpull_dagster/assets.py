@@ -226,13 +226,18 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
 
     workers = min(src.concurrent_windows, len(todo))
     if workers <= 1:
-        direct: Log = lambda level, message: getattr(context.log, level)(message)  # noqa: E731
+        def direct(level: str, message: str) -> None:
+            getattr(context.log, level)(message)
+
         for key, window, tally in todo:
             result = attempt(key, window, tally, direct)
             if result is not None:
                 yield key, window, tally, result
         return
-    queued: Log = lambda level, message: messages.put((level, message))  # noqa: E731
+
+    def queued(level: str, message: str) -> None:
+        messages.put((level, message))
+
     failure: BaseException | None = None
     with ThreadPoolExecutor(workers, thread_name_prefix=f"logpull-{src.name}") as pool:
         futures = {pool.submit(attempt, key, window, tally, queued): (key, window, tally)
