@@ -12,7 +12,7 @@ import dagster as dg
 import orjson
 import yaml
 
-from .conftest import TOKEN
+from .conftest import TOKEN, ts
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
@@ -20,7 +20,7 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 def setup_project(tmp_path: Path, url: str, **overrides: Any) -> dict[str, str]:
     """Write a config for one source ``gws`` and a DAGSTER_HOME; return the environment to run in."""
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
-           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": "2026-11-25T00:00:00Z",
+           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
            "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}

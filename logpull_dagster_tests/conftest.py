@@ -35,8 +35,34 @@ import httpx  # noqa: E402
 
 from logpull_dagster.simulator import Simulator  # noqa: E402
 
-# A fixed sim clock: windows of 2026-11-26 before noon are fully published.
-SIM_NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+# The day the tests read: yesterday (UTC), taken from the clock once per session. Its windows are
+# always settled, and a source that starts the day before it has at most 72 hourly partitions up to
+# now, whatever the date: a fixed date here would let "partitions up to now", "due windows" and
+# freshness grow with the calendar (issue 9). Only the simulator's own tests (test_simulator.py) keep
+# a fixed date, because nothing there is compared with the wall clock.
+DAY = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+# The sim clock: windows of DAY before noon are fully published.
+SIM_NOW = DAY + dt.timedelta(hours=12)
+
+
+def hour(h: float) -> dt.datetime:
+    """DAY plus ``h`` hours (negative: the day before)."""
+    return DAY + dt.timedelta(hours=h)
+
+
+def key(h: int) -> str:
+    """The hourly partition key of the window starting ``h`` hours into DAY."""
+    return hour(h).strftime("%Y-%m-%d-%H:%M")
+
+
+def ts(h: float) -> str:
+    """RFC 3339 of ``hour(h)``, seconds precision, as window bounds are written."""
+    return hour(h).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ms(h: float) -> str:
+    """RFC 3339 of ``hour(h)`` with milliseconds, as Google writes an event's ``id.time``."""
+    return hour(h).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 TOKEN = "s3cr3t-test-token-1f0a"
 
 

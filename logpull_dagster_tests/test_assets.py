@@ -16,19 +16,18 @@ from logpull_dagster.assets import RANGE_END, RANGE_START
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
 from logpull_dagster.simulator import Simulator
-from logpull_dagster.windows import UTC
 
-from .conftest import SIM_NOW, TOKEN
+from .conftest import SIM_NOW, TOKEN, hour, key, ts
 
 pytestmark = pytest.mark.usefixtures("token_env")
 
-KEY10 = "2026-11-26-10:00"
-W10 = (dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
+KEY10 = key(10)
+W10 = (hour(10), hour(11))
 
 
 def make_defs(tmp_path: Path, url: str, **overrides: Any) -> dg.Definitions:
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
-           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": "2026-11-25T00:00:00Z",
+           "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
            "page_size": 50, "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
@@ -65,12 +64,12 @@ def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(
     assert md["events"] == md["new_events"] == md["dagster/row_count"] == n
     assert md["pages_read"] == md["pages_landed"] == md["pages_to_deliver"] == -(-(n + 1) // 50)
     assert (md["resumed_from_page"], md["attempts"], md["http_retries"], md["status"]) == (0, 1, 0, "complete")
-    assert md["first_event_time"].startswith("2026-11-26T10:00") and md["last_event_time"].startswith("2026-11-26T10:5")
+    assert md["first_event_time"].startswith(ts(10)[:16]) and md["last_event_time"].startswith(ts(10)[:14] + "5")
     assert md["events_per_second"] > 0 and md["elapsed_seconds"] > 0
     assert sum(r.data["events"] for r in md["events_per_name"].records) == n
     assert {r.data["event_name"] for r in md["events_per_name"].records} >= {"login_success", "logout"}
     logs = [e.message for e in instance.all_logs(res.run_id)]
-    assert any("gws 2026-11-26-10:00 page 1: +" in m for m in logs)  # progress: the first page, then every 5 s
+    assert any(f"gws {key(10)} page 1: +" in m for m in logs)  # progress: the first page, then every 5 s
 
     out = materialize(defs, "siem/gws", KEY10, instance)
     assert out.success and metadata(out)["delivered_events"] == n
@@ -111,7 +110,7 @@ def test_a_window_that_keeps_failing_fails_clearly_and_keeps_its_checkpoint(tmp_
     assert not res.success
     [failure] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
     text = str(failure.step_failure_data.error)
-    assert "window [2026-11-26T10:00:00Z, 2026-11-26T11:00:00Z) of 'gws', page 3: response is not JSON" in text
+    assert f"window [{ts(10)}, {ts(11)}) of 'gws', page 3: response is not JSON" in text
     assert "Gave up after 1 retries" in text and "resumes from the same page" in text
     sim.set_faults([])
     again = materialize(defs, "logs/gws", KEY10, instance)
@@ -133,23 +132,23 @@ def test_the_sensor_delivers_every_window_with_new_data_once_old_windows_include
             spans = [r.partition_key or f"{r.tags[RANGE_START]}...{r.tags[RANGE_END]}" for r in out.run_requests]
             return spans, out.cursor
 
-        for key in ("2026-11-26-09:00", "2026-11-26-08:00"):
-            assert materialize(defs, "logs/gws", key, instance).success
+        for k in (key(9), key(8)):
+            assert materialize(defs, "logs/gws", k, instance).success
         keys, cursor = tick(None)
-        assert keys == ["2026-11-26-08:00...2026-11-26-09:00"]  # adjacent windows: one range run
+        assert keys == [f"{key(8)}...{key(9)}"]  # adjacent windows: one range run
         assert tick(cursor)[0] == []  # the same materializations never twice
 
-        assert materialize(defs, "logs/gws", "2026-11-26-08:00", instance).success  # nothing new published
+        assert materialize(defs, "logs/gws", key(8), instance).success  # nothing new published
         keys, cursor = tick(cursor)
         assert keys == []
 
-        nine = dt.datetime(2026, 11, 26, 9, tzinfo=UTC)
+        nine = hour(9)
         expected_nine = truth(sim, nine, nine + dt.timedelta(hours=1))
         sim.set_clock(now=SIM_NOW)  # noon: the late events of 08:00 are out now
-        res = materialize(defs, "logs/gws", "2026-11-26-08:00", instance)
+        res = materialize(defs, "logs/gws", key(8), instance)
         assert metadata(res)["new_events"] > 0
         keys, cursor = tick(cursor)
-        assert keys == ["2026-11-26-08:00"]  # an old window, delivered again for its new data only
+        assert keys == [key(8)]  # an old window, delivered again for its new data only
         expected = sorted(truth(sim, nine - dt.timedelta(hours=1), nine) + expected_nine)
         ids = siem_ids(tmp_path)
         assert sorted(ids) == expected and len(ids) == len(set(ids))
@@ -166,16 +165,16 @@ def test_a_range_run_reads_its_windows_concurrently_within_the_quota_and_lands_e
         job = defs.resolve_implicit_global_asset_job_def()
         res = job.execute_in_process(instance=instance, raise_on_error=False,
                                      asset_selection=[dg.AssetKey(["logs", "gws"])],
-                                     tags={RANGE_START: "2026-11-26-00:00", RANGE_END: "2026-11-26-07:00"})
+                                     tags={RANGE_START: key(0), RANGE_END: key(7)})
         assert res.success
         assert sorted(m.partition for m in res.get_asset_materialization_events()) == [
-            f"2026-11-26-{h:02d}:00" for h in range(8)]
+            key(h) for h in range(8)]
         # The API saw up to 3 requests at once from this run, never more: the quota is the setting.
         assert max(r["in_flight"] for r in sim.requests()) == 3
         store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
         landing = LocalLandingStore(tmp_path / "state" / "landing")
         for h in range(8):
-            w = Window(dt.datetime(2026, 11, 26, h, tzinfo=UTC), dt.datetime(2026, 11, 26, h + 1, tzinfo=UTC))
+            w = Window(hour(h), hour(h + 1))
             cp = store.get("gws", "pull", rfc3339(w.start))
             assert cp is not None and cp.status == "complete" and not cp.reading
             pages = landing.pages("gws", w, cp.page_seq)
@@ -183,4 +182,4 @@ def test_a_range_run_reads_its_windows_concurrently_within_the_quota_and_lands_e
             assert sorted(ids) == truth(sim, w.start, w.end)
         store.close()
         logs = [e.message for e in instance.all_logs(res.run_id) if e.user_message]
-        assert any("gws 2026-11-26-05:00 page 1: +" in m for m in logs)  # workers' progress, logged by the step
+        assert any(f"gws {key(5)} page 1: +" in m for m in logs)  # workers' progress, logged by the step

@@ -14,9 +14,10 @@ from collections import Counter
 import pytest
 
 from .cli import materialize_cmd, run, setup_project, siem_ids, start
+from .conftest import key, ts
 
-KEY = "2026-11-26-10:00"
-START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
+KEY = key(10)
+START, END = ts(10), ts(11)
 
 
 def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 
 import orjson
@@ -11,12 +10,12 @@ import pytest
 from logpull_dagster.pull import PullFailed, pull_window
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
-from logpull_dagster.windows import UTC, Window
+from logpull_dagster.windows import Window
 
-from .conftest import TOKEN
+from .conftest import TOKEN, hour, ms, ts
 
-W10 = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
-W11 = Window(dt.datetime(2026, 11, 26, 11, tzinfo=UTC), dt.datetime(2026, 11, 26, 12, tzinfo=UTC))
+W10 = Window(hour(10), hour(11))
+W11 = Window(hour(11), hour(12))
 
 
 def source(sim: Simulator, **kw) -> GoogleWorkspaceSource:  # type: ignore[no-untyped-def]
@@ -48,7 +47,7 @@ def test_boundary_events_land_in_exactly_one_window(sim, store, landing):
     run(sim, W11, store, landing)
     a, b = landed(landing, store, W10), landed(landing, store, W11)
     assert sorted(a) == truth(sim, W10) and sorted(b) == truth(sim, W11)
-    boundary = [i for i in b if i.split("/")[2] == "2026-11-26T11:00:00.000Z"]
+    boundary = [i for i in b if i.split("/")[2] == ms(11)]
     assert boundary and not set(a) & set(b)  # the API returned it for both; it landed once
     served = sum(r["items"] for r in sim.requests())
     assert served > len(a) + len(b)  # proof that the inclusive API did hand out the overlap
@@ -91,7 +90,7 @@ def test_faults_outlasting_the_retries_fail_without_advancing_then_resume(sim, s
     sim.set_faults([{"kind": "503", "count": 4, "after": 2}])
     with pytest.raises(PullFailed, match=r"page 3: .*still failing after 3 attempts \(last: HTTP 503\)"):
         run(sim, W10, store, landing, http_attempts=3)
-    cp = store.get("gws", "pull", "2026-11-26T10:00:00Z")
+    cp = store.get("gws", "pull", ts(10))
     assert (cp.status, cp.pages_read) == ("failed", 2)
     res = run(sim, W10, store, landing, http_attempts=3)
     assert res.resumed_from_page == 3 and sorted(landed(landing, store, W10)) == truth(sim, W10)
@@ -113,10 +112,10 @@ def test_a_rejected_token_restarts_the_window_and_nothing_is_lost_or_doubled(sim
 ])
 def test_a_bad_page_fails_the_attempt_naming_window_and_page_and_lands_nothing(sim, store, landing, kind, message):
     sim.set_faults([{"kind": kind, "match": "token", "after": 1}])
-    with pytest.raises(PullFailed, match=rf"window \[2026-11-26T10:00:00Z, 2026-11-26T11:00:00Z\) of 'gws', "
+    with pytest.raises(PullFailed, match=rf"window \[{ts(10)}, {ts(11)}\) of 'gws', "
                                          rf"page 3: .*{message}"):
         run(sim, W10, store, landing)
-    cp = store.get("gws", "pull", "2026-11-26T10:00:00Z")
+    cp = store.get("gws", "pull", ts(10))
     assert cp.pages_read == 2 and len(landed(landing, store, W10)) == cp.events
     res = run(sim, W10, store, landing)  # the fault is spent: the next attempt resumes at page 3
     assert res.resumed_from_page == 3
@@ -128,4 +127,4 @@ def test_a_wrong_token_is_refused_for_good_and_never_echoed(sim, store, landing)
     with pytest.raises(PullFailed, match="HTTP 401") as e:
         pull_window(src, W10, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60)
     assert "wrong-secret" not in str(e.value)
-    assert "wrong-secret" not in (store.get("gws", "pull", "2026-11-26T10:00:00Z").last_error or "")
+    assert "wrong-secret" not in (store.get("gws", "pull", ts(10)).last_error or "")

@@ -13,14 +13,13 @@ import pytest
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.schedules import RANGE_END, RANGE_START
 from logpull_dagster.simulator import Simulator
-from logpull_dagster.windows import UTC, rfc3339
+from logpull_dagster.windows import rfc3339
 
-from .conftest import TOKEN
+from .conftest import DAY, TOKEN, key, ts
 from .test_assets import make_defs, siem_ids
 
 pytestmark = pytest.mark.usefixtures("token_env")
 
-DAY = dt.datetime(2026, 11, 26, tzinfo=UTC)
 H = dt.timedelta(hours=1)
 
 
@@ -62,29 +61,29 @@ def label(r: dg.RunRequest) -> str:
 
 
 def test_schedule_requests_due_windows_oldest_first_bounded_and_reads_the_checkpoint_store(tmp_path, sim, instance):
-    defs = make_defs(tmp_path, sim.url, start="2026-11-26T00:00:00Z", settle_lag="15m", max_windows_per_tick=3,
+    defs = make_defs(tmp_path, sim.url, start=ts(0), settle_lag="15m", max_windows_per_tick=3,
                      schedule="15 * * * *")
     orch = Orchestrator(defs, instance)
     schedule = defs.resolve_schedule_def("pull_gws_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "15 * * * *"
 
     # Adjacent windows go as one range run (a catch-up), bounded per tick and per run.
-    assert orch.tick(DAY + 5 * H + dt.timedelta(minutes=15)) == ["2026-11-26-00:00...2026-11-26-02:00:new"]
+    assert orch.tick(DAY + 5 * H + dt.timedelta(minutes=15)) == [f"{key(0)}...{key(2)}:new"]
     done = instance.get_materialized_partitions(dg.AssetKey(["logs", "gws"]))
-    assert done == {"2026-11-26-00:00", "2026-11-26-01:00", "2026-11-26-02:00"}
+    assert done == {key(0), key(1), key(2)}
     # next tick: the rest; the completed windows are not asked for again
-    assert orch.tick(DAY + 6 * H + dt.timedelta(minutes=15)) == ["2026-11-26-03:00...2026-11-26-05:00:new"]
+    assert orch.tick(DAY + 6 * H + dt.timedelta(minutes=15)) == [f"{key(3)}...{key(5)}:new"]
     assert orch.requests(DAY + 6 * H + dt.timedelta(minutes=20)) == []
 
     # A window landed by a run that then died: Dagster says materialized, the checkpoint says unfinished.
     store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
-    row = store.get("gws", "pull", "2026-11-26T04:00:00Z")
+    row = store.get("gws", "pull", ts(4))
     now = DAY + 7 * H + dt.timedelta(minutes=15)
     held = store.acquire("gws", "pull", row.window_start, row.window_end, owner="killed-run", ttl=60,
                          now=now.timestamp() - 3600)
     store.commit(dataclasses.replace(held, status="running", cursor="tok"), ttl=60, now=now.timestamp() - 3600)
     store.close()
-    assert [label(r) for r in orch.requests(now)] == ["2026-11-26-04:00:lapsed", "2026-11-26-06:00:new"]
+    assert [label(r) for r in orch.requests(now)] == [f"{key(4)}:lapsed", f"{key(6)}:new"]
 
 
 def restamp_reads(tmp_path: Path, at: dt.datetime) -> None:
@@ -100,7 +99,7 @@ def restamp_reads(tmp_path: Path, at: dt.datetime) -> None:
 def test_late_events_reach_the_siem_exactly_once_with_lookback_and_are_missed_without(tmp_path, instance, lookback):
     day = DAY
     with Simulator(seed=21, events_per_hour=120, token=TOKEN, late_fraction=0.1, late_delay=2 * 3600) as sim:
-        defs = make_defs(tmp_path, sim.url, start="2026-11-26T00:00:00Z", settle_lag="15m", lookback=lookback,
+        defs = make_defs(tmp_path, sim.url, start=ts(0), settle_lag="15m", lookback=lookback,
                          lookback_every="1h", schedule="15 * * * *")
         orch = Orchestrator(defs, instance)
         final = day + 10 * H + dt.timedelta(minutes=15)
@@ -134,15 +133,15 @@ def test_late_events_reach_the_siem_exactly_once_with_lookback_and_are_missed_wi
 def test_a_window_a_queued_or_live_run_will_read_is_not_requested_twice(tmp_path, sim, instance):
     from dagster._core.storage.dagster_run import DagsterRun
 
-    defs = make_defs(tmp_path, sim.url, start="2026-11-26T00:00:00Z", settle_lag="0s")
+    defs = make_defs(tmp_path, sim.url, start=ts(0), settle_lag="0s")
     orch = Orchestrator(defs, instance)
     at = DAY + 3 * H
-    for key, status in (("2026-11-26-00:00", dg.DagsterRunStatus.NOT_STARTED),
-                        ("2026-11-26-01:00", dg.DagsterRunStatus.STARTED)):  # started, no lease yet
-        instance.add_run(DagsterRun(job_name="pull_gws", run_id=f"run-{key[-5:-3]}", status=status,
-                                    tags={"dagster/partition": key}))
-    assert [label(r) for r in orch.requests(at)] == ["2026-11-26-02:00:new"]
+    for k, status in ((key(0), dg.DagsterRunStatus.NOT_STARTED),
+                      (key(1), dg.DagsterRunStatus.STARTED)):  # started, no lease yet
+        instance.add_run(DagsterRun(job_name="pull_gws", run_id=f"run-{k[-5:-3]}", status=status,
+                                    tags={"dagster/partition": k}))
+    assert [label(r) for r in orch.requests(at)] == [f"{key(2)}:new"]
     # A range run counts for every window of its range.
     instance.add_run(DagsterRun(job_name="pull_gws", run_id="range", status=dg.DagsterRunStatus.NOT_STARTED,
-                                tags={RANGE_START: "2026-11-26-02:00", RANGE_END: "2026-11-26-04:00"}))
-    assert [label(r) for r in orch.requests(DAY + 6 * H)] == ["2026-11-26-05:00:new"]
+                                tags={RANGE_START: key(2), RANGE_END: key(4)}))
+    assert [label(r) for r in orch.requests(DAY + 6 * H)] == [f"{key(5)}:new"]

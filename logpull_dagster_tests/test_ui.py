@@ -1,12 +1,17 @@
 """Partition health in the real Dagster UI: dagster-webserver + headless Chromium (Debian's package).
 
-A DAGSTER_HOME holds three complete windows, one failed and several missing; the test reads the
+A DAGSTER_HOME holds three complete windows, one failed and two missing; the test reads the
 numbers through the webserver's GraphQL API and checks that the asset's partitions page and checks
 page show them, saving screenshots under test-artifacts/.
+
+The windows are the six hours before this one, so the asset has six partitions on any day: the
+partitions list is virtualised, and with a fixed start the window to click scrolled out of view as
+the calendar moved on (issue 9).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import signal
@@ -20,12 +25,16 @@ import dagster as dg
 import httpx
 import pytest
 
+from logpull_dagster.windows import rfc3339
+
 from .cli import DAGSTER, setup_project
 from .conftest import SimProcess
+from .test_status import top_of_this_hour
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+H = dt.timedelta(hours=1)
 
 PARTITION_STATS = """query($path: [String!]!) { assetNodes(assetKeys: [{path: $path}]) {
   partitionStats { numMaterialized numFailed numMaterializing numPartitions }
@@ -51,8 +60,19 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def webserver(tmp_path: Path, sim_process: SimProcess) -> Iterator[tuple[str, dict[str, str]]]:
-    env = setup_project(tmp_path, sim_process.url, start="2026-11-26T06:00:00Z", retries=0, page_size=500)
+def first() -> dt.datetime:
+    """The source's first window: six hours before the current one (the sim's clock is this hour's top)."""
+    return top_of_this_hour() - 6 * H
+
+
+def key(first: dt.datetime, i: int) -> str:
+    return (first + i * H).strftime("%Y-%m-%d-%H:%M")
+
+
+@pytest.fixture
+def webserver(tmp_path: Path, sim_process: SimProcess, first: dt.datetime) -> Iterator[tuple[str, dict[str, str]]]:
+    sim_process.control("clock", {"now": (first + 6 * H).isoformat()})
+    env = setup_project(tmp_path, sim_process.url, start=rfc3339(first), retries=0, page_size=500, settle_lag="0s")
     os.environ.update({k: env[k] for k in ("LOGPULL_CONFIG", "DAGSTER_HOME", "LOGPULL_TEST_TOKEN")})
     port = free_port()
     proc = subprocess.Popen(
@@ -78,28 +98,28 @@ def webserver(tmp_path: Path, sim_process: SimProcess) -> Iterator[tuple[str, di
         proc.wait(timeout=30)
 
 
-def populate(sim_process: SimProcess) -> None:
-    """In the DAGSTER_HOME: 08:00-10:00 complete, 11:00 failed (a bad page), 06:00, 07:00 missing."""
+def populate(sim_process: SimProcess, first: dt.datetime) -> None:
+    """In the DAGSTER_HOME: windows 2-4 complete, 5 failed (a bad page), 0 and 1 missing."""
     from logpull_dagster.config import load_config
     from logpull_dagster.definitions import build_definitions
 
     defs = build_definitions(load_config())
     job = defs.resolve_job_def("pull_gws")
     with dg.DagsterInstance.get() as instance:
-        for key in ("2026-11-26-08:00", "2026-11-26-09:00", "2026-11-26-10:00"):
-            assert job.execute_in_process(partition_key=key, instance=instance).success
+        for i in (2, 3, 4):
+            assert job.execute_in_process(partition_key=key(first, i), instance=instance).success
         sim_process.control("faults", {"rules": [{"kind": "bad_json", "match": "token", "count": None}]})
-        assert not job.execute_in_process(partition_key="2026-11-26-11:00", instance=instance,
+        assert not job.execute_in_process(partition_key=key(first, 5), instance=instance,
                                           raise_on_error=False).success
         sim_process.control("faults", {"rules": []})
 
 
 @pytest.mark.timeout(300)
-def test_the_ui_shows_materialized_and_failed_partitions_and_the_checks(webserver, sim_process):
+def test_the_ui_shows_materialized_and_failed_partitions_and_the_checks(webserver, sim_process, first):
     from playwright.sync_api import sync_playwright
 
     base, _ = webserver
-    populate(sim_process)
+    populate(sim_process, first)
 
     data = httpx.post(f"{base}/graphql", json={"query": PARTITION_STATS, "variables": {"path": ["logs", "gws"]}},
                       timeout=30).json()["data"]["assetNodes"][0]
@@ -121,12 +141,12 @@ def test_the_ui_shows_materialized_and_failed_partitions_and_the_checks(webserve
         assert "Failed (1)" in text and "Materialized (3)" in text
         # One complete window: its metadata (counts, pages, resumed-from page, events per name).
         dismiss_community_dialog(page)
-        page.get_by_text("2026-11-26-10:00", exact=True).first.click()
+        page.get_by_text(key(first, 4), exact=True).first.click()
         page.get_by_text("resumed_from_page").first.wait_for(timeout=60_000)
         window_text = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "partition-metadata.png"), full_page=True)
-        for key in ("events_per_name", "pages_read", "http_retries", "first_event_time", "landing"):
-            assert key in window_text
+        for name in ("events_per_name", "pages_read", "http_retries", "first_event_time", "landing"):
+            assert name in window_text
         page.goto(f"{base}/assets/logs/gws?view=checks", wait_until="networkidle", timeout=90_000)
         page.get_by_text("previous_window_complete").first.wait_for(timeout=60_000)
         checks_text = page.inner_text("body")
