@@ -29,6 +29,8 @@ setup(
             "pytest-timeout>=2.3",
             "ruff>=0.6",
             "playwright>=1.45",
+            "hypothesis>=6.100",
+            "trustme>=1.1",
         ],
     },
     entry_points={

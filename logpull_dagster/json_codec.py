@@ -1,0 +1,103 @@
+"""JSON in and out, lossless for everything an API can legally send, fast for everything it usually sends.
+
+orjson is the fast path. It refuses two things that are valid JSON (RFC 8259) and that audit events do
+carry, because their strings and numbers are attacker-influenced:
+
+* a lone UTF-16 surrogate written as an escape (``"login_\\ud800success"``): orjson cannot decode it,
+  and cannot encode the resulting Python string either;
+* an integer outside the signed/unsigned 64-bit range: orjson *accepts* it but turns it into a float,
+  silently changing the value (``123456789012345678901234567890`` becomes ``1.2345678901234568e+29``).
+
+Both go through the standard library instead, which keeps the exact value: surrogates are written back
+as ``\\uXXXX`` escapes, so every line we write is plain ASCII where it has to be, valid UTF-8 always, and
+re-reads to the same string. What stays refused: invalid UTF-8, raw control characters in strings,
+``NaN``/``Infinity`` and numbers beyond a double's range (no JSON parser agrees on them, and we would
+have to invent a value); the error says why and at which byte.
+
+No Dagster import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+import orjson
+
+# A run of 20+ digits is the only way to write an integer orjson would turn into a float (2**64 has 20
+# digits). Runs inside strings (Google's 21-digit profile ids) match too; each match is then checked
+# cheaply, so a page with none costs one fast scan and a page of profile ids a few microseconds more.
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+_NUMBER_BEFORE = frozenset(b":,[ \t\r\n")
+_I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
+
+
+class JSONError(ValueError):
+    """Not JSON we can keep exactly; ``reason`` is the parser's own words, ``offset`` the byte it stopped at."""
+
+    def __init__(self, reason: str, offset: int | None, data: bytes) -> None:
+        self.reason, self.offset = reason, offset
+        where = f" at byte {offset}" if offset is not None else ""
+        near = f" (near {data[max(0, offset - 20):offset + 20]!r})" if offset is not None else ""
+        super().__init__(f"{reason}{where}{near}")
+
+
+def loads(data: bytes) -> Any:
+    """Parse ``data`` exactly, or raise JSONError naming the reason and the byte offset."""
+    if not _has_big_integer(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as e:
+            first_error = e
+    else:
+        first_error = None
+    try:
+        text = data.decode("utf-8")  # strict: refuses invalid UTF-8 and encoded surrogates
+    except UnicodeDecodeError as e:
+        raise JSONError(f"invalid UTF-8 ({e.reason})", e.start, data) from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError as e:
+        reason = first_error.msg if first_error is not None else e.msg
+        raise JSONError(reason, len(text[:e.pos].encode("utf-8", "surrogatepass")), data) from None
+    except _Refused as e:
+        raise JSONError(str(e), None, data) from None
+    except RecursionError:
+        raise JSONError("nested too deeply", None, data) from None
+
+
+def dumps(obj: Any) -> bytes:
+    """One compact JSON document; lone surrogates as ``\\uXXXX`` escapes, big integers exact."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:  # a lone surrogate, or an integer beyond 64 bits
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _has_big_integer(data: bytes) -> bool:
+    for m in _LONG_DIGITS.finditer(data):
+        i = m.start()
+        if i > 0 and data[i - 1] == 0x2D:  # a minus sign
+            i -= 1
+        if i == 0 or data[i - 1] in _NUMBER_BEFORE:
+            value = int(m.group().decode()) * (-1 if data[i] == 0x2D else 1)
+            if not _I64_MIN <= value <= _U64_MAX:
+                return True
+    return False
+
+
+class _Refused(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Refused(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"number {text[:40]} is beyond a double's range")
+    return value

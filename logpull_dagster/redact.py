@@ -1,0 +1,74 @@
+"""Secrets out of every message the project writes: one place that all error paths go through.
+
+A log puller holds admin-level tokens, and the text of an error is written to many places: the
+checkpoint row's ``last_error``, ``logpull status``, Dagster's event log and compute logs, stderr.
+An API may echo the request's ``Authorization`` header in its error message, and a library may put a
+header in an exception (httpx: ``Illegal header value b'Bearer ...'``). So every such text passes
+through :func:`redact` before it is written, which removes
+
+* every known secret value: each secret the config names (read from the environment when needed), in
+  the forms it can take in a message (as is, repr-escaped, URL-encoded);
+* anything shaped like a credential after an auth scheme (``Bearer ...``, ``SSWS ...``, ``Basic ...``)
+  or in an ``Authorization``/``api_key``/``token`` field, known or not.
+
+No Dagster import.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from urllib.parse import quote
+
+MASK = "[REDACTED]"
+_MIN_SECRET = 6  # shorter "secrets" (tests, typos) would mask ordinary words
+
+_SCHEMES = re.compile(r"\b((?i:bearer|ssws)|Basic)(\s+|%20|\+)([^\s'\"\\,;<>&]{4,})")
+_FIELDS = re.compile(
+    r"(?i)(\"?\b(?:authorization|x-api-key|api[_-]?key|access[_-]?token|client[_-]?secret|password)\"?"
+    r"\s*[:=]\s*[\"']?)([^\"'\s,;}&]+(?:\s+[^\"'\s,;}&]+)?)"
+)
+
+
+class Redactor:
+    """Masks the given secret values and any credential-shaped text."""
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        forms: set[str] = set()
+        for s in secrets:
+            s = (s or "").strip()
+            if len(s) < _MIN_SECRET:
+                continue
+            forms |= {s, repr(s)[1:-1], quote(s, safe=""), s.encode("unicode_escape").decode("ascii")}
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted(forms, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for s in self._secrets:
+            text = text.replace(s, MASK)
+        text = _SCHEMES.sub(lambda m: f"{m[1]}{m[2]}{MASK}" if m[3] != MASK else m[0], text)
+        return _FIELDS.sub(lambda m: f"{m[1]}{MASK}" if not m[2].startswith(MASK) else m[0], text)
+
+    def extended(self, secrets: Iterable[str | None]) -> Redactor:
+        new = Redactor(secrets)
+        new._secrets = sorted(set(self._secrets) | set(new._secrets), key=len, reverse=True)
+        return new
+
+
+def from_env(names: Iterable[str]) -> Redactor:
+    """A Redactor for the values of the named environment variables (those that are set)."""
+    return Redactor(os.environ.get(n) for n in names)
+
+
+def redact(text: str, redactor: Redactor | None = None) -> str:
+    """``text`` without secrets: the known ones of ``redactor`` and credential-shaped ones always."""
+    return (redactor or _PATTERNS_ONLY)(text)
+
+
+def error_text(exc: BaseException, redactor: Redactor | None = None, limit: int = 1000) -> str:
+    """``Type: message`` of an exception, redacted and cut to ``limit``: what last_error and logs hold."""
+    return redact(f"{type(exc).__name__}: {exc}", redactor)[:limit]
+
+
+_PATTERNS_ONLY = Redactor()
