@@ -32,6 +32,7 @@ from logpull_dagster.deliver import deliver_window
 from logpull_dagster.ledger import WindowAudit, audit_window
 from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
 from logpull_dagster.resources import FileSiem, SqliteCheckpoints
+from logpull_dagster.sources import SourceError
 from logpull_dagster.windows import Window, key_for_window, rfc3339, window_for_key
 
 # backfill_policy is marked beta in Dagster 1.13; single-run ranges are what we rely on, knowingly.
@@ -143,8 +144,8 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
         required_resource_keys={api_key, "checkpoints", "landing"},
         group_name="logs",
         kinds={src.type},
-        description=f"{src.type} `{src.application}` audit events, pulled window by window with a "
-                    f"checkpoint after every page (source `{src.name}`).",
+        description=f"{src.demo_notice}{src.type} `{src.application}` audit events, pulled window by window "
+                    f"with a checkpoint after every page (source `{src.name}`).",
         tags={"logpull/source": src.name},
         pool=src.effective_pool,
         # A range (CLI --partition-range, a UI backfill) runs as one run that reads window after window,
@@ -281,16 +282,32 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
             log("info", f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
                         f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
 
-    source = getattr(context.resources, api_key).open()
+    api = getattr(context.resources, api_key)
+    if not getattr(api, "tls_verify", True):
+        log("warning", f"{src.name}: tls_verify is false: the API's certificate is NOT checked, so anyone on the "
+                       f"path can read the credential and forge events; use ca_file for a private CA")
+    try:
+        source = api.open()
+    except SourceError as e:  # the credential cannot be sent at all: no request was made
+        _forget(run_id, src.name)
+        raise dg.Failure(description=f"window {window} of {src.name!r}: {e}", allow_retries=False) from None
     try:
         result = pull_window(
             source, window, source_name=src.name, checkpoints=context.resources.checkpoints.store,
             landing=context.resources.landing.store, owner=run_id, lease_ttl=src.lease_ttl.total_seconds(),
             lease_wait=src.effective_lease_wait.total_seconds(),
-            time_budget=src.time_budget.total_seconds(), on_page=progress,
+            time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(),
         )
     except BudgetExhausted as e:
         tally.add(e.result)
+        if not e.progress:  # read nothing new: a fault, not a budget (see BudgetExhausted)
+            tally.faults += 1
+            if tally.faults > src.retries:
+                _forget(run_id, src.name)
+                raise dg.Failure(f"{e}; it read no page in its budget {tally.faults} times", allow_retries=False) \
+                    from None
+            raise dg.RetryRequested(max_retries=context.retry_number + 1,
+                                    seconds_to_wait=src.retry_delay.total_seconds()) from None
         tally.budget_retries += 1
         log("warning", str(e))
         if tally.budget_retries > MAX_BUDGET_RETRIES:
@@ -302,6 +319,12 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
         _forget(run_id, src.name)
         raise dg.Failure(description=str(e), allow_retries=False) from None
     except PullFailed as e:
+        if e.permanent:  # retrying now cannot help (see PullFailed): fail the window at once
+            _forget(run_id, src.name)
+            raise dg.Failure(
+                description=f"{e}. Not retried: this will not get better by itself; the checkpoint is kept.",
+                metadata={"window": str(window)}, allow_retries=False,
+            ) from None
         tally.faults += 1
         if tally.faults <= src.retries:
             wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
@@ -369,7 +392,8 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
         required_resource_keys={"checkpoints", "landing", "siem"},
         group_name="siem",
         kinds={"jsonl"},
-        description=f"The window's landed `{src.name}` events delivered to the SIEM sink, each once.",
+        description=f"{src.demo_notice}The window's landed `{src.name}` events delivered to the SIEM sink, "
+                    f"each once.",
         tags={"logpull/source": src.name},
         retry_policy=dg.RetryPolicy(max_retries=src.retries, delay=src.retry_delay.total_seconds(),
                                     backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),

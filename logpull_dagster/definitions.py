@@ -36,6 +36,7 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
             base_url=src.base_url,
             application=src.application,
             access_token=dg.EnvVar(src.access_token.env),
+            access_token_env=src.access_token.env,
             page_size=src.page_size,
             http_timeout_seconds=src.http_timeout.total_seconds(),
             http_attempts=src.http_attempts,

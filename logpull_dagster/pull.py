@@ -33,28 +33,38 @@ import gc
 import hashlib
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from logpull_dagster import json_codec
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
+from logpull_dagster.redact import Redactor, error_text, redact
+from logpull_dagster.sources import Event, LogSource, Page, SourceError, TokenRejected
 from logpull_dagster.windows import Window, epoch_us, rfc3339, rfc3339_ms
 
 # A window whose token is rejected again and again is not converging; fail it rather than loop.
 MAX_TOKEN_RESTARTS = 3
+# Cursors of the pass kept across budget retries (to catch a cycle longer than one attempt): 16 hex
+# characters each, written once per budget, not per page.
+MAX_KEPT_CURSORS = 20_000
 
 
 class BudgetExhausted(Exception):
-    """The attempt spent its time budget; progress is checkpointed, retry to resume from the token."""
+    """The attempt spent its time budget; progress is checkpointed, retry to resume from the token.
+
+    ``progress``: the attempt moved the cursor to pages not read before in this pass. The loop fails a
+    window whose API repeats a cursor, so every attempt that read a page made progress; one that read
+    none did not, and must not be retried as if it had.
+    """
 
     def __init__(self, result: PullResult) -> None:
         self.result = result
+        self.progress = result.pages_read > 0
         super().__init__(
             f"window {result.window} of {result.source!r}: time budget spent after {result.pages_read} pages "
             f"this attempt; checkpointed at page {result.checkpoint.pages_read + 1} of the pass, "
@@ -63,7 +73,15 @@ class BudgetExhausted(Exception):
 
 
 class PullFailed(RuntimeError):
-    """Reading a page failed; nothing of that page was landed or checkpointed."""
+    """Reading a page failed; nothing of that page was landed or checkpointed. The message is redacted.
+
+    ``permanent``: retrying now cannot help (credentials refused, a redirect, an API that loops); the
+    window fails at once and keeps its checkpoint for the next run.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
 
 
 @dataclass
@@ -134,17 +152,25 @@ def pull_window(
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
     on_page: Callable[[Progress], None] | None = None,
+    redactor: Redactor | None = None,
 ) -> PullResult:
     """Read ``window`` from its checkpoint until the API has no next page (see the module docstring).
 
-    Raises BudgetExhausted (retry: it resumes), PullFailed (a page could not be read or trusted),
-    LeaseHeld (another run holds the window) or LeaseLost (another run took it over).
+    Raises BudgetExhausted (retry: it resumes), PullFailed (a page could not be read or trusted, or
+    anything else went wrong: its text redacted by ``redactor``), LeaseHeld (another run holds the
+    window) or LeaseLost (another run took it over).
     """
     t0 = monotonic()
     cp = acquire(checkpoints, source_name, "pull", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
+    # The pass's cursors kept by a budget retry: in memory for this attempt, out of every commit.
+    kept = cp.stats.get("pass_cursors") if cp.cursor is not None else None
+    if "pass_cursors" in cp.stats:
+        cp = dataclasses.replace(cp, stats={k: v for k, v in cp.stats.items() if k != "pass_cursors"})
     run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
                      PullResult(source_name, window, cp))
+    if isinstance(kept, dict):
+        run.seen.update({str(k): int(v) for k, v in kept.items() if isinstance(v, int)})
     result = run.result
     # A page of 1,000 events allocates ~100k small objects; with Dagster loaded, each full collection
     # walks the whole heap again (measured: ~40% of the pull). Objects alive now are long-lived: move
@@ -171,19 +197,24 @@ def pull_window(
         result.checkpoint = checkpoints.release(run.cp, now=clock())
         result.elapsed = monotonic() - t0
         return result
-    except BudgetExhausted:
-        raise
-    except LeaseLost:
+    except (BudgetExhausted, LeaseLost):
         raise
     except BaseException as e:
         # Record why, keep the cursor: the next attempt resumes where this one stopped.
+        text = error_text(e, redactor)
         failed = dataclasses.replace(
-            run.cp, status="complete" if run.cp.status == "complete" else "failed",
-            last_error=f"{type(e).__name__}: {e}"[:1000],
+            run.cp, status="complete" if run.cp.status == "complete" else "failed", last_error=text,
         )
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(failed, now=clock())
-        raise
+        if isinstance(e, PullFailed):
+            raise PullFailed(redact(str(e), redactor), permanent=e.permanent) from None
+        if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit: not ours to turn into a fault
+            raise
+        # Anything else (a full disk, a bug) is a fault of this attempt. Its text may hold what an API
+        # or a library put in it: it leaves redacted, with where it happened, never with the original.
+        where = redact("".join(traceback.format_exception(e)[-6:]), redactor)
+        raise PullFailed(f"window {window} of {source_name!r}: {text}\n{where}") from None
     finally:
         gc.unfreeze()
 
@@ -201,28 +232,43 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     if landing_page is not None:
                         run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
                         landing_page = None
-                    result.checkpoint = run.cp = run.store.release(run.cp, now=run.clock())
+                    kept = dict(list(run.seen.items())[-MAX_KEPT_CURSORS:])
+                    result.checkpoint = run.store.release(
+                        dataclasses.replace(run.cp, stats={**run.cp.stats, "pass_cursors": kept}), now=run.clock())
                     result.elapsed = monotonic() - t0
                     raise BudgetExhausted(result)
                 cp = run.cp
                 page_no = cp.pages_read + 1
+                if cp.cursor is not None:
+                    run.seen.setdefault(_cursor_digest(cp.cursor), page_no)
+                # After the attempt's first page, no HTTP retry (or its wait) may run past the budget.
+                deadline = t0 + time_budget if result.pages_read and time_budget != float("inf") else None
                 try:
-                    page = run.source.fetch_page(window, cp.cursor)
-                    if cp.cursor is not None and page.next_cursor == cp.cursor and not page.items:
-                        raise BadPage("the API returned the page token it was sent, with no items "
-                                      "(a known Reports API bug); stopping instead of looping")
+                    page = run.source.fetch_page(window, cp.cursor, deadline)
                 except TokenRejected as e:
                     if result.token_restarts >= MAX_TOKEN_RESTARTS:
                         raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
                                          f"{result.token_restarts} restarts from page one did not help") from None
                     # Restart the pass from page one; ids already landed keep the result exact.
                     result.token_restarts += 1
+                    run.seen.clear()
                     run.commit(lambda c: dataclasses.replace(c, cursor=None, pages_read=0,
                                                              stats=_bump(c.stats, "token_restarts", 1)))
                     continue
                 except SourceError as e:
-                    raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
-                                     f"nothing of this page was landed or checkpointed") from None
+                    if deadline is not None and monotonic() >= deadline:
+                        continue  # retries cut short by the budget, not failed: the check above stops the attempt
+                    raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; nothing of this "
+                                     f"page was landed or checkpointed", permanent=e.permanent) from None
+                if page.next_cursor is not None:
+                    first_seen = run.seen.get(_cursor_digest(page.next_cursor))
+                    if first_seen is not None:
+                        raise PullFailed(
+                            f"window {window} of {source_name!r}, page {page_no}: the API's next page token is "
+                            f"the one it gave for page {first_seen} of this pass: it is looping "
+                            f"({page_no - first_seen + 1} pages in a cycle); stopping. Nothing of this page was "
+                            f"landed or checkpointed; "
+                            f"`logpull reset` restarts the window from page one", permanent=True) from None
                 result.pages_read += 1
                 result.http_retries += page.http_retries
 
@@ -260,6 +306,8 @@ class _WindowRun:
         self.store, self.landing, self.lease_ttl, self.clock, self.result = store, landing, lease_ttl, clock, result
         self.cp = result.checkpoint
         self._lock = threading.Lock()
+        # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
+        self.seen: dict[str, int] = {}
 
     def commit(self, change: Callable[[Checkpoint], Checkpoint],
                landed_ids: list[tuple[int, bytes]] | None = None) -> None:
@@ -294,8 +342,8 @@ class _WindowRun:
         page_seq = self.cp.page_seq  # only this thread moves page_seq
         if fresh:
             pulled_at = rfc3339(dt.datetime.now(dt.UTC))
-            lines = [orjson.dumps({"id": ev.id, "time": ev.time_text or rfc3339_ms(ev.time), "pulled_at": pulled_at,
-                                   "event": ev.raw}) for _, _, ev in fresh]
+            lines = [json_codec.dumps({"id": ev.id, "time": ev.time_text or rfc3339_ms(ev.time),
+                                       "pulled_at": pulled_at, "event": ev.raw}) for _, _, ev in fresh]
             result.landed.append(self.landing.put_page(self.source_name, window, page_seq, self.cp.epoch, lines))
             result.pages_landed += 1
             result.events_landed += len(fresh)
@@ -345,6 +393,10 @@ def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:
     return {**stats, key: (value if isinstance(value, int) else 0) + n}
 
 
+def _cursor_digest(cursor: str) -> str:
+    return hashlib.blake2b(cursor.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
 def id_digest(event_id: str) -> bytes:
     """What the store keeps of an event id: 16 bytes of BLAKE2b (collisions: ~1e-26 per window at 1M events)."""
-    return hashlib.blake2b(event_id.encode(), digest_size=16).digest()
+    return hashlib.blake2b(event_id.encode("utf-8", "surrogatepass"), digest_size=16).digest()

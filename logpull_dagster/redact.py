@@ -72,3 +72,21 @@ def error_text(exc: BaseException, redactor: Redactor | None = None, limit: int 
 
 
 _PATTERNS_ONLY = Redactor()
+
+
+def clean_secret(name: str, value: str | None) -> str:
+    """The secret read from environment variable ``name``, ready for a header: surrounding whitespace
+    stripped (a secret mounted from a file ends with a newline), anything else that cannot go in a
+    header refused. Messages name the variable, never the value."""
+    from logpull_dagster.sources import InvalidSecret
+
+    secret = (value or "").strip()
+    if not secret:
+        raise InvalidSecret(f"the environment variable {name} is empty or unset; set it to the API credential")
+    for i, ch in enumerate(secret):
+        if not "\x21" <= ch <= "\x7e":
+            kind = "a space" if ch == " " else "a control character" if ord(ch) < 0x20 or ord(ch) == 0x7F \
+                else "a non-ASCII character"
+            raise InvalidSecret(f"the credential in {name} holds {kind} at position {i}, which cannot be sent in "
+                                f"an HTTP header; fix the variable's value (it is not shown here)")
+    return secret

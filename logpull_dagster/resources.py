@@ -13,8 +13,10 @@ from pydantic import PrivateAttr
 
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore
+from logpull_dagster.redact import Redactor, clean_secret
 from logpull_dagster.sinks.file import FileSink
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.http import DEFAULT_MAX_BYTES
 
 
 class SqliteCheckpoints(dg.ConfigurableResource):
@@ -62,20 +64,34 @@ class GoogleWorkspaceReports(dg.ConfigurableResource):
     """Admin SDK Reports API ``activities.list`` for one application.
 
     ``access_token`` comes from ``dg.EnvVar``: Dagster resolves it at run time and shows only the
-    variable's name in the UI; it never reaches logs or metadata.
+    variable's name (``access_token_env``) in the UI; it never reaches logs or metadata. Surrounding
+    whitespace is stripped (secrets mounted from files end with a newline); any other character a
+    header cannot hold fails the window naming the variable.
     """
 
     base_url: str
     application: str
     access_token: str
+    access_token_env: str = "the access token variable"
     page_size: int = 1000
     http_timeout_seconds: float = 30.0
     http_attempts: int = 6
     http_backoff_max_seconds: float = 60.0
+    max_page_bytes: int = DEFAULT_MAX_BYTES
+    ca_file: str | None = None
+    tls_verify: bool = True
 
     def open(self) -> GoogleWorkspaceSource:
+        """A source for one attempt; raises InvalidSecret if the credential cannot be sent."""
         return GoogleWorkspaceSource(
-            base_url=self.base_url, application=self.application, access_token=self.access_token,
+            base_url=self.base_url, application=self.application,
+            access_token=clean_secret(self.access_token_env, self.access_token),
             page_size=self.page_size, timeout=self.http_timeout_seconds, http_attempts=self.http_attempts,
             backoff_initial=min(0.5, self.http_backoff_max_seconds), backoff_max=self.http_backoff_max_seconds,
+            max_page_bytes=self.max_page_bytes, credential=self.access_token_env, ca_file=self.ca_file,
+            tls_verify=self.tls_verify,
         )
+
+    def redactor(self) -> Redactor:
+        """Masks this resource's credential (as configured and as sent) in any text."""
+        return Redactor([self.access_token])

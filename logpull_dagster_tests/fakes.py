@@ -45,7 +45,7 @@ class FakeSource:
     token_epoch: int = 0
     ordering: str = "newest_first"
 
-    def fetch_page(self, window: Window, cursor: str | None) -> Page:
+    def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         self.calls.append(cursor)
         if self.fault is not None:
             self.fault(cursor, len(self.calls))

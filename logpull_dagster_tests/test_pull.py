@@ -166,21 +166,51 @@ def test_a_rejected_token_restarts_the_window_and_dedupe_keeps_it_exact(store, l
     assert res.checkpoint.stats["token_restarts"] == 1
 
 
-def test_a_token_echoed_with_no_items_fails_the_window_without_advancing(store, landing):
+@pytest.mark.parametrize("with_items", [True, False], ids=["with items", "no items"])
+def test_a_token_the_api_repeats_fails_the_window_at_once_without_advancing(store, landing, with_items):
     events = make_events(W, 95)
     src = FakeSource(events)
     real = src.fetch_page
 
-    def stuck(window, cursor):  # type: ignore[no-untyped-def]
+    def stuck(window, cursor, deadline=None):  # type: ignore[no-untyped-def]
         page = real(window, cursor)
-        return dataclasses.replace(page, items=[], next_cursor=cursor) if len(src.calls) == 3 else page
+        if len(src.calls) == 3:  # page 3 answers with the token it was sent
+            return dataclasses.replace(page, items=page.items if with_items else [], next_cursor=cursor)
+        return page
 
     src.fetch_page = stuck  # type: ignore[method-assign]
-    with pytest.raises(PullFailed, match=r"page 3: .*page token it was sent"):
+    with pytest.raises(PullFailed, match=r"page 3: the API's next page token is the one it gave for page 3") as e:
         pull(src, store, landing)
+    assert e.value.permanent and len(src.calls) == 3  # not read again and again
     cp = store.get("s", "pull", rfc3339(W.start))
     assert cp is not None and (cp.status, cp.pages_read, cp.page_seq, cp.cursor) == ("failed", 2, 2, "0:20")
-    assert "page token it was sent" in (cp.last_error or "")
+    assert "it is looping" in (cp.last_error or "")
+
+
+def test_a_cycle_of_tokens_is_caught_even_across_budget_retries(store, landing):
+    """Page 6 points back at page 3's token: a cycle of 4 pages that one attempt (2 pages) cannot see."""
+    events = make_events(W, 95)
+    src = FakeSource(events)
+    real = src.fetch_page
+    clock = [0.0]
+
+    def looping(window, cursor, deadline=None):  # type: ignore[no-untyped-def]
+        clock[0] += 1.0  # each page takes a second of the budget
+        page = real(window, cursor)
+        return dataclasses.replace(page, next_cursor="0:20") if cursor == "0:50" else page
+
+    src.fetch_page = looping  # type: ignore[method-assign]
+    budgets = 0
+    with pytest.raises(PullFailed, match=r"page 6: the API's next page token is the one it gave for page 3") as e:
+        for _ in range(10):
+            try:
+                pull(src, store, landing, time_budget=2.0, monotonic=lambda: clock[0])
+            except BudgetExhausted as b:
+                assert b.progress
+                budgets += 1
+    assert e.value.permanent and budgets == 2 and len(src.calls) == 6
+    cp = store.get("s", "pull", rfc3339(W.start))
+    assert "pass_cursors" not in cp.stats  # kept only between the attempts of a budget retry
 
 
 def test_a_bad_page_lands_nothing_and_the_next_attempt_resumes_at_it(store, landing):

@@ -40,7 +40,13 @@ class Page:
 
 
 class SourceError(RuntimeError):
-    """Reading a page failed; nothing from that page may be landed or checkpointed."""
+    """Reading a page failed; nothing from that page may be landed or checkpointed.
+
+    ``permanent``: retrying in seconds cannot help (a refused credential, a redirect, an untrusted
+    certificate), so the window fails at once instead of spending its retries against the API.
+    """
+
+    permanent = False
 
 
 class BadPage(SourceError):
@@ -56,16 +62,31 @@ class SourceUnavailable(SourceError):
 
 
 class SourceRequestError(SourceError):
-    """The API refused the request for good (401, 403, 404, a 400 not about the token)."""
+    """The API refused the request for good (404, a 400 not about the token, a redirect, bad TLS)."""
+
+    permanent = True
+
+
+class InvalidSecret(SourceRequestError):
+    """The configured credential cannot be sent at all (empty, or a character a header cannot hold)."""
+
+
+class CredentialsRefused(SourceRequestError):
+    """401/403: the credential is wrong, expired or lacks the scope. ``api_message``: the start of the
+    API's answer, which may echo the credential: redact before writing it anywhere."""
+
+    def __init__(self, message: str, *, status: int, api_message: bytes = b"") -> None:
+        self.status, self.api_message = status, api_message
+        super().__init__(message)
 
 
 class LogSource(Protocol):
     #: ``newest_first`` (Google, Slack) or ``oldest_first`` (Okta, GitHub with order=asc)
     ordering: Literal["newest_first", "oldest_first"]
 
-    def fetch_page(self, window: Window, cursor: str | None) -> Page:
-        """The page at ``cursor`` (None: the first page) of the query for ``window``; raises BadPage
-        unless every item has a usable id and time."""
+    def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
+        """The page at ``cursor`` (None: the first page) of the query for ``window``, read before
+        ``deadline`` (time.monotonic) if given; raises BadPage unless every item has a usable id and time."""
         ...
 
     def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
@@ -79,5 +100,5 @@ class LogSource(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["BadPage", "Event", "LogSource", "Page", "SourceError", "SourceRequestError",
-           "SourceUnavailable", "TokenRejected"]
+__all__ = ["BadPage", "CredentialsRefused", "Event", "InvalidSecret", "LogSource", "Page", "SourceError",
+           "SourceRequestError", "SourceUnavailable", "TokenRejected"]

@@ -12,7 +12,10 @@ What the API does that matters here (Google's docs and field reports):
 * An empty result has no ``items`` key at all; the last page has no ``nextPageToken``.
 * Throttling is 429 or 503, with or without Retry-After (retried by the shared client).
 * Tokens are opaque and tied to their query; a rejected one is a 400. Known bug: the API can return
-  the token it was sent with no items; the pull loop treats that as a bad page instead of looping.
+  the token it was sent with no items; that page fails as bad here instead of looping (a token that
+  repeats *with* items, or any cycle of tokens, is caught by the pull loop for every source).
+* Strings in events are user-controlled (names, emails, document titles): a page may carry a lone
+  surrogate escape or a huge integer; ``json_codec`` reads both exactly.
 """
 
 from __future__ import annotations
@@ -22,17 +25,18 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import orjson
 
+from logpull_dagster import json_codec
 from logpull_dagster.sources import (
     BadPage,
+    CredentialsRefused,
     Event,
     Page,
     SourceRequestError,
     SourceUnavailable,
     TokenRejected,
 )
-from logpull_dagster.sources.http import RetryableStatus, RetryingClient, describe
+from logpull_dagster.sources.http import DEFAULT_MAX_BYTES, RetryableStatus, RetryingClient, describe
 from logpull_dagster.windows import Window, parse_time, rfc3339
 
 
@@ -48,43 +52,50 @@ class GoogleWorkspaceSource:
 
     def __init__(self, *, base_url: str, application: str, access_token: str, page_size: int = 1000,
                  timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
-                 backoff_max: float = 60.0) -> None:
+                 backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
+                 credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True) -> None:
         self.application, self.page_size = application, page_size
         self.path = f"/admin/reports/v1/activity/users/all/applications/{quote(application, safe='')}"
         self._http = RetryingClient(
             base_url, {"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
+            max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify,
         )
 
     def close(self) -> None:
         self._http.close()
 
-    def fetch_page(self, window: Window, cursor: str | None) -> Page:
+    def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         params: dict[str, str | int] = {
             "startTime": rfc3339(window.start), "endTime": rfc3339(window.end), "maxResults": self.page_size,
         }
         if cursor is not None:
             params["pageToken"] = cursor
         try:
-            res = self._http.get(self.path, params)
+            res = self._http.get(self.path, params, deadline=deadline)
         except (RetryableStatus, httpx.TransportError) as e:
             raise SourceUnavailable(
-                f"Reports API {self.application}: still failing after {self._http.attempts} attempts "
+                f"Reports API {self.application}: still failing after {self._http.last_attempts} attempts "
                 f"(last: {describe(e)})"
             ) from None
-        r = res.response
-        if r.status_code == 400 and cursor is not None:
-            raise TokenRejected(f"Reports API rejected the page token: {_error_message(r)}")
-        if r.status_code != 200:
-            raise SourceRequestError(f"Reports API answered HTTP {r.status_code}: {_error_message(r)}")
-        items, token = self.parse_page(r.content)
-        return Page(items, token, r.content, res.retries, res.reasons)
+        except CredentialsRefused as e:
+            raise CredentialsRefused(f"{e}; the Reports API said: {_error_message(e.api_message)}",
+                                     status=e.status) from None
+        if res.status == 400 and cursor is not None:
+            raise TokenRejected(f"Reports API rejected the page token: {_error_message(res.content)}")
+        if res.status != 200:
+            raise SourceRequestError(f"Reports API answered HTTP {res.status}: {_error_message(res.content)}")
+        items, token = self.parse_page(res.content)
+        if cursor is not None and token == cursor and not items:
+            raise BadPage("the API returned the page token it was sent, with no items "
+                          "(a known Reports API bug); stopping instead of looping")
+        return Page(items, token, res.content, res.retries, res.reasons)
 
     def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
         try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadPage(f"response is not JSON (starts with {body[:60]!r})") from None
+            doc = json_codec.loads(body)
+        except json_codec.JSONError as e:
+            raise BadPage(f"response is not JSON: {e}") from None
         if not isinstance(doc, dict):
             raise BadPage(f"response is a JSON {type(doc).__name__}, not an object")
         items = doc.get("items", [])
@@ -117,9 +128,9 @@ class GoogleWorkspaceSource:
         return out
 
 
-def _error_message(r: httpx.Response) -> str:
-    """Google's error message, or the start of the body; never the request headers."""
+def _error_message(body: bytes) -> str:
+    """Google's error message, or the start of the body (which the caller redacts: it may echo a header)."""
     try:
-        return str(orjson.loads(r.content)["error"]["message"])[:300]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
-        return r.text[:200]
+        return str(json_codec.loads(body)["error"]["message"])[:300]
+    except (json_codec.JSONError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
