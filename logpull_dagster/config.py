@@ -1,9 +1,13 @@
 """The config file: the public contract of logpull-dagster.
 
 ``LOGPULL_CONFIG`` names a YAML file; without it ``./logpull.yaml`` is used; with neither, the demo
-config (one Google Workspace ``login`` source read from the bundled simulator). Every key is checked
-when the file is loaded, so a typo fails ``dagster dev`` at once with the key and the fix, instead of
-a window failing at 3 a.m. Relative paths are relative to the config file's folder.
+config (one Google Workspace ``login`` source read from the bundled simulator), loudly: a
+``DemoConfigWarning`` on stderr once per process, and ``is_demo`` set so the assets say so in the UI
+(``logpull status`` and ``logpull reset`` refuse to run on it). Every key is checked when the file is
+loaded, so a typo fails ``dagster dev`` at once with the key and the fix, instead of a window failing at
+3 a.m.: unknown and duplicate keys, durations that are negative, zero where zero makes no sense, or too
+long, a ``start`` more than one window in the future, and paths that cannot be created or read.
+Relative paths are relative to the config file's folder. Loading creates nothing.
 
 Secrets are only ever *named* (``access_token: {env: GWS_ACCESS_TOKEN}``); their values are read
 by Dagster at run time (``dg.EnvVar``) and never pass through this module.
@@ -14,26 +18,48 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import ssl
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from logpull_dagster.windows import is_aligned, parse_duration, parse_time
+from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_duration, parse_time, rfc3339
 
 DEFAULT_CONFIG_FILE = "logpull.yaml"
 DEMO_SIMULATOR_URL = "http://127.0.0.1:8765"
+# The longest duration any key takes: longer is a typo, and would overflow the date arithmetic later.
+MAX_DURATION = dt.timedelta(days=3650)
 
 
 class ConfigError(ValueError):
     """The config file is wrong; the message names the key and what is allowed."""
 
 
+class DemoConfigWarning(UserWarning):
+    """No config file was found and the built-in demo config is in use (see ``load_config``)."""
+
+
 def _duration(value: Any) -> dt.timedelta:
-    if isinstance(value, dt.timedelta):
-        return value
-    return parse_duration(value)
+    td = value if isinstance(value, dt.timedelta) else parse_duration(value)
+    if td < dt.timedelta(0):
+        raise ValueError("a duration cannot be negative")
+    if td > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {MAX_DURATION.days}d, the longest duration allowed")
+    return td
 
 
 Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
@@ -72,6 +98,13 @@ class SourceConfig(_Strict):
     http_attempts: int = Field(default=6, ge=1, le=50)
     http_timeout: Duration = dt.timedelta(seconds=30)
     http_backoff_max: Duration = dt.timedelta(seconds=60)
+    # The most bytes one API response may decode to; a larger page fails clearly instead of exhausting memory.
+    max_page_bytes: int = Field(default=64 * 2**20, ge=1024, le=2**30)
+    # A PEM file of CA certificates, for an API (or proxy) behind a private CA. Checked when the config
+    # loads; the resolved absolute path is `ca_path`.
+    ca_file: str | None = None
+    # false turns certificate checks off; every run logs a warning.
+    tls_verify: StrictBool = True
     # The orchestrator: one schedule per source (see schedules.py).
     schedule: str = "*/15 * * * *"
     max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
@@ -92,6 +125,10 @@ class SourceConfig(_Strict):
     # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.
     pool: str | None = None
 
+    # Set by LogpullConfig when it is validated (they depend on where the config came from).
+    _demo: bool = PrivateAttr(default=False)
+    _ca_path: Path | None = PrivateAttr(default=None)
+
     @field_validator("start", mode="before")
     @classmethod
     def _start(cls, value: Any) -> dt.datetime:
@@ -103,6 +140,46 @@ class SourceConfig(_Strict):
             return parse_time(str(value))
         except ValueError:
             raise ValueError("must be an RFC 3339 time such as 2026-11-01T00:00:00Z") from None
+
+    @field_validator("start")
+    @classmethod
+    def _start_window(cls, value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+        cadence = info.data.get("cadence")
+        if cadence is None:  # cadence itself is wrong; that error is reported
+            return value
+        if not is_aligned(cadence, value):
+            unit = "a whole UTC hour" if cadence == "hourly" else "a UTC midnight"
+            raise ValueError(f"start {value.isoformat()} must be {unit} for cadence {cadence}")
+        now = dt.datetime.now(UTC)
+        step = CADENCE_STEP[cadence]
+        if value - now > step:
+            window = "an hour" if cadence == "hourly" else "a day"
+            raise ValueError(f"{rfc3339(value)} is more than one window ({window}) after now ({rfc3339(now)}); "
+                             f"start is the first window to pull, so no window would be due until then")
+        return value
+
+    @field_validator("http_timeout", "time_budget", "lease_ttl", "http_backoff_max", "lookback_every",
+                     "freshness_interval", "delivery_interval", "max_delay")
+    @classmethod
+    def _positive(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a PEM file of CA certificates, or be left out")
+        return value
+
+    @field_validator("tls_verify")
+    @classmethod
+    def _tls_verify(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("ca_file") is not None:
+            raise ValueError("false turns certificate checks off, so ca_file would be ignored; "
+                             "keep ca_file and remove tls_verify: false, or remove ca_file")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -128,16 +205,26 @@ class SourceConfig(_Strict):
             raise ValueError(f"{value!r} is not a cron string; write it like '*/15 * * * *'")
         return value
 
-    @model_validator(mode="after")
-    def _aligned(self) -> SourceConfig:
-        if not is_aligned(self.cadence, self.start):
-            unit = "a whole UTC hour" if self.cadence == "hourly" else "a UTC midnight"
-            raise ValueError(f"start {self.start.isoformat()} must be {unit} for cadence {self.cadence}")
-        if self.time_budget.total_seconds() <= 0:
-            raise ValueError("time_budget must be positive")
-        if self.lease_ttl.total_seconds() <= 0:
-            raise ValueError("lease_ttl must be positive")
-        return self
+    @property
+    def is_demo(self) -> bool:
+        """True when the source comes from the built-in demo config (no config file was found)."""
+        return self._demo
+
+    @property
+    def demo_notice(self) -> str:
+        """A Markdown paragraph that starts the source's asset descriptions under the demo config, else ""."""
+        if not self._demo:
+            return ""
+        return (f"**DEMO config**: no config file was found (LOGPULL_CONFIG unset, no ./logpull.yaml), so this "
+                f"reads the bundled simulator at {self.base_url}, not a real API. Set LOGPULL_CONFIG to your "
+                f"config file.\n\n")
+
+    @property
+    def ca_path(self) -> Path | None:
+        """``ca_file`` resolved against the config file's folder (absolute), or None."""
+        if self.ca_file is None:
+            return None
+        return self._ca_path or Path(self.ca_file).expanduser().resolve()
 
     @property
     def effective_lease_wait(self) -> dt.timedelta:
@@ -171,14 +258,26 @@ class LogpullConfig(_Strict):
     # Folder that relative paths are resolved against (the config file's folder).
     base_dir: str = "."
 
+    _demo: bool = PrivateAttr(default=False)
+
     @model_validator(mode="after")
-    def _unique_names(self) -> LogpullConfig:
+    def _unique_names(self, info: ValidationInfo) -> LogpullConfig:
         seen: set[str] = set()
         for s in self.sources:
             if s.name in seen:
                 raise ValueError(f"two sources are named {s.name!r}; names must be unique")
             seen.add(s.name)
+        # Where the config came from, recorded on the sources too: the assets see only their source.
+        self._demo = bool((info.context or {}).get("demo"))
+        for s in self.sources:
+            s._demo = self._demo
+            s._ca_path = self.resolve(s.ca_file) if s.ca_file is not None else None
         return self
+
+    @property
+    def is_demo(self) -> bool:
+        """True when this is the built-in demo config (no config file was found)."""
+        return self._demo
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -239,15 +338,114 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     return f"{key}: {msg.removeprefix('Value error, ')}"
 
 
-def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".") -> LogpullConfig:
+def _exists(path: Path) -> bool:
+    return os.path.exists(path)  # False, not PermissionError, under a folder this user cannot read
+
+
+def _cannot_create(path: Path, kind: Literal["file", "folder"]) -> str | None:
+    """Why ``path`` (a file or a folder the pipeline creates on first use) cannot be, or None.
+
+    Creates nothing: walks up to the nearest existing ancestor, which must be a writable folder."""
+    if _exists(path):
+        if kind == "file" and os.path.isdir(path):
+            return f"{path} is a folder; name the database file, e.g. {path / 'checkpoints.db'}"
+        if kind == "folder" and not os.path.isdir(path):
+            return f"{path} exists and is not a folder"
+        return None
+    ancestor = path.parent
+    while not _exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        return f"{path} cannot be created: {ancestor} is a file, not a folder"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"{path} cannot be created: this user cannot write to {ancestor}"
+    return None
+
+
+def _cannot_read_ca(path: Path) -> str | None:
+    if not _exists(path):
+        return f"{path} does not exist (relative paths are relative to the config file's folder)"
+    if not os.path.isfile(path):
+        return f"{path} is not a file; name a PEM file of CA certificates"
+    if not os.access(path, os.R_OK):
+        return f"{path} is not readable by this user"
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except (ssl.SSLError, OSError) as e:
+        return f"{path} holds no PEM CA certificate ({getattr(e, 'reason', None) or e})"
+    return None
+
+
+def _path_problems(cfg: LogpullConfig) -> list[str]:
+    """Every path of the config that cannot be used, as ``key: why`` lines."""
+    out = []
+    for key, path, kind in (("checkpoints.path", cfg.checkpoints.path, "file"),
+                            ("landing.path", cfg.landing.path, "folder"), ("siem.path", cfg.siem.path, "folder")):
+        why = _cannot_create(cfg.resolve(path), kind)  # type: ignore[arg-type]
+        if why:
+            out.append(f"{key}: {why}")
+    for i, src in enumerate(cfg.sources):
+        if src.ca_path is not None and (why := _cannot_read_ca(src.ca_path)):
+            out.append(f"sources[{i}] ({src.name}).ca_file: {why}")
+    return out
+
+
+def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".", demo: bool = False) -> LogpullConfig:
     """Validate a parsed YAML document; raise ConfigError naming every wrong key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping with a 'sources' list")
     try:
-        return LogpullConfig.model_validate({**raw, "base_dir": base_dir})
+        cfg = LogpullConfig.model_validate({**raw, "base_dir": base_dir}, context={"demo": demo})
     except ValidationError as e:
         lines = "\n".join(f"  - {_describe(err, raw)}" for err in e.errors())
         raise ConfigError(f"{origin} is invalid:\n{lines}") from None
+    problems = _path_problems(cfg)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ConfigError(f"{origin} is invalid:\n{lines}")
+    return cfg
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key written twice in one mapping (PyYAML keeps the last one
+    silently, so the earlier setting would be ignored without a word). Merge keys (``<<``) may still
+    be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            line = key_node.start_mark.line + 1
+            if first is not None:
+                raise _DuplicateKey(f"line {line}: the key {key!r} is written twice in one mapping (first on "
+                                    f"line {first}); YAML would silently keep only the last one, so remove one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+
+
+_demo_warned = False
+
+
+def _warn_demo(cfg: LogpullConfig) -> None:
+    """Say once per process, on stderr, that the demo config is in use."""
+    global _demo_warned
+    if _demo_warned:
+        return
+    _demo_warned = True
+    warnings.warn(DemoConfigWarning(
+        f"logpull: no config file (LOGPULL_CONFIG unset, no ./logpull.yaml in {os.getcwd()}): using the built-in "
+        f"DEMO config, reading the bundled simulator at {cfg.sources[0].base_url} and keeping its state in "
+        f"{cfg.resolve(cfg.checkpoints.path).parent}; set LOGPULL_CONFIG to your config file"), stacklevel=3)
 
 
 def config_path() -> Path | None:
@@ -263,11 +461,17 @@ def config_path() -> Path | None:
 
 
 def load_config(path: Path | None = None) -> LogpullConfig:
+    """The config in ``path``, else the file in force (``config_path``), else the demo config, with a
+    ``DemoConfigWarning`` (once per process) and ``is_demo`` set."""
     path = path if path is not None else config_path()
     if path is None:
-        return parse_config(demo_config(), origin="the built-in demo config", base_dir=os.getcwd())
+        cfg = parse_config(demo_config(), origin="the built-in demo config", base_dir=os.getcwd(), demo=True)
+        _warn_demo(cfg)
+        return cfg
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     return parse_config(raw, origin=str(path), base_dir=str(path.resolve().parent))

@@ -8,6 +8,7 @@ checkpoint row, a landed folder and a Dagster partition name the same thing with
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -105,24 +106,40 @@ def due_windows(cadence: str, first: dt.datetime, now: dt.datetime, settle_lag: 
 
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+# The longest duration a timedelta holds (999,999,999 days), in milliseconds.
+_MAX_MS = dt.timedelta.max.days * 86_400_000
 
 
 def parse_duration(value: str | int | float) -> dt.timedelta:
-    """``"15m"``, ``"1h30m"``, ``"60s"``, ``"500ms"``, ``"2d"`` or a number of seconds."""
+    """``"15m"``, ``"1h30m"``, ``"60s"``, ``"500ms"``, ``"2d"`` or a number of seconds.
+
+    Raises ValueError for anything else, including a negative, infinite or overflowing value (never a
+    raw OverflowError, so a config loader can name the key)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 15m, 1h, 60s or 2d")
     if isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a duration; write it like 15m, 1h, 60s, 500ms or 2d")
         if value < 0:
             raise ValueError("a duration cannot be negative")
-        return dt.timedelta(seconds=value)
+        try:
+            return dt.timedelta(seconds=value)
+        except OverflowError:
+            raise ValueError(f"{value!r} seconds is too long for a duration") from None
     text = value.strip().replace(" ", "")
-    pos, seconds = 0, 0.0
+    if text.startswith("-"):
+        raise ValueError(f"{value!r}: a duration cannot be negative; write it like 15m, 1h, 60s, 500ms or 2d")
+    pos, total_ms = 0, 0  # whole milliseconds: exact, and no float to overflow
     for m in _DURATION.finditer(text):
         if m.start() != pos:
             break
-        seconds += int(m.group(1)) * _UNITS[m.group(2)]
+        digits = m.group(1).lstrip("0") or "0"
+        total_ms += (int(digits) if len(digits) <= 20 else _MAX_MS + 1) * _UNITS_MS[m.group(2)]
         pos = m.end()
     if not text or pos != len(text):
         raise ValueError(f"{value!r} is not a duration; write it like 15m, 1h, 60s, 500ms or 2d")
-    return dt.timedelta(seconds=seconds)
+    if total_ms > _MAX_MS:
+        shown = repr(value) if len(value) <= 40 else repr(value[:30]) + f" (+{len(value) - 30} characters)"
+        raise ValueError(f"{shown} is too long for a duration")
+    return dt.timedelta(milliseconds=total_ms)

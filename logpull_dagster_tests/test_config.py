@@ -84,3 +84,237 @@ def test_config_file_selection(tmp_path, monkeypatch):
     write(tmp_path, EXAMPLE.replace("gws_login", "from_file"))
     monkeypatch.delenv("LOGPULL_CONFIG")
     assert load_config().sources[0].name == "from_file"  # ./logpull.yaml
+
+
+# ---- the demo config is loud ----------------------------------------------------------------------
+
+import datetime as dt  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+
+import logpull_dagster.config as config_module  # noqa: E402
+from logpull_dagster.config import DemoConfigWarning  # noqa: E402
+
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+@pytest.fixture
+def no_config(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """An empty working folder, no LOGPULL_CONFIG, and a process that has not warned yet."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOGPULL_CONFIG", raising=False)
+    monkeypatch.setattr(config_module, "_demo_warned", False)
+    return tmp_path
+
+
+def test_the_demo_config_warns_once_and_says_where_it_reads(no_config):
+    with pytest.warns(DemoConfigWarning, match=r"logpull: no config file \(LOGPULL_CONFIG unset, no \./logpull\.yaml"
+                      r".*built-in DEMO config, reading the bundled simulator at http://127\.0\.0\.1:8765.*"
+                      r"set LOGPULL_CONFIG to your config file"):
+        cfg = load_config()
+    assert cfg.is_demo and cfg.sources[0].is_demo
+    assert cfg.sources[0].demo_notice.startswith("**DEMO config**")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second load in the same process stays quiet
+        load_config()
+    assert list(no_config.iterdir()) == []  # loading created nothing (no ./.logpull)
+
+
+def test_a_config_file_is_not_the_demo(tmp_path, monkeypatch):
+    monkeypatch.setattr(config_module, "_demo_warned", False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cfg = load_config(write(tmp_path, EXAMPLE))
+    assert not cfg.is_demo and not cfg.sources[0].is_demo and cfg.sources[0].demo_notice == ""
+
+
+def test_the_assets_of_the_demo_config_say_so_in_their_description(no_config, tmp_path, monkeypatch):
+    from logpull_dagster.definitions import build_definitions  # may load (and warn about) the demo config
+
+    monkeypatch.setattr(config_module, "_demo_warned", False)
+    with pytest.warns(DemoConfigWarning):
+        demo = build_definitions(load_config())
+    for key in (["logs", "gws_login"], ["siem", "gws_login"]):
+        spec = demo.resolve_assets_def(key).specs_by_key[dg.AssetKey(key)]
+        assert spec.description.startswith("**DEMO config**: no config file was found"), spec.description
+        assert "127.0.0.1:8765" in spec.description and "LOGPULL_CONFIG" in spec.description
+    (tmp_path / "real").mkdir()
+    real = build_definitions(load_config(write(tmp_path / "real", EXAMPLE)))
+    spec = real.resolve_assets_def(["logs", "gws_login"]).specs_by_key[dg.AssetKey(["logs", "gws_login"])]
+    assert "DEMO" not in spec.description
+
+
+def test_the_dagster_cli_on_the_demo_config_warns_on_stderr(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LOGPULL_CONFIG"}
+    res = subprocess.run([DAGSTER, "asset", "list", "-m", "logpull_dagster"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("using the built-in DEMO config") == 1, res.stderr
+    assert "logs/gws_login" in res.stdout
+    write(tmp_path, EXAMPLE)  # ./logpull.yaml: quiet
+    res = subprocess.run([DAGSTER, "asset", "list", "-m", "logpull_dagster"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "DEMO" not in res.stderr, res.stderr
+
+
+# ---- refused at load time, naming the key -------------------------------------------------------
+
+import dagster as dg  # noqa: E402
+
+SRC = r"sources\[0\] \(gws_login\)"
+
+
+def with_key(text: str) -> str:
+    """EXAMPLE with ``text`` (one or more ``key: value`` lines) set in its source, replacing those keys."""
+    keys = {line.split(":")[0] for line in text.splitlines()}
+    kept = [x for x in EXAMPLE.splitlines(keepends=True) if x.strip().split(":")[0] not in keys]
+    lines = "".join(f"    {line}\n" for line in text.splitlines())
+    return "".join(kept).replace("checkpoints:", lines + "checkpoints:", 1)
+
+
+def hour_from_now(hours: int) -> str:
+    now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return (now + dt.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_start_more_than_one_window_in_the_future_is_refused(tmp_path):
+    start = 'start: "2026-11-01T00:00:00Z"'
+    # the next hour starts within one window of now: allowed (the config is written just before it)
+    load_config(write(tmp_path, EXAMPLE.replace(start, f'start: "{hour_from_now(1)}"')))
+    with pytest.raises(ConfigError, match=SRC + r"\.start: .* is more than one window \(an hour\) after now"):
+        load_config(write(tmp_path, EXAMPLE.replace(start, f'start: "{hour_from_now(2)}"')))
+    today = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    daily = EXAMPLE.replace("cadence: hourly", "cadence: daily")
+    load_config(write(tmp_path, daily.replace(start, f'start: "{(today + dt.timedelta(days=1)).isoformat()}"')))
+    with pytest.raises(ConfigError, match=SRC + r"\.start: .* is more than one window \(a day\) after now"):
+        load_config(write(tmp_path, daily.replace(start, f'start: "{(today + dt.timedelta(days=2)).isoformat()}"')))
+
+
+def test_a_key_written_twice_is_refused_with_its_line(tmp_path):
+    twice = EXAMPLE.replace("    settle_lag: 15m", "    settle_lag: 15m\n    settle_lag: 2h")
+    with pytest.raises(ConfigError, match=r"logpull\.yaml: line 10: the key 'settle_lag' is written twice in one "
+                                          r"mapping \(first on line 9\)"):
+        load_config(write(tmp_path, twice))
+    with pytest.raises(ConfigError, match=r"line 16: the key 'checkpoints' is written twice .*first on line 13"):
+        load_config(write(tmp_path, EXAMPLE + "checkpoints: {type: sqlite, path: other.db}\n"))
+    with pytest.raises(ConfigError, match=r"line 13: the key 'path' is written twice"):
+        load_config(write(tmp_path, EXAMPLE.replace("{type: sqlite, path: .logpull/checkpoints.db}",
+                                                    "{type: sqlite, path: a.db, path: b.db}")))
+    # a merge key (<<) may be overridden, as YAML intends
+    merged = EXAMPLE.replace("sources:\n", "defaults: &d {settle_lag: 1h}\nsources:\n", 1)
+    merged = merged.replace("  - name: gws_login", "  - <<: *d\n    name: gws_login")
+    with pytest.raises(ConfigError, match=r"defaults: unknown key"):  # parsed, then refused for the unknown key
+        load_config(write(tmp_path, merged))
+
+
+@pytest.mark.parametrize("key", ["http_timeout", "time_budget", "lease_ttl", "http_backoff_max", "lookback_every",
+                                 "freshness_interval", "delivery_interval", "max_delay"])
+def test_a_duration_that_must_be_positive_refuses_zero(tmp_path, key):
+    with pytest.raises(ConfigError, match=SRC + rf"\.{key}: must be longer than 0s"):
+        load_config(write(tmp_path, with_key(f"{key}: 0s")))
+    assert getattr(load_config(write(tmp_path, with_key(f"{key}: 1s"))).sources[0], key) == dt.timedelta(seconds=1)
+
+
+def test_durations_that_may_be_zero_and_negative_ones(tmp_path):
+    cfg = load_config(write(tmp_path, with_key("settle_lag: 0s\nretry_delay: 0s\nlookback: 0s\nlease_wait: 0s")))
+    src = cfg.sources[0]
+    assert src.settle_lag == src.retry_delay == src.lookback == src.effective_lease_wait == dt.timedelta(0)
+    for value in ("-5m", "-5"):
+        with pytest.raises(ConfigError, match=SRC + r"\.settle_lag: .*cannot be negative"):
+            load_config(write(tmp_path, EXAMPLE.replace("settle_lag: 15m", f"settle_lag: {value}")))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("99999999999999d", r"'99999999999999d' is too long for a duration"),
+    ("1" + "0" * 400 + "s", r"is too long for a duration"),
+    ("1.0e+300", r"too long for a duration"),
+    (".inf", r"is not a duration"),
+    (".nan", r"is not a duration"),
+    ("3651d", r"longer than 3650d, the longest duration allowed"),
+])
+def test_a_duration_too_long_is_named_not_an_overflow(tmp_path, value, message):
+    with pytest.raises(ConfigError, match=SRC + r"\.settle_lag: .*" + message):
+        load_config(write(tmp_path, EXAMPLE.replace("settle_lag: 15m", f"settle_lag: {value}")))
+
+
+def test_a_path_whose_folder_cannot_be_created_is_refused_and_nothing_is_created(tmp_path, monkeypatch):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    for key, line in (("checkpoints.path", "checkpoints: {type: sqlite, path: blocker/state/c.db}"),
+                      ("landing.path", "landing: {type: local, path: blocker/landing}"),
+                      ("siem.path", "siem: {type: file, path: blocker/siem}")):
+        section = key.split(".")[0]
+        text = "\n".join(line if x.startswith(section + ":") else x for x in EXAMPLE.splitlines()) + "\n"
+        with pytest.raises(ConfigError, match=rf"\n  - {key}: .*blocker/\S+ cannot be created: .*blocker is a file"):
+            load_config(write(tmp_path, text))
+    with pytest.raises(ConfigError, match=r"checkpoints\.path: .* is a folder; name the database file"):
+        load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/checkpoints.db", "path: .")))
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # os.access as a user who may not write to `locked` (the tests may run as root, who may write anywhere)
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    with pytest.raises(ConfigError, match=r"checkpoints\.path: .*locked/a/b/c\.db cannot be created: this user "
+                                          r"cannot write to .*locked$"):
+        load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/checkpoints.db", "path: locked/a/b/c.db")))
+    monkeypatch.undo()
+    cfg = load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/checkpoints.db", "path: locked/a/b/c.db")))
+    assert cfg.resolve(cfg.checkpoints.path) == locked / "a" / "b" / "c.db"
+    assert list(locked.iterdir()) == [] and not (tmp_path / ".logpull").exists()  # loading created nothing
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")
+def test_a_read_only_folder_is_refused(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    with pytest.raises(ConfigError, match=r"landing\.path: .* this user cannot write to"):
+        load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/landing", "path: locked/landing")))
+
+
+# ---- max_page_bytes, ca_file, tls_verify ----------------------------------------------------------
+
+def test_max_page_bytes_defaults_to_64_mib_within_1_kib_and_1_gib(tmp_path):
+    assert load_config(write(tmp_path, EXAMPLE)).sources[0].max_page_bytes == 64 * 2**20
+    assert load_config(write(tmp_path, with_key(f"max_page_bytes: {2**30}"))).sources[0].max_page_bytes == 2**30
+    with pytest.raises(ConfigError, match=SRC + r"\.max_page_bytes: .*greater than or equal to 1024"):
+        load_config(write(tmp_path, with_key("max_page_bytes: 1023")))
+    with pytest.raises(ConfigError, match=SRC + r"\.max_page_bytes: .*less than or equal to 1073741824"):
+        load_config(write(tmp_path, with_key(f"max_page_bytes: {2**30 + 1}")))
+
+
+def test_ca_file_is_resolved_against_the_config_folder_and_checked(tmp_path, monkeypatch):
+    import trustme
+
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    trustme.CA().cert_pem.write_to_path(str(conf / "ca.pem"))
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    cfg = load_config(write(conf, with_key("ca_file: ca.pem")))
+    src = cfg.sources[0]
+    assert src.ca_file == "ca.pem" and src.ca_path == conf / "ca.pem" and src.ca_path.is_absolute()
+    assert src.tls_verify is True and load_config(write(conf, EXAMPLE)).sources[0].ca_path is None
+
+    (conf / "not-pem.txt").write_text("hello\n")
+    for value, message in (("missing.pem", r"missing\.pem does not exist"), (".", r"is not a file"),
+                           ("not-pem.txt", r"not-pem\.txt holds no PEM CA certificate")):
+        with pytest.raises(ConfigError, match=SRC + r"\.ca_file: .*" + message):
+            load_config(write(conf, with_key(f"ca_file: {value}")))
+
+
+def test_tls_verify_false_is_allowed_alone_but_not_with_ca_file(tmp_path):
+    import trustme
+
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    assert load_config(write(tmp_path, with_key("tls_verify: false"))).sources[0].tls_verify is False
+    with pytest.raises(ConfigError, match=SRC + r"\.tls_verify: false turns certificate checks off, so ca_file"):
+        load_config(write(tmp_path, with_key("ca_file: ca.pem\ntls_verify: false")))
+    with pytest.raises(ConfigError, match=SRC + r"\.tls_verify: "):
+        load_config(write(tmp_path, with_key("tls_verify: maybe")))
+
+
+def test_plain_http_to_any_host_stays_allowed(tmp_path):
+    for url in ("http://127.0.0.1:8765", "http://10.1.2.3:8080", "http://reports-proxy.internal"):
+        text = EXAMPLE.replace("https://admin.googleapis.com", url)
+        assert load_config(write(tmp_path, text)).sources[0].base_url == url
