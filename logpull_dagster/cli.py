@@ -8,7 +8,10 @@ every due window in range is complete and delivered, 1 otherwise (a cron job or 
 usage or config error.
 
 ``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
-(landed events stay; dedupe keeps the result exact). It refuses while a run holds the window.
+(landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
+
+Both read a real config file only ($LOGPULL_CONFIG or ./logpull.yaml, never the built-in demo config) and
+an existing checkpoint database (never create an empty one); otherwise they exit 2 saying which.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ from logpull_dagster.checkpoints import Checkpoint, LeaseHeld
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.config import ConfigError, LogpullConfig, SourceConfig, config_path, load_config
 from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
-from logpull_dagster.windows import CADENCE_STEP, UTC, parse_time, rfc3339, window_for_key
+from logpull_dagster.windows import (
+    CADENCE_STEP,
+    KEY_FORMAT,
+    UTC,
+    is_aligned,
+    key_for_window,
+    parse_time,
+    rfc3339,
+    window_for_key,
+)
 
 RESET_OWNER = "logpull-reset"
 
@@ -115,6 +127,28 @@ def _render(table: pd.DataFrame, detail_width: int = 110) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
+def window_problem(src: SourceConfig, key: str, now: dt.datetime) -> str | None:
+    """Why ``key`` is not a window of ``src`` that can be reset at ``now``, or None."""
+    example = (now - CADENCE_STEP[src.cadence]).strftime(KEY_FORMAT[src.cadence])
+    try:
+        window = window_for_key(src.cadence, key)
+    except ValueError:
+        window = None
+    if window is None or key_for_window(src.cadence, window) != key:
+        return f"{key!r} is not a window key of {src.name}; its {src.cadence} windows are written like {example}"
+    if not is_aligned(src.cadence, window.start):
+        holder = window.start.replace(minute=0, second=0, microsecond=0).strftime(KEY_FORMAT[src.cadence])
+        return (f"{key!r} is not a window of {src.name}: its {src.cadence} windows start on the hour; "
+                f"the window holding that time is {holder}")
+    if window.start < src.start:
+        return (f"{key} is before the first window of {src.name} (start: {rfc3339(src.start)}); "
+                f"no run reads it, so there is nothing to reset")
+    if window.end > now:
+        return (f"{key} has not ended yet (it ends at {rfc3339(window.end)}, now is {rfc3339(now)}); "
+                f"there is nothing to reset")
+    return None
+
+
 def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
     src = config.source(args.source)
     window = window_for_key(src.cadence, args.window)
@@ -162,27 +196,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs.add_argument("--source", required=True)
     rs.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
     args = parser.parse_args(argv)
+    config = _config(args)
+    if isinstance(config, str):
+        print(f"logpull {args.command}: {config}", file=sys.stderr)
+        return 2
+    return reset(args, config) if args.command == "reset" else status(args, config)
+
+
+def _config(args: argparse.Namespace) -> LogpullConfig | str:
+    """The config to answer from, or why the command cannot answer (a usage or config error: exit 2)."""
+    if args.command == "status" and args.from_ is not None and args.to is not None and args.from_ >= args.to:
+        return (f"--from {rfc3339(args.from_)} is not before --to {rfc3339(args.to)}; the range is [from, to), "
+                f"so it holds no window")
     try:
-        config = load_config()
-        if getattr(args, "source", None):
-            config.source(args.source)
+        path = config_path()
+        if path is None:
+            return (f"no config file: LOGPULL_CONFIG is unset and there is no ./logpull.yaml in {os.getcwd()}; "
+                    f"set LOGPULL_CONFIG to your config file (after `make demo`: "
+                    f"LOGPULL_CONFIG=.logpull/demo/logpull.yaml). The built-in demo config is not used here")
+        config = load_config(path)
     except ConfigError as e:
-        print(f"config error: {e}", file=sys.stderr)
-        return 2
-    except KeyError:
-        names = ", ".join(s.name for s in config.sources)
-        print(f"no source named {args.source!r} in {config_path() or 'the demo config'}; sources: {names}",
-              file=sys.stderr)
-        return 2
-    if args.command == "reset":
+        return f"config error: {e}"
+    if getattr(args, "source", None):
         try:
-            window_for_key(config.source(args.source).cadence, args.window)
-        except ValueError:
-            print(f"{args.window!r} is not a window key of {args.source}; write it like 2026-11-26-10:00 "
-                  f"(hourly) or 2026-11-26 (daily)", file=sys.stderr)
-            return 2
-        return reset(args, config)
-    return status(args, config)
+            src = config.source(args.source)
+        except KeyError:
+            names = ", ".join(s.name for s in config.sources)
+            return f"no source named {args.source!r} in {path}; sources: {names}"
+        if args.command == "reset" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
+            return why
+    db = config.resolve(config.checkpoints.path)
+    if not os.path.isfile(db):  # SqliteCheckpointStore would create an empty one
+        return (f"no checkpoint database at {db} (checkpoints.path in {path}): nothing has been pulled with this "
+                f"config yet, or the path is wrong")
+    return config
 
 
 if __name__ == "__main__":

@@ -131,6 +131,7 @@ def run_demo() -> int:
     print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
     print(f"checkpoints: {config.resolve(config.checkpoints.path)}")
     print(f"landed pages: {config.resolve(config.landing.path) / src.name}")
+    print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} logpull status")
     print("\nOpen the Dagster UI on these runs and partitions:  make ui   (then http://127.0.0.1:3000)")
     print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator stopped")
     exact = all(r["status"] == "complete" and r["delivered"] == r["events"] for r in rows)

@@ -1,0 +1,128 @@
+"""`logpull status` and `logpull reset` answer a wrong question with exit 2 and the reason, and never
+invent the state they report on (no demo config, no empty checkpoint database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+
+import logpull_dagster.config as config_module
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.cli import main
+from logpull_dagster.config import demo_config
+from logpull_dagster.windows import UTC, rfc3339
+
+from .test_status import H, put, top_of_this_hour, write_config
+
+
+def hkey(t: dt.datetime) -> str:
+    return t.strftime("%Y-%m-%d-%H:%M")
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """A config (one hourly source `gws` from eight hours ago) with a checkpoint database; returns its start."""
+    monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    first = top_of_this_hour() - 8 * H
+    store = write_config(tmp_path, first)
+    put(store, first)
+    store.close()
+    return first
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--json"], ["reset", "--source", "gws_login",
+                                                                         "--window", "2026-11-26-10:00"]])
+def test_no_config_file_is_refused_instead_of_reading_the_demo_config(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("LOGPULL_CONFIG", raising=False)
+    monkeypatch.setattr(config_module, "_demo_warned", False)
+    assert main(command) == 2
+    captured = capsys.readouterr()
+    assert "no config file: LOGPULL_CONFIG is unset and there is no ./logpull.yaml" in captured.err
+    assert "set LOGPULL_CONFIG to your config file" in captured.err and captured.out == ""
+    assert list(tmp_path.iterdir()) == []  # no ./.logpull, no checkpoints.db
+    assert not config_module._demo_warned  # the demo config was not even loaded
+
+
+@pytest.mark.parametrize(("start", "end"), [(0, 0), (3, 1)])
+def test_status_refuses_an_empty_range(project, capsys, start, end):
+    args = ["status", "--from", rfc3339(project + start * H), "--to", rfc3339(project + end * H)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--from {rfc3339(project + start * H)} is not before --to {rfc3339(project + end * H)}" in err
+
+
+def test_status_with_a_good_range_still_answers(project, capsys):
+    assert main(["status", "--from", rfc3339(project), "--to", rfc3339(project + H)]) == 0
+    assert "gws: 1 of 1 due windows complete and delivered, 0 gaps" in capsys.readouterr().out
+
+
+def test_reset_refuses_a_key_that_is_not_a_window_of_the_source(project, capsys):
+    half = (project + 2 * H).replace(minute=30)
+    cases = [
+        (hkey(half), f"'{hkey(half)}' is not a window of gws: its hourly windows start on the hour; "
+                     f"the window holding that time is {hkey(project + 2 * H)}"),
+        (hkey(project - H), f"{hkey(project - H)} is before the first window of gws (start: {rfc3339(project)})"),
+        (hkey(project + 8 * H), f"{hkey(project + 8 * H)} has not ended yet"),  # the current hour
+        (hkey(project + 8 * H + 30 * 24 * H), "has not ended yet"),  # a month ahead
+        ((project + H).strftime("%Y-%m-%d"), "is not a window key of gws; its hourly windows are written like"),
+        ("yesterday", "is not a window key of gws"),
+    ]
+    for key, message in cases:
+        assert main(["reset", "--source", "gws", "--window", key]) == 2, key
+        captured = capsys.readouterr()
+        assert message in captured.err, (key, captured.err)
+        assert captured.out == ""
+    # a real window still resets
+    assert main(["reset", "--source", "gws", "--window", hkey(project)]) == 0
+    assert f"--partition {hkey(project)}" in capsys.readouterr().out
+
+
+def test_reset_of_a_daily_source_checks_its_windows_too(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
+    today = dt.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    cfg = {"sources": [{"name": "gws", "type": "google_workspace", "application": "login", "cadence": "daily",
+                        "access_token": {"env": "X"}, "start": rfc3339(today - 3 * 24 * H)}],
+           "checkpoints": {"type": "sqlite", "path": "c.db"}}
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    SqliteCheckpointStore(tmp_path / "c.db").close()
+    day = lambda n: (today + n * 24 * H).strftime("%Y-%m-%d")  # noqa: E731
+    for key, message in ((day(0), "has not ended yet"), (day(-4), "is before the first window of gws"),
+                         (hkey(today - 24 * H), "its daily windows are written like")):
+        assert main(["reset", "--source", "gws", "--window", key]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["reset", "--source", "gws", "--window", day(-1)]) == 0
+    assert "no checkpoint, nothing to reset" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--source", "gws"], ["reset", "--source", "gws"]])
+def test_a_missing_checkpoint_database_is_reported_not_created(tmp_path, monkeypatch, capsys, command):
+    monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    first = top_of_this_hour() - 8 * H
+    cfg = {"sources": [{"name": "gws", "type": "google_workspace", "application": "login",
+                        "access_token": {"env": "X"}, "start": rfc3339(first)}],
+           "checkpoints": {"type": "sqlite", "path": "state/c.db"}}
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    if command[0] == "reset":
+        command = [*command, "--window", hkey(first)]
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert (f"no checkpoint database at {tmp_path / 'state' / 'c.db'} (checkpoints.path in "
+            f"{tmp_path / 'logpull.yaml'}): nothing has been pulled with this config yet, or the path is wrong") in err
+    assert not (tmp_path / "state").exists()
+
+
+def test_status_answers_on_the_state_of_a_config_written_like_make_demo(tmp_path, monkeypatch, capsys):
+    """`make demo` writes demo_config() to a file and points LOGPULL_CONFIG at it: status reads that state."""
+    state = tmp_path / "demo"
+    state.mkdir()
+    (state / "logpull.yaml").write_text(yaml.safe_dump(demo_config("http://127.0.0.1:1", state_dir=str(state))))
+    monkeypatch.setenv("LOGPULL_CONFIG", str(state / "logpull.yaml"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    SqliteCheckpointStore(state / "checkpoints.db").close()  # as the demo's first run leaves it
+    assert main(["status"]) == 1  # answers (its windows are missing here), not a usage error
+    assert "gws_login: 0 of" in capsys.readouterr().out
