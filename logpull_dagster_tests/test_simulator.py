@@ -7,23 +7,34 @@ and small pages, so several pages are read in milliseconds.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
+import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 import httpx
+import orjson
 import pytest
 
-from logpull_dagster.simulator import FAULT_KINDS, Simulator, SimulatorError
+from logpull_dagster.simulator import FAULT_DOCS, FAULT_KINDS, Simulator, SimulatorError
+from logpull_dagster.simulator.__main__ import build_parser
+from logpull_dagster.simulator.__main__ import main as simulator_main
+
+from .tls import TlsFiles, make_tls_files
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 H10 = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
@@ -76,15 +87,34 @@ def sim(make_sim: SimFactory) -> Simulator:
     return make_sim()
 
 
-def client(sim: Simulator, token: str | None = TOKEN, timeout: float = 5.0) -> httpx.Client:
+def client(
+    sim: Simulator, token: str | None = TOKEN, timeout: float = 5.0, verify: ssl.SSLContext | bool = True
+) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=sim.url, headers=headers, timeout=timeout, trust_env=False)
+    return httpx.Client(base_url=sim.url, headers=headers, timeout=timeout, trust_env=False, verify=verify)
 
 
 @pytest.fixture
 def http(sim: Simulator) -> Iterator[httpx.Client]:
     with client(sim) as c:
         yield c
+
+
+def query(
+    start: datetime = H10,
+    end: datetime | None = H11,
+    *,
+    max_results: int | None = 25,
+    page_token: str | None = None,
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"startTime": iso(start)}
+    if end is not None:
+        params["endTime"] = iso(end)
+    if max_results is not None:
+        params["maxResults"] = max_results
+    if page_token is not None:
+        params["pageToken"] = page_token
+    return params
 
 
 def get(
@@ -96,14 +126,7 @@ def get(
     max_results: int | None = 25,
     page_token: str | None = None,
 ) -> httpx.Response:
-    params: dict[str, Any] = {"startTime": iso(start)}
-    if end is not None:
-        params["endTime"] = iso(end)
-    if max_results is not None:
-        params["maxResults"] = max_results
-    if page_token is not None:
-        params["pageToken"] = page_token
-    return c.get(path(app), params=params)
+    return c.get(path(app), params=query(start, end, max_results=max_results, page_token=page_token))
 
 
 def fetch_all(
@@ -284,7 +307,18 @@ FAULT_CASES: list[tuple[str, dict[str, Any]]] = [
     ("malformed", {}),
     ("no_id", {}),
     ("stuck_token", {}),
+    ("repeat_token", {}),
+    ("gzip_bomb", {}),  # the default 2 GiB: only its raw bytes and a bounded prefix are ever decoded
+    ("big_body", {}),
+    ("trickle", {"delay": 0.01, "trickle_bytes": 512}),
+    ("surrogate", {}),
+    ("invalid_utf8", {}),
+    ("control_byte", {}),
+    ("echo_auth", {}),
+    ("redirect", {}),
 ]
+PAD_PREFIX = b'{"kind":"admin#reports#activities","pad":"'
+SURROGATE = b'"login_\\ud800success"'
 
 
 def test_fault_cases_cover_every_kind() -> None:
@@ -305,8 +339,28 @@ def test_each_fault_kind_fires_once(
     elif kind == "slow":
         with client(sim, timeout=0.2) as impatient, pytest.raises(httpx.ReadTimeout):
             get(impatient, page_token=token)
+    elif kind == "gzip_bomb":
+        with http.stream("GET", path(), params=query(page_token=token)) as r:
+            raw = b"".join(r.iter_raw())  # raw: httpx would otherwise inflate all 2 GiB
+        assert r.status_code == 200 and r.headers["content-encoding"] == "gzip"
+        assert r.headers["content-type"] == "application/json"
+        assert len(raw) == int(r.headers["content-length"]) < 4_000_000
+        assert zlib.decompressobj(wbits=31).decompress(raw, 100) == PAD_PREFIX + b"A" * (100 - len(PAD_PREFIX))
+        assert struct.unpack("<I", raw[-4:])[0] == 2**31  # gzip ISIZE: the decoded length, mod 2**32
+    elif kind == "big_body":
+        with http.stream("GET", path(), params=query(page_token=token)) as r:
+            head = b""
+            for chunk in r.iter_raw():
+                head += chunk
+                if len(head) >= 1 << 20:
+                    break  # leaving the block closes the connection with 127 MiB unread
+        assert r.status_code == 200 and r.headers["content-length"] == str(128 * 1024**2)
+        assert "content-encoding" not in r.headers
+        assert head[:len(PAD_PREFIX) + 4] == PAD_PREFIX + b"AAAA"
     else:
+        t0 = time.monotonic()
         r = get(http, page_token=token)
+        elapsed = time.monotonic() - t0
         if kind.startswith(("4", "5")):
             status = int(kind[:3])
             assert r.status_code == status
@@ -333,6 +387,34 @@ def test_each_fault_kind_fires_once(
         elif kind == "stuck_token":
             body = r.json()
             assert r.status_code == 200 and "items" not in body and body["nextPageToken"] == token
+        elif kind == "repeat_token":
+            body = r.json()
+            assert r.status_code == 200 and body["items"] == normal.json()["items"]
+            assert body["nextPageToken"] == token != normal.json()["nextPageToken"]
+        elif kind == "trickle":
+            assert r.content == normal.content
+            assert elapsed >= math.ceil(len(r.content) / 512) * 0.01  # the body alone took that many writes
+        elif kind == "surrogate":
+            assert r.status_code == 200 and r.content.count(SURROGATE) == 1
+            body, expected = json.loads(r.content), normal.json()
+            mid = len(expected["items"]) // 2
+            expected["items"][mid]["events"][0]["name"] = "login_\ud800success"
+            assert body == expected  # ids and everything else untouched
+            with pytest.raises(orjson.JSONDecodeError):
+                orjson.loads(r.content)
+        elif kind in ("invalid_utf8", "control_byte"):
+            byte = b"\xff" if kind == "invalid_utf8" else b"\x01"
+            assert r.status_code == 200 and r.content.count(byte) == 1
+            assert r.content.replace(byte, b"") == normal.content  # inserted, nothing else changed
+            pos = r.content.index(byte)
+            value = r.content.rindex(b'"email":"', 0, pos) + len(b'"email":"')
+            assert b'"' not in r.content[value:pos]  # inside the actor.email string, not between tokens
+        elif kind == "echo_auth":
+            assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Bearer")
+            assert r.json()["error"]["message"] == f"Request with Authorization: Bearer {TOKEN} was refused"
+        elif kind == "redirect":
+            assert r.status_code == 302 and r.content == b""
+            assert r.headers["location"] == "http://127.0.0.2:9/elsewhere"
     log = sim.requests()
     assert len(log) == 1 and log[0]["fault"] == kind
     if kind == "drop":
@@ -404,6 +486,182 @@ def test_page_latency(sim: Simulator, http: httpx.Client) -> None:
     t2 = time.monotonic()
     assert t1 - t0 < 0.25
     assert t2 - t1 >= 0.3
+
+
+# -- hostile replies --------------------------------------------------------------------------------
+
+
+def test_new_rule_keys_defaults_and_validation(sim: Simulator, http: httpx.Client) -> None:
+    kinds = ["gzip_bomb", "big_body", "trickle", "slow", "echo_auth", "redirect"]
+    sim.set_faults([{"kind": k} for k in kinds])
+    specs = {r["kind"]: r for r in sim.faults()}
+    assert specs["gzip_bomb"]["size"] == 2 * 1024**3 and specs["big_body"]["size"] == 128 * 1024**2
+    assert specs["slow"]["size"] is None
+    assert (specs["trickle"]["delay"], specs["trickle"]["trickle_bytes"]) == (1.0, 1)
+    assert specs["slow"]["delay"] == 5.0  # unchanged for the existing kind
+    assert specs["echo_auth"]["status"] == 401
+    assert specs["redirect"]["location"] == "http://127.0.0.2:9/elsewhere"
+    bad_rules = [
+        {"kind": "gzip_bomb", "size": 10},  # smaller than the JSON envelope
+        {"kind": "big_body", "size": 1 << 40},
+        {"kind": "big_body", "size": True},
+        {"kind": "big_body", "size": 1e6},
+        {"kind": "trickle", "trickle_bytes": 0},
+        {"kind": "trickle", "trickle_bytes": "1"},
+        {"kind": "echo_auth", "status": 404},
+        {"kind": "redirect", "location": "http://x/\r\nSet-Cookie: a=b"},
+        {"kind": "redirect", "location": ""},
+        {"kind": "redirect", "location": 5},
+    ]
+    for bad in bad_rules:
+        with pytest.raises(SimulatorError, match=r"size|trickle_bytes|status|location"):
+            sim.set_faults([bad])
+        r = http.post("/_sim/faults", json={"rules": [bad]})
+        assert r.status_code == 400 and re.search(r"size|trickle_bytes|status|location", r.json()["error"]["message"])
+
+
+def test_repeat_token_without_a_token_leads_back_to_page_one(sim: Simulator, http: httpx.Client) -> None:
+    first = get(http).json()
+    sim.set_faults([{"kind": "repeat_token", "match": "first"}])
+    looped = get(http).json()
+    assert looped["items"] == first["items"] and looped["nextPageToken"] != first["nextPageToken"]
+    again = get(http, page_token=looped["nextPageToken"]).json()  # page 1 once more, then onwards
+    assert again["items"] == first["items"] and again["nextPageToken"] == first["nextPageToken"]
+
+
+def test_repeat_token_on_the_last_page_still_points_back(sim: Simulator, http: httpx.Client) -> None:
+    token = get(http, max_results=100).json()["nextPageToken"]
+    last = get(http, max_results=100, page_token=token).json()
+    assert "nextPageToken" not in last
+    sim.set_faults([{"kind": "repeat_token", "match": "token"}])
+    looped = get(http, max_results=100, page_token=token).json()
+    assert looped["items"] == last["items"] and looped["nextPageToken"] == token
+
+
+def test_gzip_bomb_is_valid_gzip_of_exactly_size_bytes_of_json(sim: Simulator, http: httpx.Client) -> None:
+    mib = 1 << 20
+    envelope = len(PAD_PREFIX) + 2
+    for size in (envelope, envelope + 1, envelope + mib, envelope + 3 * mib - 1, 50_000_000):
+        sim.set_faults([{"kind": "gzip_bomb", "size": size}])
+        with http.stream("GET", path(), params=query()) as r:
+            raw = b"".join(r.iter_raw())
+        inflate = zlib.decompressobj(wbits=31)
+        body = inflate.decompress(raw)
+        assert inflate.eof and inflate.unused_data == b""  # zlib checked the gzip CRC32 and length
+        assert len(body) == size and len(raw) < size // 900 + 200
+        assert json.loads(body) == {"kind": "admin#reports#activities", "pad": "A" * (size - envelope)}
+    sim.set_faults([{"kind": "gzip_bomb", "size": 50_000_000}])
+    with http.stream("GET", path(), params=query()) as r:
+        assert b"".join(r.iter_raw()) == raw  # served from the per-size cache, byte for byte
+    assert [e["fault"] for e in sim.requests()] == ["gzip_bomb"] * 6
+
+
+def handler_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if "process_request_thread" in t.name}
+
+
+def wait_for_no_new_handlers(before: set[threading.Thread], timeout: float = 5.0) -> None:
+    """The connection threads started since ``before`` all end: the handler stopped when the client left."""
+    deadline = time.monotonic() + timeout
+    while handler_threads() - before:
+        assert time.monotonic() < deadline, "a handler kept writing to a client that hung up"
+        time.sleep(0.02)
+
+
+def raw_request(sim: Simulator, params: dict[str, Any]) -> socket.socket:
+    host, port = urlsplit(sim.url).hostname, sim.port
+    sock = socket.create_connection((host, port), timeout=5)
+    target = f"{path()}?{urlencode(params)}"
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
+    return sock
+
+
+def recv_at_least(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "server closed early"
+        data += chunk
+    return data
+
+
+def test_big_body_full_read_and_early_hang_up(sim: Simulator, http: httpx.Client) -> None:
+    size = 3 * (1 << 20) + 5
+    sim.set_faults([{"kind": "big_body", "size": size}])
+    r = get(http)
+    assert len(r.content) == size == int(r.headers["content-length"])
+    assert json.loads(r.content)["pad"] == "A" * (size - len(PAD_PREFIX) - 2)
+    before = handler_threads()
+    sim.set_faults([{"kind": "big_body"}])  # 128 MiB
+    sock = raw_request(sim, query())
+    assert recv_at_least(sock, 65536).startswith(b"HTTP/1.1 200 ")
+    sock.close()
+    wait_for_no_new_handlers(before)
+    assert get(http).status_code == 200
+
+
+def test_trickle_slows_the_status_line_too_and_stops_when_the_client_leaves(
+    sim: Simulator, http: httpx.Client
+) -> None:
+    before = handler_threads()
+    sim.set_faults([{"kind": "trickle", "delay": 0.05}])  # one byte per write
+    t0 = time.monotonic()
+    sock = raw_request(sim, query())
+    assert recv_at_least(sock, 5) == b"HTTP/"
+    assert time.monotonic() - t0 >= 4 * 0.05
+    sock.close()
+    wait_for_no_new_handlers(before)
+    assert get(http).status_code == 200
+
+
+def test_echo_auth_fires_for_wrong_or_missing_tokens_before_other_rules(sim: Simulator) -> None:
+    sim.set_faults([{"kind": "500", "count": None}, {"kind": "echo_auth", "status": 403, "count": 2}])
+    with client(sim, token="wrong-secret") as c:
+        r = get(c)
+        assert r.status_code == 403 and "www-authenticate" not in r.headers
+        err = r.json()["error"]
+        assert err["message"] == "Request with Authorization: Bearer wrong-secret was refused"
+        assert err["status"] == "PERMISSION_DENIED" and err["errors"][0]["message"] == err["message"]
+    with client(sim, token=None) as c:
+        assert get(c).json()["error"]["message"] == "Request with Authorization:  was refused"
+        r = get(c)  # echo_auth is spent: the plain 401, which quotes nothing
+        assert r.status_code == 401 and "Authorization:" not in r.text
+    with client(sim) as c:
+        assert get(c).status_code == 500  # the 500 rule only ever saw the authenticated request
+    assert [f["fired"] for f in sim.faults()] == [1, 2]
+    for status in (400, 401, 500, 503):
+        sim.set_faults([{"kind": "echo_auth", "status": status}])
+        with client(sim, token="abc") as c:
+            r = get(c)
+        assert r.status_code == status and "Bearer abc" in r.json()["error"]["message"]
+
+
+def test_redirect_to_a_chosen_location(sim: Simulator, http: httpx.Client) -> None:
+    sim.set_faults([{"kind": "redirect", "location": "https://evil.example/steal?x=1"}])
+    r = get(http)
+    assert r.status_code == 302 and r.headers["location"] == "https://evil.example/steal?x=1"
+    assert r.headers["content-length"] == "0"
+    assert get(http).status_code == 200
+
+
+def test_damaged_items_leave_an_empty_page_alone(make_sim: SimFactory) -> None:
+    sim = make_sim(events_per_hour=0, boundary_events=False, shared_ms_events=False)
+    with client(sim) as c:
+        normal = get(c).content
+        for kind in ("surrogate", "invalid_utf8", "control_byte"):
+            sim.set_faults([{"kind": kind}])
+            assert get(c).content == normal
+
+
+def test_help_documents_every_fault_kind_and_rule_key() -> None:
+    assert list(FAULT_DOCS) == list(FAULT_KINDS)
+    text = build_parser().format_help()
+    for kind in FAULT_KINDS:
+        assert re.search(rf"^  {re.escape(kind)} ", text, re.MULTILINE), kind
+    for rule_key in ("count", "after", "probability", "match", "retry_after", "delay", "size",
+                     "trickle_bytes", "status", "location"):
+        assert re.search(rf"^  {rule_key} ", text, re.MULTILINE), rule_key
+    assert "--tls-cert" in text and "--tls-key" in text
 
 
 # -- late events and the clock ----------------------------------------------------------------------
@@ -548,6 +806,80 @@ def test_cli_subprocess_listens_answers_and_exits_on_sigterm() -> None:
         out, err = proc.communicate(timeout=10)
         assert proc.returncode == 0, err
         assert out == "" and err == ""  # one line only; no access log without --verbose
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+# -- TLS --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls(tmp_path: Path) -> TlsFiles:
+    return make_tls_files(tmp_path / "tls")
+
+
+def test_tls_serves_a_trusted_client_and_survives_bad_ones(
+    make_sim: SimFactory, tls: TlsFiles, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sim = make_sim(tls_cert=tls.cert, tls_key=tls.key)
+    assert re.fullmatch(r"https://127\.0\.0\.1:\d+", sim.url)
+    trusted = ssl.create_default_context(cafile=str(tls.ca))
+    silent = socket.create_connection(("127.0.0.1", sim.port))  # never says hello: must not block others
+    try:
+        with client(sim) as default, pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            get(default)  # verifies against certifi's CAs, which never signed this certificate
+        plain_url = sim.url.replace("https:", "http:")  # plain HTTP on the TLS port
+        with httpx.Client(base_url=plain_url, trust_env=False, timeout=5) as plain, pytest.raises(httpx.TransportError):
+            get(plain)
+        with client(sim, verify=trusted) as c:
+            t0 = time.monotonic()
+            r = get(c)
+            assert r.status_code == 200 and len(r.json()["items"]) == 25
+            assert time.monotonic() - t0 < 2
+            assert get(c, page_token=r.json()["nextPageToken"]).status_code == 200  # keep-alive over TLS
+    finally:
+        silent.close()
+    with client(sim, verify=trusted) as c:
+        assert c.get("/_sim/health").json() == {"ok": True}  # still serving after all of that
+    assert "Traceback" not in capfd.readouterr().err  # failed handshakes are dropped quietly
+
+
+def test_tls_arguments_are_checked_up_front(tls: TlsFiles, tmp_path: Path) -> None:
+    with pytest.raises(SimulatorError, match="together"):
+        Simulator(tls_cert=tls.cert)
+    with pytest.raises(SimulatorError, match="cannot load TLS certificate"):
+        Simulator(tls_cert=tmp_path / "missing.pem", tls_key=tls.key)
+    with pytest.raises(SimulatorError, match="cannot load TLS certificate"):
+        Simulator(tls_cert=tls.ca, tls_key=tls.key)  # a key that does not match the certificate
+
+
+def test_cli_refuses_bad_tls_arguments(tls: TlsFiles, capsys: pytest.CaptureFixture[str]) -> None:
+    assert simulator_main(["--tls-cert", str(tls.cert)]) == 2
+    assert "together" in capsys.readouterr().err
+    assert simulator_main(["--tls-cert", str(tls.key), "--tls-key", str(tls.key)]) == 2
+    assert "cannot load TLS certificate" in capsys.readouterr().err
+
+
+def test_cli_subprocess_serves_https(tls: TlsFiles) -> None:
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    cmd = [sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--no-auth",
+           "--events-per-hour", "50", "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": pythonpath})
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.fullmatch(r"LISTENING (https://127\.0\.0\.1:\d+)\n", line)
+        assert m, line
+        trusted = ssl.create_default_context(cafile=str(tls.ca))
+        with httpx.Client(base_url=m.group(1), verify=trusted, trust_env=False, timeout=5) as c:
+            c.post("/_sim/clock", json={"now": iso(NOW)})
+            assert len(get(c).json()["items"]) == 25
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and err == ""
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -6,6 +6,6 @@ known. The simulator knows its ground truth (``Simulator.ground_truth``) and can
 Standard library only, so it can run anywhere, including as a bare subprocess.
 """
 
-from .server import FAULT_KINDS, Simulator, SimulatorError
+from .server import FAULT_DOCS, FAULT_KINDS, RULE_KEYS_DOC, Simulator, SimulatorError
 
-__all__ = ["FAULT_KINDS", "Simulator", "SimulatorError"]
+__all__ = ["FAULT_DOCS", "FAULT_KINDS", "RULE_KEYS_DOC", "Simulator", "SimulatorError"]

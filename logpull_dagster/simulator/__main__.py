@@ -12,10 +12,11 @@ import json
 import re
 import signal
 import sys
+import textwrap
 import threading
 from types import FrameType
 
-from .server import Simulator, SimulatorError
+from .server import FAULT_DOCS, FAULT_KINDS, RULE_KEYS_DOC, Simulator, SimulatorError
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -40,9 +41,24 @@ def _faults(text: str) -> list[dict]:
     return value
 
 
+def faults_help() -> str:
+    """The ``--help`` epilog: the rule keys, then every fault kind with what it answers."""
+    lines = [RULE_KEYS_DOC, "", "Fault kinds:"]
+    for kind in FAULT_KINDS:
+        lines += textwrap.wrap(
+            FAULT_DOCS[kind], width=110, initial_indent=f"  {kind:<20} ", subsequent_indent=" " * 23
+        )
+    lines += ["", 'Example: --faults \'[{"kind": "429", "after": 2}, {"kind": "trickle", "match": "token"}]\'',
+              "Rules can be replaced at runtime: POST /_sim/faults {\"rules\": [...]}."]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="logpull-simulator", description="Serve a simulated Google Admin SDK Reports API."
+        prog="logpull-simulator",
+        description="Serve a simulated Google Admin SDK Reports API.",
+        epilog=faults_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keep the fault table as laid out
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
     p.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
@@ -58,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--late-delay", type=parse_duration, default=3 * 3600.0)
     p.add_argument("--publish-delay", type=parse_duration, default=0.0)
     p.add_argument("--page-latency", type=parse_duration, default=0.0)
-    p.add_argument("--faults", type=_faults, default=None, help="JSON list of fault rules")
+    p.add_argument("--faults", type=_faults, default=None, help="JSON list of fault rules (see below)")
+    p.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve HTTPS (needs --tls-key)")
+    p.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     p.add_argument("--verbose", action="store_true", help="log HTTP access lines to stderr")
     return p
 
@@ -80,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             page_latency=args.page_latency,
             faults=args.faults,
             verbose=args.verbose,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
         )
     except (SimulatorError, ValueError) as e:
         print(f"logpull-simulator: {e}", file=sys.stderr)

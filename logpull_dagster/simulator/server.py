@@ -5,6 +5,12 @@ actual HTTP stack (connection pool, keep-alive, timeouts, dropped connections, R
 that SIGKILL workers need the API to live in another process. Every behaviour a client has to survive
 (inclusive window ends, shared milliseconds, late events, flaky pages, Google's stuck-token bug) is
 reproducible from a seed and switchable at runtime, in-process or over the ``/_sim/*`` admin endpoints.
+
+Hostile behaviours are there too (a gzip bomb, a huge body, a byte-per-second trickle, bytes that are not
+valid UTF-8 or JSON a strict parser accepts, an error that echoes the bearer token, a redirect), so a
+client's defences are proven over real sockets rather than asserted against a mock. Every fault kind and
+rule key is described in ``FAULT_DOCS`` and ``RULE_KEYS_DOC`` (``python -m logpull_dagster.simulator
+--help`` prints both). With ``tls_cert``/``tls_key`` the same API is served over HTTPS.
 """
 
 from __future__ import annotations
@@ -17,15 +23,19 @@ import json
 import random
 import re
 import socket
+import ssl
 import struct
 import sys
 import threading
 import time
 import traceback
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import islice
+from os import PathLike
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
@@ -47,19 +57,106 @@ FAULT_KINDS: tuple[str, ...] = (
     "malformed",
     "no_id",
     "stuck_token",
+    "repeat_token",
+    "gzip_bomb",
+    "big_body",
+    "trickle",
+    "surrogate",
+    "invalid_utf8",
+    "control_byte",
+    "echo_auth",
+    "redirect",
 )
+
+#: One line per fault kind: what a request it fires on gets back. ``--help`` prints it.
+FAULT_DOCS: dict[str, str] = {
+    "429": "429 RESOURCE_EXHAUSTED with Retry-After: retry_after (default 1)",
+    "429_no_retry_after": "the same 429 without a Retry-After header",
+    "503": "503 UNAVAILABLE; Retry-After only when retry_after is set",
+    "500": "500 with a Google-style error body",
+    "502": "502 with a Google-style error body",
+    "504": "504 with a Google-style error body",
+    "drop": "close the connection without answering",
+    "slow": "sleep delay seconds (default 5), then answer the normal page",
+    "reject_token": "400 'Invalid pageToken' (requests with a token only)",
+    "bad_json": "200 with an HTML error page instead of JSON",
+    "malformed": "200 JSON whose 'items' is a string",
+    "no_id": "the normal page with the middle item's 'id' removed",
+    "stuck_token": "200 without items whose nextPageToken is the token sent (Google's stuck-token bug); "
+    "without a token, a fresh token that leads back to the first page",
+    "repeat_token": "the normal page WITH its items, but nextPageToken is the token sent; without a token, "
+    "a fresh token that leads back to the first page, so a naive client reads page 1 again, forever",
+    "gzip_bomb": "200 Content-Encoding: gzip, Content-Type: application/json: a valid JSON object "
+    '{"kind": ..., "pad": "AAA..."} that inflates to size bytes (default 2 GiB) from about size/1000 '
+    "on the wire",
+    "big_body": "200 uncompressed JSON of exactly size bytes (default 128 MiB, same padding), with a "
+    "correct Content-Length, streamed; a client that hangs up early just ends it",
+    "trickle": "the normal page, but the whole response (status line, headers, body) is written "
+    "trickle_bytes bytes (default 1) every delay seconds (default 1)",
+    "surrogate": "the normal page, but the middle item's events[0].name is the JSON text "
+    '"login_\\ud800success": a lone UTF-16 surrogate escape (Python\'s json accepts it, orjson refuses it); '
+    "ids are untouched",
+    "invalid_utf8": "the normal page with one raw 0xFF byte inside the middle item's actor.email",
+    "control_byte": "the normal page with one raw 0x01 byte inside the middle item's actor.email",
+    "echo_auth": "an error of status (default 401) whose message echoes the Authorization header verbatim "
+    "(empty when absent); echo_auth rules are evaluated before the token check, so they fire for a wrong "
+    "or missing token too",
+    "redirect": "302 to location (default http://127.0.0.2:9/elsewhere) with an empty body",
+}
+
+#: The keys of a fault rule, for ``--help``.
+RULE_KEYS_DOC = """\
+A fault rule is a JSON object; rules are evaluated in order and the first that fires answers the request
+(echo_auth rules first, before the token check; every other rule only sees correctly authenticated
+requests). The kinds that damage the middle item serve an empty page unchanged. Keys:
+  kind           one of the kinds below (required)
+  count          times the rule fires, null = forever (default 1)
+  after          matching requests let through before it may fire (default 0)
+  probability    chance to fire on each eligible request, seeded, null = always (default null)
+  match          which requests count: any, token (has a pageToken), first (has none) (default any)
+  retry_after    seconds for Retry-After of 429 (default 1) and 503 (default none)
+  delay          seconds: slow sleeps it (default 5), trickle waits it between writes (default 1)
+  size           bytes of the decoded body of gzip_bomb (default 2 GiB) and big_body (default 128 MiB)
+  trickle_bytes  bytes per write of trickle (default 1)
+  status         HTTP status of echo_auth: 400, 401, 403, 500 or 503 (default 401)
+  location       Location header of redirect (default http://127.0.0.2:9/elsewhere)"""
 
 _REPORTS_PATH = re.compile(r"^/admin/reports/v1/activity/users/all/applications/(?P<app>[A-Za-z0-9_]+)$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_RESULTS = 1000
 _TOKEN_STRUCT = struct.Struct(">B8sqq")  # version, query hash, cursor time ms, cursor uniqueQualifier
 _TOKEN_MAC_BYTES = 6
-_RULE_KEYS = frozenset({"kind", "count", "after", "probability", "match", "retry_after", "delay"})
+_RULE_KEYS = frozenset({
+    "kind", "count", "after", "probability", "match", "retry_after", "delay",
+    "size", "trickle_bytes", "status", "location",
+})
 _MATCHES = ("any", "token", "first")
+_PRE_AUTH_KINDS = frozenset({"echo_auth"})  # evaluated before the token check, so a wrong token reaches them
+_ECHO_STATUSES = (400, 401, 403, 500, 503)
+_DEFAULT_DELAY = {"trickle": 1.0}  # every other kind (slow) defaults to 5 seconds
+_DEFAULT_SIZE = {"gzip_bomb": 2 * 1024**3, "big_body": 128 * 1024**2}
+_DEFAULT_LOCATION = "http://127.0.0.2:9/elsewhere"  # discard port on another loopback address: goes nowhere
+_TLS_HANDSHAKE_TIMEOUT = 10.0
+_WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')
+
+# gzip_bomb and big_body serve {"kind":...,"pad":"AAA..."}; the pad is written from one shared chunk, so
+# neither ever holds its decoded size in memory. The cap keeps a cached bomb (about size/1000) small.
+_PAD_PREFIX = b'{"kind":"admin#reports#activities","pad":"'
+_PAD_SUFFIX = b'"}'
+_PAD_CHUNK = b"A" * (1 << 20)
+_MIN_PADDED_SIZE = len(_PAD_PREFIX) + len(_PAD_SUFFIX)
+_MAX_PADDED_SIZE = 1 << 34
+
+# The surrogate, invalid_utf8 and control_byte kinds serialize the page with this marker in one string,
+# then swap the marker's JSON for raw bytes json.dumps would never write.
+_SPLICE_MARK = "\x00logpull-simulator-splice\x00"
+_SPLICE_KINDS = frozenset({"surrogate", "invalid_utf8", "control_byte"})
+_SURROGATE_JSON = b'"login_\\ud800success"'
 
 _STATUS_TEXT = {
     400: ("INVALID_ARGUMENT", "invalid", "global"),
     401: ("UNAUTHENTICATED", "required", "global"),
+    403: ("PERMISSION_DENIED", "forbidden", "global"),
     404: ("NOT_FOUND", "notFound", "global"),
     405: ("METHOD_NOT_ALLOWED", "methodNotAllowed", "global"),
     429: ("RESOURCE_EXHAUSTED", "rateLimitExceeded", "usageLimits"),
@@ -112,6 +209,10 @@ class _Rule:
     match: str = "any"
     retry_after: float | None = None
     delay: float = 5.0
+    size: int | None = None
+    trickle_bytes: int = 1
+    status: int = 401
+    location: str = _DEFAULT_LOCATION
     seen: int = 0
     fired: int = 0
 
@@ -130,7 +231,11 @@ class _Rule:
         probability = raw.get("probability")
         match = raw.get("match", "any")
         retry_after = raw.get("retry_after")
-        delay = raw.get("delay", 5.0)
+        delay = raw.get("delay", _DEFAULT_DELAY.get(kind, 5.0))
+        size = raw.get("size", _DEFAULT_SIZE.get(kind))
+        trickle_bytes = raw.get("trickle_bytes", 1)
+        status = raw.get("status", 401)
+        location = raw.get("location", _DEFAULT_LOCATION)
         if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
             raise SimulatorError("count must be a non-negative int or null")
         if not isinstance(after, int) or isinstance(after, bool) or after < 0:
@@ -143,13 +248,26 @@ class _Rule:
             raise SimulatorError("retry_after must be a non-negative number")
         if not (_is_number(delay) and delay >= 0):
             raise SimulatorError("delay must be a non-negative number")
-        return cls(kind, count, after, probability, match, retry_after, float(delay))
+        if size is not None and not (
+            _is_int(size) and _MIN_PADDED_SIZE <= size <= _MAX_PADDED_SIZE
+        ):
+            raise SimulatorError(f"size must be an int within [{_MIN_PADDED_SIZE}, {_MAX_PADDED_SIZE}] (bytes)")
+        if not (_is_int(trickle_bytes) and trickle_bytes >= 1):
+            raise SimulatorError("trickle_bytes must be a positive int")
+        if not (_is_int(status) and status in _ECHO_STATUSES):
+            raise SimulatorError(f"status must be one of {_ECHO_STATUSES}")
+        # http.server writes headers as Latin-1, and a CR or LF would split the reply: printable ASCII only.
+        if not (isinstance(location, str) and location and all(" " <= c <= "~" for c in location)):
+            raise SimulatorError("location must be a non-empty string of printable ASCII")
+        return cls(kind, count, after, probability, match, retry_after, float(delay),
+                   size, trickle_bytes, status, location)
 
     def spec(self) -> dict[str, Any]:
         return {
             "kind": self.kind, "count": self.count, "after": self.after, "probability": self.probability,
             "match": self.match, "retry_after": self.retry_after, "delay": self.delay,
-            "seen": self.seen, "fired": self.fired,
+            "size": self.size, "trickle_bytes": self.trickle_bytes, "status": self.status,
+            "location": self.location, "seen": self.seen, "fired": self.fired,
         }
 
     def applies_to(self, has_token: bool) -> bool:
@@ -162,13 +280,23 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 @dataclass
 class _Reply:
+    """What the handler writes. ``parts`` (with ``length`` bytes in all) streams a body too big to hold;
+    ``trickle`` = (delay, bytes per write) slows the whole response, status line included."""
+
     status: int
     body: bytes
     headers: list[tuple[str, str]] = field(default_factory=list)
     content_type: str = "application/json; charset=UTF-8"
     items: int = 0
+    parts: Iterable[bytes] | None = None
+    length: int = 0
+    trickle: tuple[float, int] | None = None
 
 
 _DROP = object()  # sentinel reply: close the connection without answering
@@ -192,6 +320,103 @@ def _error(status: int, message: str, headers: list[tuple[str, str]] | None = No
     return _Reply(status, _json_bytes(body), headers or [])
 
 
+def _padded_parts(size: int) -> Iterator[bytes]:
+    """The ``size`` bytes of the padded JSON object, as the prefix, shared pad chunks and the suffix."""
+    full, rest = divmod(size - _MIN_PADDED_SIZE, len(_PAD_CHUNK))
+    yield _PAD_PREFIX
+    for _ in range(full):
+        yield _PAD_CHUNK
+    if rest:
+        yield _PAD_CHUNK[:rest]
+    yield _PAD_SUFFIX
+
+
+def _gzip_padded_json(size: int) -> bytes:
+    """gzip of the padded JSON object of ``size`` bytes, in milliseconds and without the decoded bytes.
+
+    Why not just stream the chunks through ``compressobj(wbits=31)``: deflating 2 GiB takes over ten
+    seconds. After a Z_FULL_FLUSH the compressor forgets its history, so the deflate output of one pad
+    chunk refers to nothing outside itself and can simply be repeated; the gzip frame is then written
+    here, with a CRC32 of the repeated chunks combined arithmetically instead of computed over 2 GiB."""
+    full, rest = divmod(size - _MIN_PADDED_SIZE, len(_PAD_CHUNK))
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no zlib or gzip frame
+    head = deflate.compress(_PAD_PREFIX) + deflate.flush(zlib.Z_FULL_FLUSH)
+    unit = deflate.compress(_PAD_CHUNK) + deflate.flush(zlib.Z_FULL_FLUSH) if full else b""
+    last = _PAD_CHUNK[:rest] + _PAD_SUFFIX
+    tail = deflate.compress(last) + deflate.flush(zlib.Z_FINISH)
+    pad_crc = _crc32_repeat(zlib.crc32(_PAD_CHUNK), len(_PAD_CHUNK), full)
+    crc = _crc32_combine(zlib.crc32(_PAD_PREFIX), pad_crc, full * len(_PAD_CHUNK))
+    crc = zlib.crc32(last, crc)
+    # magic, deflate, no flags, mtime 0, XFL 2 (best compression), OS 255 (unknown)
+    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
+    return b"".join([header, head, unit * full, tail, struct.pack("<II", crc, size & 0xFFFFFFFF)])
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, i = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return total
+
+
+def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC32 of A+B from crc(A), crc(B) and len(B): zlib's crc32_combine, which Python does not expose.
+    Appending len2 zero bytes is a linear map over GF(2); it is applied by repeated squaring."""
+    if len2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator for one zero bit
+    even = [_gf2_times(odd, v) for v in odd]  # two zero bits
+    odd = [_gf2_times(even, v) for v in even]  # four zero bits
+    while True:
+        even = [_gf2_times(odd, v) for v in odd]
+        if len2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+        odd = [_gf2_times(even, v) for v in even]
+        if len2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        len2 >>= 1
+        if not len2:
+            break
+    return crc1 ^ crc2
+
+
+def _crc32_repeat(unit_crc: int, unit_len: int, n: int) -> int:
+    """CRC32 of a unit repeated ``n`` times, by doubling: a few dozen combines even for 2 GiB."""
+    total, power, power_len = 0, unit_crc, unit_len  # total: CRC32 of the empty string so far
+    while n:
+        if n & 1:
+            total = _crc32_combine(total, power, power_len)
+        n >>= 1
+        if n:
+            power = _crc32_combine(power, power, power_len)
+            power_len *= 2
+    return total
+
+
+class _TrickleWriter:
+    """Stands in for the handler's ``wfile`` during a trickle reply: sleeps ``delay`` before each write
+    of at most ``step`` bytes. A client that hangs up makes a write raise OSError, which ends the reply."""
+
+    def __init__(self, raw: Any, delay: float, step: int) -> None:
+        self.raw, self.delay, self.step = raw, delay, step
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        for i in range(0, len(view), self.step):
+            time.sleep(self.delay)
+            self.raw.write(view[i:i + self.step])
+        return len(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
 class _BadRequest(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -205,12 +430,28 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], sim: Simulator, verbose: bool) -> None:
+    def __init__(
+        self, address: tuple[str, int], sim: Simulator, verbose: bool, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.sim = sim
         self.verbose = verbose
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
         super().__init__(address, _Handler)
+        if tls is not None:
+            # No handshake inside accept(): it would run on the serving thread, where one silent or
+            # failing client would stall every other. finish_request does it on the connection's thread.
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, ssl.SSLSocket):
+            try:
+                request.settimeout(_TLS_HANDSHAKE_TIMEOUT)
+                request.do_handshake()
+                request.settimeout(None)
+            except OSError:  # unknown CA, plain HTTP on the TLS port, a silent client: drop just this one
+                return
+        super().finish_request(request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._conns_lock:
@@ -286,16 +527,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         assert isinstance(reply, _Reply)
+        wfile = self.wfile
+        if reply.trickle is not None:
+            self.wfile = _TrickleWriter(wfile, *reply.trickle)  # type: ignore[assignment]
         try:
             self.send_response(reply.status)
             for name, value in reply.headers:
                 self.send_header(name, value)
             self.send_header("Content-Type", reply.content_type)
-            self.send_header("Content-Length", str(len(reply.body)))
+            self.send_header("Content-Length", str(len(reply.body) if reply.parts is None else reply.length))
             self.end_headers()
-            self.wfile.write(reply.body)
-        except OSError:  # the client gave up (read timeout on a slow reply): nothing left to tell it
+            if reply.parts is None:
+                self.wfile.write(reply.body)
+            else:
+                for part in reply.parts:
+                    self.wfile.write(part)
+        except OSError:  # the client gave up (read timeout, or it stopped reading a big or slow reply)
             self.close_connection = True
+        finally:
+            self.wfile = wfile
+
+
+def _tls_context(cert: str | PathLike[str] | None, key: str | PathLike[str] | None) -> ssl.SSLContext | None:
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SimulatorError("tls_cert and tls_key must be given together")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as e:  # missing file, not PEM, key not matching the certificate (ssl.SSLError is one)
+        raise SimulatorError(f"cannot load TLS certificate {cert} with key {key}: {e}") from None
+    return context
 
 
 class Simulator:
@@ -319,7 +582,12 @@ class Simulator:
         page_latency: float = 0.0,
         faults: list[dict[str, Any]] | None = None,
         verbose: bool = False,
+        tls_cert: str | PathLike[str] | None = None,
+        tls_key: str | PathLike[str] | None = None,
     ) -> None:
+        """``tls_cert`` (PEM, the chain) and ``tls_key`` (PEM) together serve HTTPS instead of HTTP;
+        they are loaded here, so a bad file fails the constructor rather than the first request."""
+        self._tls = _tls_context(tls_cert, tls_key)
         self.seed = seed
         self.token = token
         self.verbose = verbose
@@ -345,6 +613,8 @@ class Simulator:
         self._token_key = f"logpull-simulator-token|{seed}".encode()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._bombs: dict[int, bytes] = {}  # size -> gzip body, so only the first bomb of a size is built
+        self._bombs_lock = threading.Lock()
         self.set_page_latency(page_latency)
         self.set_faults(faults or [])
 
@@ -354,7 +624,7 @@ class Simulator:
         """Serve in a daemon thread; returns the base URL. Port 0 picks a free port."""
         if self._server is not None:
             raise RuntimeError("simulator already started")
-        server = _Server((host, port), self, self.verbose)
+        server = _Server((host, port), self, self.verbose, self._tls)
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="logpull-simulator", daemon=True
         )
@@ -379,7 +649,7 @@ class Simulator:
         if self._server is None:
             raise RuntimeError("simulator not started")
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"{'https' if self._tls is not None else 'http'}://{host}:{port}"
 
     @property
     def port(self) -> int:
@@ -537,10 +807,11 @@ class Simulator:
             self._log.append(entry)
         return entry
 
-    def _pick_fault(self, has_token: bool) -> _Rule | None:
+    def _pick_fault(self, has_token: bool, *, pre_auth: bool = False) -> _Rule | None:
+        """The first rule that fires, among the pre-auth kinds (echo_auth) or among all the others."""
         with self._lock:
             for rule in self._rules:
-                if not rule.applies_to(has_token):
+                if (rule.kind in _PRE_AUTH_KINDS) != pre_auth or not rule.applies_to(has_token):
                     continue
                 rule.seen += 1
                 if rule.seen <= rule.after:
@@ -575,6 +846,15 @@ class Simulator:
     def _reports_reply(
         self, application: str, query: dict[str, str], authorization: str | None, entry: dict[str, Any]
     ) -> object:
+        page_token = query.get("pageToken") or None
+        # echo_auth must be reachable with a wrong token (that is when an API is most likely to quote the
+        # credential back), so its rules are asked before the token check; all other rules after it.
+        echo = self._pick_fault(page_token is not None, pre_auth=True)
+        if echo is not None:
+            with self._lock:
+                entry["fault"] = echo.kind
+            headers = [_WWW_AUTHENTICATE] if echo.status == 401 else []
+            return _error(echo.status, f"Request with Authorization: {authorization or ''} was refused", headers)
         if self.token is not None:
             scheme, _, value = (authorization or "").partition(" ")
             if scheme.lower() != "bearer" or value.strip() != self.token:
@@ -582,9 +862,8 @@ class Simulator:
                     401,
                     "Request is missing required authentication credential. Expected OAuth 2 access token, "
                     "login cookie or other valid authentication credential.",
-                    [("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')],
+                    [_WWW_AUTHENTICATE],
                 )
-        page_token = query.get("pageToken") or None
         rule = self._pick_fault(page_token is not None)
         if rule is None:
             return self._page(application, query)
@@ -612,13 +891,35 @@ class Simulator:
             return _Reply(200, _BAD_JSON_BODY, content_type="text/html; charset=UTF-8")
         if kind == "malformed":
             return _Reply(200, _json_bytes({"kind": "admin#reports#activities", "items": "oops"}))
-        if kind == "no_id":
-            return self._page(application, query, drop_id=True)
+        if kind in ("no_id", *_SPLICE_KINDS):
+            return self._page(application, query, tamper=kind)
         if kind == "stuck_token":
             token = page_token or self._fresh_token(application, query)
             body = {"kind": "admin#reports#activities", "etag": '"stuck"', "nextPageToken": token}
             return _Reply(200, _json_bytes(body))
+        if kind == "repeat_token":
+            return self._page(application, query, next_token=page_token or self._fresh_token(application, query))
+        if kind == "gzip_bomb":
+            assert rule.size is not None  # parse() defaults it for this kind
+            return _Reply(200, self._gzip_bomb(rule.size), [("Content-Encoding", "gzip")],
+                          content_type="application/json")
+        if kind == "big_body":
+            assert rule.size is not None
+            return _Reply(200, b"", parts=_padded_parts(rule.size), length=rule.size)
+        if kind == "trickle":
+            reply = self._page(application, query)
+            reply.trickle = (rule.delay, rule.trickle_bytes)
+            return reply
+        if kind == "redirect":
+            return _Reply(302, b"", [("Location", rule.location)], content_type="text/html; charset=UTF-8")
         raise AssertionError(f"unhandled fault kind {kind}")  # pragma: no cover
+
+    def _gzip_bomb(self, size: int) -> bytes:
+        with self._bombs_lock:  # held while building, so concurrent first requests build it once
+            body = self._bombs.get(size)
+            if body is None:
+                body = self._bombs[size] = _gzip_padded_json(size)
+            return body
 
     def _fresh_token(self, application: str, query: dict[str, str]) -> str:
         """A valid token for the query that leads back to its first page (for stuck_token with no token)."""
@@ -630,13 +931,19 @@ class Simulator:
         top = (end_us // 1000 + 1) if end_us is not None else (self._now_us() // 1000 + 1)
         return self._encode_token(self._query_hash(application, start_us, end_us), (top, INT64_MIN))
 
-    def _page(self, application: str, query: dict[str, str], *, drop_id: bool = False) -> _Reply:
+    def _page(
+        self, application: str, query: dict[str, str], *, tamper: str | None = None, next_token: str | None = None
+    ) -> _Reply:
+        """The page for the query; ``tamper`` (no_id or a splice kind) damages its middle item, and
+        ``next_token`` replaces its nextPageToken (set even on the last page)."""
         try:
-            return self._page_inner(application, query, drop_id)
+            return self._page_inner(application, query, tamper, next_token)
         except _BadRequest as e:
             return _error(400, e.message)
 
-    def _page_inner(self, application: str, query: dict[str, str], drop_id: bool) -> _Reply:
+    def _page_inner(
+        self, application: str, query: dict[str, str], tamper: str | None, next_token: str | None
+    ) -> _Reply:
         now_us = self._now_us()
         start_raw = query.get("startTime")
         if not start_raw:
@@ -677,8 +984,7 @@ class Simulator:
         has_more = len(refs) > max_results
         refs = refs[:max_results]
         items = [self.store.item(application, b, i) for b, i in refs]
-        if drop_id and items:
-            del items[len(items) // 2]["id"]
+        splice = self._tamper(items, tamper) if tamper and items else None
         first = self.store.event_id(application, *refs[0]) if refs else ""
         etag_src = f"{qhash.hex()}|{cursor}|{len(items)}|{first}"
         body: dict[str, Any] = {
@@ -687,10 +993,31 @@ class Simulator:
         }
         if items:
             body["items"] = items
-        if has_more:
+        if next_token is not None:
+            body["nextPageToken"] = next_token
+        elif has_more:
             b, i = refs[-1]
             body["nextPageToken"] = self._encode_token(qhash, (b.times[i], b.uqs[i]))
-        return _Reply(200, _json_bytes(body), items=len(items))
+        raw = _json_bytes(body)
+        if splice is not None:
+            raw = raw.replace(_json_bytes(_SPLICE_MARK), splice, 1)
+        return _Reply(200, raw, items=len(items))
+
+    @staticmethod
+    def _tamper(items: list[dict[str, Any]], kind: str) -> bytes | None:
+        """Damage the middle item for ``kind``. For the splice kinds, one of its strings becomes the
+        marker and the raw bytes to put in the marker's place are returned; no_id returns None."""
+        item = items[len(items) // 2]
+        if kind == "no_id":
+            del item["id"]
+            return None
+        if kind == "surrogate":
+            item["events"][0]["name"] = _SPLICE_MARK
+            return _SURROGATE_JSON
+        email = _json_bytes(item["actor"]["email"])  # quotes included; the cut falls inside them
+        cut = len(email) // 2
+        item["actor"]["email"] = _SPLICE_MARK
+        return email[:cut] + (b"\xff" if kind == "invalid_utf8" else b"\x01") + email[cut:]
 
     # -- admin endpoints ----------------------------------------------------------------------------
 
