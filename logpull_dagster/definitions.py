@@ -23,6 +23,8 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
         "landing": LocalLanding(path=str(config.resolve(config.landing.path))),
         "siem": FileSiem(path=str(config.resolve(config.siem.path))),
     }
+    # Every secret the config names: each source's messages are cleaned of all of them.
+    secret_envs = sorted({s.access_token.env for s in config.sources})
     for src in config.sources:
         assets += [build_logs_asset(src), build_siem_asset(src)]
         pull = dg.define_asset_job(f"pull_{src.name}", selection=[logs_key(src.name)],
@@ -41,6 +43,10 @@ def build_definitions(config: LogpullConfig) -> dg.Definitions:
             http_timeout_seconds=src.http_timeout.total_seconds(),
             http_attempts=src.http_attempts,
             http_backoff_max_seconds=src.http_backoff_max.total_seconds(),
+            max_page_bytes=src.max_page_bytes,
+            ca_file=str(src.ca_path) if src.ca_path else None,
+            tls_verify=src.tls_verify,
+            secret_envs=secret_envs,
         )
     return dg.Definitions(
         assets=assets,

@@ -6,10 +6,11 @@ sink (no Dagster import in those) for the duration of a run.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore
@@ -80,6 +81,7 @@ class GoogleWorkspaceReports(dg.ConfigurableResource):
     max_page_bytes: int = DEFAULT_MAX_BYTES
     ca_file: str | None = None
     tls_verify: bool = True
+    secret_envs: list[str] = Field(default_factory=list)
 
     def open(self) -> GoogleWorkspaceSource:
         """A source for one attempt; raises InvalidSecret if the credential cannot be sent."""
@@ -93,5 +95,5 @@ class GoogleWorkspaceReports(dg.ConfigurableResource):
         )
 
     def redactor(self) -> Redactor:
-        """Masks this resource's credential (as configured and as sent) in any text."""
-        return Redactor([self.access_token])
+        """Masks this resource's credential and every secret the config names (``secret_envs``) in any text."""
+        return Redactor([self.access_token, *(os.environ.get(n) for n in self.secret_envs)])

@@ -1,0 +1,277 @@
+"""A hostile Reports API, over real HTTP (the simulator's fault modes): every bad answer is bounded in
+seconds and bytes, fails clearly, and loses nothing (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from logpull_dagster import json_codec
+from logpull_dagster.deliver import deliver_window
+from logpull_dagster.pull import BudgetExhausted, PullFailed, pull_window
+from logpull_dagster.redact import Redactor
+from logpull_dagster.simulator import Simulator
+from logpull_dagster.sinks.file import FileSink
+from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.windows import Window, rfc3339
+
+from .conftest import SIM_NOW, TOKEN, hour, ts
+
+W10 = Window(hour(10), hour(11))
+MiB = 1024 * 1024
+
+
+def source(sim: Simulator, **kw) -> GoogleWorkspaceSource:  # type: ignore[no-untyped-def]
+    kw.setdefault("page_size", 50)
+    kw.setdefault("backoff_initial", 0.01)
+    kw.setdefault("backoff_max", 0.05)
+    kw.setdefault("credential", "LOGPULL_TEST_TOKEN")
+    return GoogleWorkspaceSource(base_url=kw.pop("base_url", sim.url), application="login",
+                                 access_token=kw.pop("access_token", TOKEN), **kw)
+
+
+def pull(sim: Simulator, store, landing, w: Window = W10, **kw):  # type: ignore[no-untyped-def]
+    src_kw = {k: kw.pop(k) for k in list(kw) if k in (
+        "timeout", "http_attempts", "page_size", "max_page_bytes", "access_token", "base_url", "ca_file",
+        "tls_verify")}
+    src = source(sim, **src_kw)
+    try:
+        return pull_window(src, w, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60,
+                           **kw)
+    finally:
+        src.close()
+
+
+def truth(sim: Simulator, w: Window = W10) -> list[str]:
+    return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
+
+
+def landed(landing, store, w: Window = W10) -> list[str]:  # type: ignore[no-untyped-def]
+    cp = store.get("gws", "pull", rfc3339(w.start))
+    pages = landing.pages("gws", w, cp.page_seq)
+    return [json_codec.loads(line)["id"] for p in pages for line in landing.read_lines(p)]
+
+
+# ---- 1. a next token that repeats, with items ------------------------------------------------------
+
+def test_a_token_repeated_with_items_fails_the_window_at_once_naming_the_page(sim, store, landing):
+    sim.set_faults([{"kind": "repeat_token", "match": "token", "after": 1}])
+    t0 = time.monotonic()
+    with pytest.raises(PullFailed, match=r"page 3: the API's next page token is the one it gave for page 3 .*"
+                                         r"looping") as e:
+        pull(sim, store, landing)
+    assert e.value.permanent and time.monotonic() - t0 < 5
+    assert len(sim.requests()) == 3  # read once, not 45 times a second until the budget
+    cp = store.get("gws", "pull", ts(10))
+    assert (cp.status, cp.pages_read, cp.lease_owner) == ("failed", 2, None)
+    sim.set_faults([])
+    res = pull(sim, store, landing)  # the API behaves again: the window resumes at page 3, exact
+    assert res.resumed_from_page == 3 and sorted(landed(landing, store)) == truth(sim)
+
+
+# ---- 2. gzip bomb and huge bodies ------------------------------------------------------------------
+
+_PEAK = textwrap.dedent("""
+    import sys
+    from logpull_dagster.sources import BadPage
+    from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+    from logpull_dagster.windows import Window, parse_time
+    src = GoogleWorkspaceSource(base_url=sys.argv[1], application="login", access_token=sys.argv[2], http_attempts=1)
+    try:
+        src.fetch_page(Window(parse_time(sys.argv[3]), parse_time(sys.argv[4])), None)
+        print("NO ERROR")
+    except BadPage as e:
+        print("BadPage:", e)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            print("PEAK_KB", line.split()[1])
+""")
+
+
+def peak_fetch(sim: Simulator) -> tuple[str, int]:
+    """Fetch one page in a fresh process; its error text and its peak RSS (kB)."""
+    out = subprocess.run([sys.executable, "-c", _PEAK, sim.url, TOKEN, ts(10), ts(11)], capture_output=True,
+                         text=True, timeout=120).stdout
+    peak = int(out.split("PEAK_KB")[1].split()[0])
+    return out, peak
+
+
+def test_a_gzip_bomb_is_cut_at_max_page_bytes_and_memory_stays_bounded(sim):
+    baseline_out, baseline = peak_fetch(sim)
+    assert "NO ERROR" in baseline_out
+    sim.set_faults([{"kind": "gzip_bomb"}])  # 2 MB on the wire, 2 GiB decoded (took the worker to 6.5 GB)
+    out, peak = peak_fetch(sim)
+    assert "larger than max_page_bytes (67,108,864 bytes; decoded)" in out, out
+    print(f"gzip bomb: peak RSS {peak // 1024} MB against {baseline // 1024} MB for a normal page")
+    assert peak - baseline < 200 * 1024  # the 64 MiB bound, plus its copy; not gigabytes
+
+
+def test_an_uncompressed_body_over_the_bound_fails_the_page_without_reading_it_all(sim, store, landing):
+    sim.set_faults([{"kind": "big_body", "size": 512 * MiB, "count": None}])
+    t0 = time.monotonic()
+    with pytest.raises(PullFailed, match=r"page 1: the response is larger than max_page_bytes \(1,048,576 bytes"):
+        pull(sim, store, landing, max_page_bytes=MiB)
+    assert time.monotonic() - t0 < 10
+
+
+# ---- 3. a server that trickles ---------------------------------------------------------------------
+
+def test_a_trickling_server_is_cut_at_the_request_deadline(sim, store, landing):
+    sim.set_faults([{"kind": "trickle", "delay": 0.05, "count": None}])  # 20 bytes/s: a page takes hours
+    t0 = time.monotonic()
+    with pytest.raises(PullFailed, match=r"page 1: .*still failing after 2 attempts \(last: ReadTimeout\)"):
+        pull(sim, store, landing, timeout=1.0, http_attempts=2)
+    elapsed = time.monotonic() - t0
+    assert 2.0 <= elapsed < 4.0, elapsed  # two attempts of one second each (httpx alone: never)
+    assert store.get("gws", "pull", ts(10)).lease_owner is None  # no lease held by a hung process
+
+
+def test_the_time_budget_stops_retries_of_a_trickling_page_within_one_request_deadline(sim, store, landing):
+    sim.set_faults([{"kind": "trickle", "delay": 0.05, "count": None, "after": 1}])  # page 1 fine, then trickle
+    t0 = time.monotonic()
+    with pytest.raises(BudgetExhausted) as e:
+        pull(sim, store, landing, timeout=1.0, http_attempts=50, time_budget=1.5)
+    elapsed = time.monotonic() - t0
+    assert elapsed < 1.5 + 1.0 + 1.0, elapsed  # budget + one request deadline (+ slack), not 50 attempts
+    assert e.value.progress and e.value.result.checkpoint.pages_read == 1
+    assert store.get("gws", "pull", ts(10)).lease_owner is None
+
+
+# ---- 4. refused credentials ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_fail_at_once_naming_the_variable(sim, store, landing, status):
+    if status == 401:
+        kw = {"access_token": "not-the-token-at-all"}
+    else:
+        sim.set_faults([{"kind": "echo_auth", "status": 403, "count": None}])
+        kw = {}
+    with pytest.raises(PullFailed, match=rf"credentials refused \(HTTP {status}\): check LOGPULL_TEST_TOKEN") as e:
+        pull(sim, store, landing, http_attempts=6, **kw)
+    assert e.value.permanent and len(sim.requests()) == 1  # no retry storm against the auth endpoint
+
+
+# ---- 5/6. pages that orjson refuses ----------------------------------------------------------------
+
+def test_a_lone_surrogate_is_landed_and_delivered_losslessly_as_valid_utf8_json(sim, store, landing, tmp_path):
+    sim.set_faults([{"kind": "surrogate", "after": 1}])
+    res = pull(sim, store, landing)
+    assert res.complete and sorted(landed(landing, store)) == truth(sim)
+    sink = FileSink(tmp_path / "siem")
+    deliver_window(W10, source_name="gws", checkpoints=store, landing=landing, sink=sink, owner="d", lease_ttl=60)
+    lines = [line for f in sorted((tmp_path / "siem").rglob("*.jsonl")) for line in f.read_bytes().splitlines()]
+    assert len(lines) == len(truth(sim))
+    names = []
+    for line in lines:
+        text = line.decode("utf-8")  # every line is valid UTF-8...
+        rec = json.loads(text)  # ...and JSON
+        names += [e.get("name") for e in rec["event"].get("events", [])]
+    assert "login_\ud800success" in names  # the untouched value, escaped as \ud800
+    assert sum(b"\\ud800" in line for line in lines) == 1
+
+
+@pytest.mark.parametrize(("kind", "byte", "reason"), [
+    ("invalid_utf8", b"\xff", "invalid UTF-8"),
+    ("control_byte", b"\x01", "unexpected control character in string"),
+])
+def test_a_raw_invalid_byte_fails_the_page_saying_where(sim, store, landing, kind, byte, reason):
+    sim.set_faults([{"kind": kind, "match": "token", "after": 1}])
+    with pytest.raises(PullFailed, match=rf"page 3: response is not JSON: {reason}.* at byte (\d+)") as e:
+        pull(sim, store, landing)
+    offset = int(str(e.value).split(" at byte ")[1].split()[0])
+    # The same page, fetched again with the fault on: the byte at that offset is the bad one.
+    cp = store.get("gws", "pull", ts(10))
+    sim.set_faults([{"kind": kind}])
+    import httpx
+
+    body = httpx.get(f"{sim.url}/admin/reports/v1/activity/users/all/applications/login",
+                     params={"startTime": ts(10), "endTime": ts(11), "maxResults": 50, "pageToken": cp.cursor},
+                     headers={"Authorization": f"Bearer {TOKEN}"}).content
+    assert body[offset:offset + 1] == byte
+    assert cp.status == "failed" and reason in cp.last_error
+
+
+# ---- 7/8. secrets ----------------------------------------------------------------------------------
+
+def test_an_echoed_authorization_header_is_redacted_everywhere_it_is_written(sim, store, landing):
+    sim.set_faults([{"kind": "echo_auth", "status": 400, "count": None}])
+    src = source(sim)
+    with pytest.raises(PullFailed) as e:
+        pull_window(src, W10, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60,
+                    redactor=Redactor([TOKEN]))
+    src.close()
+    cp = store.get("gws", "pull", ts(10))
+    assert "Authorization" in str(e.value) and "[REDACTED]" in str(e.value)  # the echo is there, masked
+    assert TOKEN not in str(e.value) and TOKEN not in cp.last_error
+    assert "[REDACTED]" in cp.last_error
+
+
+def test_even_without_knowing_the_secret_a_bearer_value_is_masked(sim, store, landing):
+    sim.set_faults([{"kind": "echo_auth", "status": 400, "count": None}])
+    with pytest.raises(PullFailed) as e:
+        pull(sim, store, landing)  # no redactor: the pattern alone
+    assert TOKEN not in str(e.value) and TOKEN not in store.get("gws", "pull", ts(10)).last_error
+
+
+# ---- 10. credentials go only to the configured origin; TLS -----------------------------------------
+
+def test_a_redirect_to_another_origin_is_not_followed_and_names_the_location(sim, store, landing):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        other.settimeout(0.5)
+        elsewhere = f"http://127.0.0.1:{other.getsockname()[1]}/steal"
+        sim.set_faults([{"kind": "redirect", "location": elsewhere, "count": None}])
+        with pytest.raises(PullFailed, match=rf"HTTP 302 redirecting to '{elsewhere}'; redirects are not followed") \
+                as e:
+            pull(sim, store, landing)
+        assert e.value.permanent and len(sim.requests()) == 1
+        with pytest.raises(TimeoutError):
+            other.accept()  # nobody came: the token did not travel
+
+
+@pytest.fixture
+def tls_sim(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from .tls import make_tls_files
+
+    ca, cert, key = make_tls_files(tmp_path / "tls")
+    with Simulator(seed=11, events_per_hour=300, token=TOKEN, tls_cert=cert, tls_key=key) as s:
+        s.set_clock(now=SIM_NOW)
+        yield s, ca
+
+
+def test_tls_is_verified_by_default_and_a_private_ca_is_named_with_ca_file(tls_sim, store, landing):
+    sim, ca = tls_sim
+    assert sim.url.startswith("https://")
+    with pytest.raises(PullFailed, match=r"TLS certificate of https://127\.0\.0\.1:\d+ is not trusted .*ca_file") \
+            as e:
+        pull(sim, store, landing, http_attempts=6)
+    assert e.value.permanent and len(sim.requests()) == 0  # refused before any request was sent
+    res = pull(sim, store, landing, ca_file=str(ca))
+    assert res.complete and sorted(landed(landing, store)) == truth(sim)
+
+
+def test_tls_verification_can_only_be_turned_off_explicitly(tls_sim, store, landing):
+    sim, _ = tls_sim
+    assert pull(sim, store, landing, tls_verify=False).complete
+
+
+# ---- the loop stays bounded under everything at once -----------------------------------------------
+
+def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing):
+    before = threading.active_count()
+    for rule in ({"kind": "repeat_token", "match": "token"}, {"kind": "redirect"},
+                 {"kind": "big_body", "size": 8 * MiB}, {"kind": "echo_auth"}, {"kind": "invalid_utf8"}):
+        sim.set_faults([{**rule, "count": None}])
+        with pytest.raises(PullFailed):
+            pull(sim, store, landing, max_page_bytes=MiB)
+        assert store.get("gws", "pull", ts(10)).lease_owner is None
+    assert threading.active_count() <= before + 1
