@@ -26,10 +26,11 @@ from typing import Any
 
 import orjson
 
-# A run of 20+ digits is the only way to write an integer orjson would turn into a float (2**64 has 20
-# digits). Runs inside strings (Google's 21-digit profile ids) match too; each match is then checked
-# cheaply, so a page with none costs one fast scan and a page of profile ids a few microseconds more.
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+# A run of 19+ digits is the only way to write an integer orjson would turn into a float (below -2**63:
+# 19 digits; above 2**64 - 1: 20). Runs inside strings (Google's 21-digit profile ids, 19-digit unique
+# qualifiers) match too; each match is then checked cheaply, so a page costs one fast scan plus a few
+# microseconds per such string.
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 _NUMBER_BEFORE = frozenset(b":,[ \t\r\n")
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 
@@ -73,7 +74,11 @@ def dumps(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj)
     except TypeError:  # a lone surrogate, or an integer beyond 64 bits
+        pass
+    try:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+    except RecursionError:
+        raise JSONError("nested too deeply to write back with a lone surrogate or a huge integer", None, b"") from None
 
 
 def _has_big_integer(data: bytes) -> bool:
