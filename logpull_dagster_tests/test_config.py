@@ -265,12 +265,23 @@ def test_a_path_whose_folder_cannot_be_created_is_refused_and_nothing_is_created
     assert list(locked.iterdir()) == [] and not (tmp_path / ".logpull").exists()  # loading created nothing
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write to any folder")
 def test_a_read_only_folder_is_refused(tmp_path):
+    import subprocess
+
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    with pytest.raises(ConfigError, match=r"landing\.path: .* this user cannot write to"):
-        load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/landing", "path: locked/landing")))
+    mounted = False
+    if os.geteuid() == 0:  # permission bits do not stop root; a read-only file system does (CI runs as root)
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(locked)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, f"this test needs `mount` as root for a read-only folder: {res.stderr}"
+        mounted = True
+    try:
+        with pytest.raises(ConfigError, match=r"landing\.path: .* this user cannot write to"):
+            load_config(write(tmp_path, EXAMPLE.replace("path: .logpull/landing", "path: locked/landing")))
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(locked)], check=True)
 
 
 # ---- max_page_bytes, ca_file, tls_verify ----------------------------------------------------------
