@@ -23,7 +23,7 @@ from logpull_dagster.sinks.file import FileSink
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.windows import Window, rfc3339
 
-from .conftest import SIM_NOW, TOKEN, hour, ts
+from .conftest import SIM_NOW, TOKEN, hour, key, ts
 
 W10 = Window(hour(10), hour(11))
 MiB = 1024 * 1024
@@ -275,3 +275,16 @@ def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing):
             pull(sim, store, landing, max_page_bytes=MiB)
         assert store.get("gws", "pull", ts(10)).lease_owner is None
     assert threading.active_count() <= before + 1
+
+
+def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkeypatch):
+    from .test_assets import make_defs, materialize
+
+    sim, _ = tls_sim
+    monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
+    defs = make_defs(tmp_path, sim.url, tls_verify=False)
+    for _ in range(2):
+        res = materialize(defs, "logs/gws", key(10), instance)
+        assert res.success
+        warnings = [e.message for e in instance.all_logs(res.run_id) if e.level >= 30]
+        assert any("tls_verify is false: the API's certificate is NOT checked" in w for w in warnings)
