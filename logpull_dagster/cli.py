@@ -10,7 +10,11 @@ usage or config error.
 ``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
 (landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
 
-Both read a real config file only ($LOGPULL_CONFIG or ./logpull.yaml, never the built-in demo config) and
+``logpull skip-page --source NAME --window KEY --reason TEXT`` accepts losing the one page that keeps a
+window failed because its body can never be read (see ``skips.py``): the window reads on past it, or
+ends its pass there, and is shown as a known gap from then on, with the reason, who and when.
+
+All three read a real config file only ($LOGPULL_CONFIG or ./logpull.yaml, never the built-in demo config) and
 an existing checkpoint database (never create an empty one); otherwise they exit 2 saying which.
 """
 
@@ -25,6 +29,7 @@ from collections.abc import Sequence
 import orjson
 import pandas as pd
 
+from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, LeaseHeld
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.config import ConfigError, LogpullConfig, SourceConfig, config_path, load_config
@@ -41,6 +46,7 @@ from logpull_dagster.windows import (
 )
 
 RESET_OWNER = "logpull-reset"
+SKIP_OWNER = "logpull-skip-page"
 
 
 def _when(value: str) -> dt.datetime:
@@ -142,10 +148,10 @@ def window_problem(src: SourceConfig, key: str, now: dt.datetime) -> str | None:
                 f"the window holding that time is {holder}")
     if window.start < src.start:
         return (f"{key} is before the first window of {src.name} (start: {rfc3339(src.start)}); "
-                f"no run reads it, so there is nothing to reset")
+                f"no run reads it, so there is nothing to change")
     if window.end > now:
         return (f"{key} has not ended yet (it ends at {rfc3339(window.end)}, now is {rfc3339(now)}); "
-                f"there is nothing to reset")
+                f"there is nothing to change")
     return None
 
 
@@ -183,6 +189,41 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
     )
 
 
+def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
+    src = config.source(args.source)
+    window = window_for_key(src.cadence, args.window)
+    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    try:
+        cp = store.get(src.name, "pull", rfc3339(window.start))
+        bad = cp.stats.get("bad_page") if cp is not None else None
+        if cp is None or cp.status != "failed" or not isinstance(bad, dict) or bad.get("page") != cp.pages_read + 1:
+            state = "never read" if cp is None else cp.status
+            print(f"logpull skip-page: {src.name} {args.window} ({state}) is not stopped at an unreadable page; "
+                  f"nothing to skip (only a page that failed as not readable, and is still where the window "
+                  f"stands, can be skipped)", file=sys.stderr)
+            return 2
+        now = dt.datetime.now(UTC).timestamp()
+        try:
+            held = store.acquire(src.name, "pull", cp.window_start, cp.window_end, owner=SKIP_OWNER, ttl=30, now=now)
+        except LeaseHeld as e:
+            print(f"refused: {e}", file=sys.stderr)
+            return 1
+        by = os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+        done = store.release(skips.skip(held, reason=args.reason, by=by, now=now), now=now)
+    finally:
+        store.close()
+    print(f"{src.name} {args.window}: page {bad['page']} skipped ({bad['bytes']} bytes, sha256 {bad['sha256']}; "
+          f"it failed with: {bad['error']}).")
+    if done.status == "complete":
+        print("No next page token could be found in that body: the pass ends there, and the rest of it was not "
+              "read. The window is a known gap in `logpull status` from now on.")
+    else:
+        print(f"The next run reads on from page {bad['page'] + 1}:\n  dagster asset materialize -m logpull_dagster "
+              f"--select logs/{src.name} --partition {args.window}\nThe window is a known gap in `logpull status` "
+              f"from now on.")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="logpull", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,12 +236,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     rs = sub.add_parser("reset", help="make a window's next run read it from page one")
     rs.add_argument("--source", required=True)
     rs.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
+    sk = sub.add_parser("skip-page", help="accept losing the unreadable page a window is stopped at (a known gap)")
+    sk.add_argument("--source", required=True)
+    sk.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
+    sk.add_argument("--reason", required=True, help="why the page's events may be lost (kept with the window)")
     args = parser.parse_args(argv)
     config = _config(args)
     if isinstance(config, str):
         print(f"logpull {args.command}: {config}", file=sys.stderr)
         return 2
-    return reset(args, config) if args.command == "reset" else status(args, config)
+    return {"reset": reset, "skip-page": skip_page}.get(args.command, status)(args, config)
 
 
 def _config(args: argparse.Namespace) -> LogpullConfig | str:
@@ -223,7 +268,7 @@ def _config(args: argparse.Namespace) -> LogpullConfig | str:
         except KeyError:
             names = ", ".join(s.name for s in config.sources)
             return f"no source named {args.source!r} in {path}; sources: {names}"
-        if args.command == "reset" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
+        if args.command != "status" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
             return why
     db = config.resolve(config.checkpoints.path)
     if not os.path.isfile(db):  # SqliteCheckpointStore would create an empty one

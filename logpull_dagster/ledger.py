@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
 from logpull_dagster.config import SourceConfig
 from logpull_dagster.landing import LandingStore
@@ -60,7 +61,7 @@ def window_rows(src: SourceConfig, store: CheckpointStore, now: dt.datetime, *, 
             "late_events": int(cp.stats.get("late_events", 0)) if cp else 0,
             "attempts": cp.attempts if cp else 0,
             "last_read": cp.stats.get("last_read_at", "") if cp else "",
-            "delivered": "yes" if cp and delivered >= landed and status == "complete" else
+            "delivered": "yes" if cp and delivered >= landed and status in ("complete", "known gap") else
                          ("no" if delivered == 0 else f"{delivered} of {landed} pages"),
             "detail": detail,
         })
@@ -74,11 +75,15 @@ def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:
         age = now - cp.heartbeat
         return "in progress", f"run {cp.lease_owner}, last page {age:.0f}s ago, at page {cp.pages_read + 1}"
     if cp.status == "complete" and not cp.reading:
-        return "complete", ""
+        gap = skips.describe(cp.stats)
+        return ("known gap", gap) if gap else ("complete", "")
     if cp.status == "complete":
         return "complete", f"a re-read stopped at page {cp.pages_read + 1}; the next run resumes it"
     if cp.status == "failed":
-        return "failed", (cp.last_error or "")[:300]
+        bad = cp.stats.get("bad_page")
+        hint = (f" [page {bad.get('page')} cannot be read as it is; if an operator accepts losing it: "
+                f"logpull skip-page, see docs/operations.md]" if isinstance(bad, dict) else "")
+        return "failed", (cp.last_error or "")[:300] + hint
     if cp.lease_owner is not None:
         pending = f", after landing {cp.journaled} page(s) it read (journaled)" if cp.journaled else ""
         return "failed", (f"run {cp.lease_owner} died at page {cp.pages_read + 1} (lease lapsed); "

@@ -40,11 +40,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from logpull_dagster import json_codec
+from logpull_dagster import json_codec, skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.redact import Redactor, error_text, redact
-from logpull_dagster.sources import Event, LogSource, Page, SourceError, TokenRejected
+from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
 from logpull_dagster.windows import Window, epoch_us, rfc3339, rfc3339_ms
 
 # A window whose token is rejected again and again is not converging; fail it rather than loop.
@@ -79,8 +79,8 @@ class PullFailed(RuntimeError):
     window fails at once and keeps its checkpoint for the next run.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        self.permanent = permanent
+    def __init__(self, message: str, *, permanent: bool = False, bad_page: dict[str, Any] | None = None) -> None:
+        self.permanent, self.bad_page = permanent, bad_page  # bad_page: see skips.py
         super().__init__(message)
 
 
@@ -101,6 +101,7 @@ class PullResult:
     outside_window_dropped: int = 0
     http_retries: int = 0
     token_restarts: int = 0
+    pages_skipped: int = 0  # bad pages an operator skipped before, met again (skips.py)
     elapsed: float = 0.0
     landed: list[str] = field(default_factory=list)
 
@@ -202,8 +203,11 @@ def pull_window(
     except BaseException as e:
         # Record why, keep the cursor: the next attempt resumes where this one stopped.
         text = error_text(e, redactor)
+        stats = run.cp.stats
+        if isinstance(e, PullFailed) and e.bad_page is not None:
+            stats = {**stats, "bad_page": e.bad_page}
         failed = dataclasses.replace(
-            run.cp, status="complete" if run.cp.status == "complete" else "failed", last_error=text,
+            run.cp, status="complete" if run.cp.status == "complete" else "failed", last_error=text, stats=stats,
         )
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(failed, now=clock())
@@ -258,8 +262,22 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 except SourceError as e:
                     if deadline is not None and monotonic() >= deadline:
                         continue  # retries cut short by the budget, not failed: the check above stops the attempt
-                    raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; nothing of this "
-                                     f"page was landed or checkpointed", permanent=e.permanent) from None
+                    body = e.body if isinstance(e, BadPage) else b""
+                    entry = skips.approved(cp.stats, body) if body else None
+                    if entry is None:
+                        bad = skips.bad_page(body, page_no, redact(str(e))) if body else None
+                        raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; nothing of this "
+                                         f"page was landed or checkpointed", permanent=e.permanent,
+                                         bad_page=bad) from None
+                    # An operator skipped this very body before (skips.py): the same decision, counted.
+                    if landing_page is not None:
+                        run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+                        landing_page = None
+                    result.pages_skipped += 1
+                    run.commit(functools.partial(_skipped_again, entry=entry, now=run.clock()))
+                    if entry.get("next_cursor"):
+                        continue
+                    break
                 if page.next_cursor is not None:
                     first_seen = run.seen.get(_cursor_digest(page.next_cursor))
                     if first_seen is not None:
@@ -281,7 +299,8 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 landing_page_no = page_no
                 if page.next_cursor is None:
                     break
-            run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+            if landing_page is not None:
+                run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
         except BaseException:
             if landing_page is not None:  # let the page in hand land (or fail) before the caller releases
                 with contextlib.suppress(BaseException):
@@ -289,11 +308,19 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
             raise
 
 
+def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float) -> Checkpoint:
+    moved = skips.past(cp, entry, now=now)
+    return dataclasses.replace(moved, stats=_bump(moved.stats, "skips_reapplied", 1))
+
+
 def _journaled(cp: Checkpoint, page: Page) -> Checkpoint:
     """The cursor moves past ``page``, which is now pending in the journal."""
+    stats = _bump(cp.stats, "http_retries", page.http_retries) if page.http_retries else cp.stats
+    if "bad_page" in stats:  # the page that failed before has been read now
+        stats = {k: v for k, v in stats.items() if k != "bad_page"}
     return dataclasses.replace(
         cp, cursor=page.next_cursor, pages_read=cp.pages_read + 1, reads=cp.reads + 1, journaled=cp.journaled + 1,
-        stats=_bump(cp.stats, "http_retries", page.http_retries) if page.http_retries else cp.stats,
+        stats=stats,
     )
 
 

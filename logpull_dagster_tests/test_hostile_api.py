@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from logpull_dagster import json_codec
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.deliver import deliver_window
+from logpull_dagster.landing.local import LocalLandingStore
 from logpull_dagster.pull import BudgetExhausted, PullFailed, pull_window
 from logpull_dagster.redact import Redactor
 from logpull_dagster.simulator import Simulator
@@ -288,3 +290,86 @@ def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkey
         assert res.success
         warnings = [e.message for e in instance.all_logs(res.run_id) if e.level >= 30]
         assert any("tls_verify is false: the API's certificate is NOT checked" in w for w in warnings)
+
+
+# ---- 6. the operator's way out: skip the unreadable page, counted, shown as a known gap ------------
+
+@pytest.mark.parametrize("page_size", [50, 1000], ids=["page with a next token", "last page"])
+def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap(
+        tmp_path, sim, monkeypatch, capsys, page_size):
+    import httpx
+
+    from logpull_dagster.cli import main as logpull
+
+    from .cli import setup_project
+
+    env = setup_project(tmp_path, sim.url, page_size=page_size)
+    monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+    landing = LocalLandingStore(tmp_path / "state" / "landing")
+    first_bad = 1 if page_size == 50 else 0  # page 2 of many, or the only page
+    in_range = ["--from", ts(10), "--to", ts(11)]
+
+    def status() -> dict:  # type: ignore[type-arg]
+        assert logpull(["status", "--json", *in_range]) == 1  # never 0 while the page is missing
+        doc = json.loads(capsys.readouterr().out)
+        [row] = doc["sources"][0]["windows"]
+        return {**row, "gaps": doc["sources"][0]["gaps"]}
+
+    sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 2}])
+    for _ in range(2):  # the same bytes every time: the window can never complete by itself
+        with pytest.raises(PullFailed, match="invalid UTF-8"):
+            pull(sim, store, landing, page_size=page_size)
+    cp = store.get("gws", "pull", ts(10))
+    assert cp.stats["bad_page"]["page"] == cp.pages_read + 1 == first_bad + 1
+    row = status()
+    assert row["status"] == "failed" and "logpull skip-page" in row["detail"]
+
+    params = {"startTime": ts(10), "endTime": ts(11), "maxResults": page_size}
+    if cp.cursor:
+        params["pageToken"] = cp.cursor
+    clean = httpx.get(f"{sim.url}/admin/reports/v1/activity/users/all/applications/login", params=params,
+                      headers={"Authorization": f"Bearer {TOKEN}"}).json()  # the faults are spent
+    lost = {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
+            for i in clean.get("items", [])}
+    assert lost
+
+    assert logpull(["skip-page", "--source", "gws", "--window", key(10), "--reason", "INC-42: vendor bug"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped" in out and ("reads on from page" in out) == (page_size == 50)
+    if page_size == 50:
+        assert pull(sim, store, landing, page_size=page_size).complete
+    assert sorted(landed(landing, store)) == sorted(set(truth(sim)) - lost)  # all but the skipped page, exactly
+    row = status()
+    assert row["status"] == "known gap" and "INC-42: vendor bug" in row["detail"]
+    assert row["gaps"] == [[ts(10), ts(11)]]
+
+    # A re-read meets the same bytes: the operator's decision applies again, counted.
+    assert logpull(["reset", "--source", "gws", "--window", key(10)]) == 0
+    sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 1}])
+    res = pull(sim, store, landing, page_size=page_size)
+    assert res.complete and res.pages_skipped == 1
+    assert store.get("gws", "pull", ts(10)).stats["skips_reapplied"] == 1
+    # Another bad page (other bytes) still fails: the decision was for that page only.
+    assert logpull(["reset", "--source", "gws", "--window", key(10)]) == 0
+    sim.set_faults([{"kind": "control_byte", "after": first_bad, "count": 1}])
+    with pytest.raises(PullFailed, match="control character"):
+        pull(sim, store, landing, page_size=page_size)
+    store.close()
+
+
+def test_skip_page_refuses_a_window_that_is_not_stopped_at_an_unreadable_page(tmp_path, sim, monkeypatch, capsys):
+    from logpull_dagster.cli import main as logpull
+
+    from .cli import setup_project
+
+    env = setup_project(tmp_path, sim.url)
+    monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
+    store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+    sim.set_faults([{"kind": "503", "count": None}])
+    with pytest.raises(PullFailed):
+        pull(sim, store, LocalLandingStore(tmp_path / "state" / "landing"), http_attempts=1)
+    store.close()
+    assert logpull(["skip-page", "--source", "gws", "--window", key(10), "--reason", "x"]) == 2
+    assert "not stopped at an unreadable page" in capsys.readouterr().err

@@ -50,7 +50,15 @@ class SourceError(RuntimeError):
 
 
 class BadPage(SourceError):
-    """The API answered, but not with a page we can trust (not JSON, wrong shape, event without id)."""
+    """The API answered, but not with a page we can trust (not JSON, wrong shape, event without id).
+
+    ``body``: the response as received, when the source had one, so that the pull loop can record
+    which page failed (its digest, its size) for an operator who must decide to skip it.
+    """
+
+    def __init__(self, message: str, body: bytes = b"") -> None:
+        self.body = body
+        super().__init__(message)
 
 
 class TokenRejected(SourceError):

@@ -85,7 +85,10 @@ class GoogleWorkspaceSource:
             raise TokenRejected(f"Reports API rejected the page token: {_error_message(res.content)}")
         if res.status != 200:
             raise SourceRequestError(f"Reports API answered HTTP {res.status}: {_error_message(res.content)}")
-        items, token = self.parse_page(res.content)
+        try:
+            items, token = self.parse_page(res.content)
+        except BadPage as e:
+            raise BadPage(str(e), res.content) from None
         if cursor is not None and token == cursor and not items:
             raise BadPage("the API returned the page token it was sent, with no items "
                           "(a known Reports API bug); stopping instead of looping")
