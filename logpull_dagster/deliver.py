@@ -6,6 +6,18 @@ same batch a no-op), THEN checkpoint N + 1. A SIEM outage stops delivery between
 retry resends at most the one batch in flight, which the sink absorbs. Only pages the pull has
 committed are read, so delivery can run while a re-read of the window lands more.
 
+RECONCILING. The checkpoint names batches by landed page, so it describes the SIEM only while the
+checkpoint store survives. When the window's delivery checkpoint knows nothing delivered (no row, or
+``page_seq`` 0) yet the sink holds data of the window, or a batch name turns out to hold other
+content, the store was lost or replaced (or an attempt died after writing the window's first
+batch): delivery then asks the sink which events it has of the window (``delivered_ids``, read once
+per attempt) and writes only the others. ``stats["reconciling"]`` in the checkpoint makes later
+attempts do the same, since the SIEM's old batches may hold events of any later page, until an
+attempt that started at page 0 has met every event the SIEM had: a window's landed pages share no
+event id, so no later page can hold one, and delivery is back on the normal path.
+``stats["already_delivered"]`` counts the events left out. The normal path costs one or two file
+lookups more, at a window's first batch.
+
 No Dagster import.
 """
 
@@ -13,43 +25,57 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
-import orjson
-
-from logpull_dagster.checkpoints import CheckpointStore, LeaseLost
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
+from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.pull import acquire
+from logpull_dagster.redact import error_text
 from logpull_dagster.sinks import Sink
 from logpull_dagster.windows import Window, rfc3339
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class DeliveryResult:
+    """What one attempt did: ``batches`` landed pages handed to the sink, ``events`` written to the
+    SIEM, ``already_delivered`` left out because the SIEM had them (``reconciled``: the attempt
+    reconciled), ``total_events`` the events of the window's delivered pages (the checkpoint's)."""
+
     source: str
     window: Window
     batches: int = 0
     events: int = 0
+    already_delivered: int = 0
     total_events: int = 0
     pending_pull: bool = False
+    reconciled: bool = False
     outputs: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
 
 def envelope(source: str, window: Window, line: bytes) -> bytes:
     """One SIEM record: the untouched API event under ``event`` plus where and when it came from."""
-    rec = orjson.loads(line)
-    return orjson.dumps({
+    return _envelope(source, rfc3339(window.start), rfc3339(window.end), loads(line))[0]
+
+
+def _envelope(source: str, start: str, end: str, rec: dict[str, Any]) -> tuple[bytes, str]:
+    """``envelope`` with the window's bounds formatted once (per event they cost a third of delivery)."""
+    return dumps({
         "source": source,
-        "window_start": rfc3339(window.start),
-        "window_end": rfc3339(window.end),
+        "window_start": start,
+        "window_end": end,
         "event_id": rec["id"],
         "event_time": rec["time"],
         "pulled_at": rec["pulled_at"],
         "event": rec["event"],
-    })
+    }), rec["id"]
 
 
 def deliver_window(
@@ -72,16 +98,48 @@ def deliver_window(
     result.pending_pull = pulled is None or pulled.status != "complete"
     cp = acquire(checkpoints, source_name, "deliver", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
+    delivered: set[bytes] | None = None  # reconciling: what the SIEM side has of the window
+    unmatched: int | None = None  # of those, not met in this attempt's pages yet (None: cannot tell)
     try:
+        reconciling = bool(cp.stats.get("reconciling")) or (cp.page_seq == 0 and sink.holds(source_name, window))
+        from_start = cp.page_seq == 0
+        start, end = rfc3339(window.start), rfc3339(window.end)
         for page in landing.pages(source_name, window, landed):
             if page.seq < cp.page_seq:
                 continue
-            lines = [envelope(source_name, window, line) for line in landing.read_lines(page)]
-            result.outputs.append(sink.write_batch(source_name, window, page.seq, lines))
+            lines, ids = [], []
+            for line in landing.read_lines(page):
+                out, event_id = _envelope(source_name, start, end, loads(line))
+                lines.append(out)
+                ids.append(event_id)
+            if reconciling and delivered is None:
+                delivered = _reconcile(sink, source_name, window, cp)
+                unmatched = len(delivered) if from_start and not result.batches else None
+                if unmatched == 0:  # the SIEM side holds nothing of it after all (an empty record)
+                    reconciling, delivered, unmatched = False, None, None
+            written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered)
+            if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
+                reconciling = True
+                delivered = _reconcile(sink, source_name, window, cp, batch=page.seq)
+                unmatched = len(delivered) if from_start and not result.batches else None
+                written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered)
+            if written.location is not None:
+                result.outputs.append(written.location)
             result.batches += 1
-            result.events += len(lines)
+            result.events += written.events
+            result.already_delivered += written.already
+            stats = cp.stats
+            if reconciling:
+                result.reconciled = True
+                stats = {**stats, "reconciling": True,
+                         "already_delivered": int(stats.get("already_delivered", 0)) + written.already}
+                if unmatched is not None:
+                    unmatched -= written.already
+                    if unmatched <= 0:  # every event the SIEM had is accounted for: back to normal
+                        reconciling, delivered, unmatched = False, None, None
+                        stats = {k: v for k, v in stats.items() if k != "reconciling"}
             cp = dataclasses.replace(cp, page_seq=page.seq + 1, pages_read=cp.pages_read + 1,
-                                     events=cp.events + len(lines))
+                                     events=cp.events + len(lines), stats=stats)
             cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
         cp = dataclasses.replace(cp, status="complete", last_error=None)
         cp = checkpoints.release(cp, now=clock())
@@ -89,9 +147,28 @@ def deliver_window(
         raise
     except BaseException as e:
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
-            checkpoints.release(dataclasses.replace(cp, status="failed", last_error=f"{type(e).__name__}: {e}"[:1000]),
+            checkpoints.release(dataclasses.replace(cp, status="failed", last_error=error_text(e)),
                                 now=clock())
         raise
+    if result.already_delivered:
+        log.warning("%s window %s: %d events were in the SIEM already and were not sent again; %d sent",
+                    source_name, window, result.already_delivered, result.events)
     result.total_events = cp.events
     result.elapsed = monotonic() - t0
     return result
+
+
+def _reconcile(sink: Sink, source: str, window: Window, cp: Checkpoint, batch: int | None = None) -> set[bytes]:
+    """What the SIEM side has of the window, read once per attempt; logged, since it means state was lost."""
+    delivered = sink.delivered_ids(source, window)
+    if batch is not None:
+        why = (f"batch {batch} in the SIEM holds other events than landed page {batch} (the checkpoint store "
+               f"was replaced, or restored from an older copy?)")
+    elif cp.stats.get("reconciling"):
+        why = "an earlier attempt began reconciling the window"
+    else:
+        why = ("its delivery checkpoint records nothing delivered (the checkpoint store was lost, or an attempt "
+               "died after writing the first batch)")
+    log.warning("%s window %s: %s; the SIEM side holds %d events of the window: sending only the others",
+                source, window, why, len(delivered))
+    return delivered

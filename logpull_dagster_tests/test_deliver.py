@@ -1,10 +1,17 @@
 """Delivery: landed pages reach the SIEM folder once each, across crashes."""
 
+import contextlib
+import errno
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
 import orjson
 import pytest
 
-from logpull_dagster.deliver import deliver_window
-from logpull_dagster.pull import BudgetExhausted, pull_window
+from logpull_dagster.deliver import deliver_window, envelope
+from logpull_dagster.json_codec import dumps, loads
+from logpull_dagster.pull import BudgetExhausted, id_digest, pull_window
 from logpull_dagster.sinks.file import FileSink
 
 from .fakes import FakeSource, W, make_events
@@ -21,15 +28,15 @@ class FlakySink(FileSink):
         super().__init__(root)
         self.fail_after_batch = fail_after_batch
 
-    def write_batch(self, source, window, batch, lines):
-        out = super().write_batch(source, window, batch, lines)
+    def write_batch(self, source, window, batch, lines, ids, **kw):
+        out = super().write_batch(source, window, batch, lines, ids, **kw)
         if batch == self.fail_after_batch:
             raise Outage("SIEM went away")
         return out
 
 
 def siem_records(root):
-    return [orjson.loads(line) for f in sorted(root.rglob("*.jsonl")) for line in f.read_bytes().splitlines()]
+    return [loads(line) for f in sorted(root.rglob("*.jsonl")) for line in f.read_bytes().splitlines()]
 
 
 def test_a_failed_delivery_resumes_and_every_event_reaches_the_siem_once(store, landing, tmp_path):
@@ -50,7 +57,7 @@ def test_a_failed_delivery_resumes_and_every_event_reaches_the_siem_once(store, 
     assert r["event"] == {"n": 5, "name": "kind2"} and r["source"] == "s"
     assert r["window_start"] == "2026-11-26T10:00:00Z" and r["window_end"] == "2026-11-26T11:00:00Z"
     assert {"event_time", "pulled_at"} <= r.keys()
-    names = sorted(p.name for p in (root / "s").iterdir())
+    names = sorted(p.name for p in (root / "s").glob("*.jsonl"))  # beside them: .delivered/, .tmp/
     assert names[0] == "s-20261126T1000Z-b000000.jsonl" and len(names) == 10
     # Nothing new landed: delivering again writes nothing.
     again = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FileSink(root),
@@ -69,3 +76,88 @@ def test_delivery_ships_only_pages_the_pull_has_committed(store, landing, tmp_pa
                          owner="d", lease_ttl=60)
     assert res.pending_pull and res.batches == 1
     assert "uncommitted" not in [r["event_id"] for r in siem_records(tmp_path / "o")]
+
+
+def test_a_delivery_that_died_after_its_first_batch_is_retried_exactly_and_returns_to_plain_names(
+        store, landing, tmp_path):
+    """The retry finds batch 0 but no delivery progress, the shape a lost store has too: it reconciles
+    (batch 0's events are the SIEM's), meets every event the SIEM had in page 0, and carries on as usual."""
+    pull_window(FakeSource(make_events(W, 95)), W, source_name="s", checkpoints=store, landing=landing, owner="p",
+                lease_ttl=60)
+    root = tmp_path / "siem"
+    with pytest.raises(Outage):
+        deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FlakySink(root, 0),
+                       owner="d1", lease_ttl=60)
+    res = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FileSink(root),
+                         owner="d2", lease_ttl=60)
+    ids = [r["event_id"] for r in siem_records(root)]
+    assert len(ids) == len(set(ids)) == 96
+    assert res.reconciled and res.already_delivered == 9 and res.events == 87
+    assert sorted(p.name for p in (root / "s").glob("*.jsonl")) == [f"s-{W.slug}-b{n:06d}.jsonl" for n in range(10)]
+    assert "reconciling" not in store.get("s", "deliver", "2026-11-26T10:00:00Z").stats
+
+
+def test_a_batch_name_holding_other_events_is_never_taken_as_written(tmp_path):
+    sink = FileSink(tmp_path)
+    lines = [orjson.dumps({"event_id": i}) for i in ("a", "b")]
+    first = sink.write_batch("s", W, 0, lines, ["a", "b"])
+    assert sink.write_batch("s", W, 0, lines, ["a", "b"]) == first  # a retried identical batch: a no-op
+    other = sink.write_batch("s", W, 0, [orjson.dumps({"event_id": "c"})], ["c"])
+    assert other.conflict and other.location is None
+    assert (tmp_path / "s" / f"s-{W.slug}-b000000.jsonl").read_bytes() == b"\n".join(lines) + b"\n"
+    assert sink.delivered_ids("s", W) == {id_digest("a"), id_digest("b")}
+    # The record survives a torn append (a kill mid-write): the partial digest is cut, not misread.
+    record = sink.record_path("s", W)
+    record.write_bytes(record.read_bytes() + b"\x01\x02\x03")
+    sink.write_batch("s", W, 1, [orjson.dumps({"event_id": "c"})], ["c"])
+    (tmp_path / "s" / f"s-{W.slug}-b000001.jsonl").unlink()  # shipped and deleted by the forwarder
+    assert sink.delivered_ids("s", W) == {id_digest(i) for i in "abc"}
+
+
+def test_envelopes_keep_lone_surrogates_and_big_integers_exactly():
+    """Attacker-influenced fields: orjson refuses the first and rounds the second to a float."""
+    raw = {"name": "login_\ud800success", "n": 2**70, "id": {"time": "2026-11-26T10:01:00.000Z"}}
+    line = dumps({"id": "e1", "time": "2026-11-26T10:01:00.000Z", "pulled_at": "2026-11-26T12:00:00Z", "event": raw})
+    out = envelope("s", W, line)
+    assert out.isascii() and loads(out)["event"] == raw and loads(out)["event_id"] == "e1"
+
+
+@contextlib.contextmanager
+def tiny_tmpfs(path: Path, size: str = "256k") -> Iterator[Path]:
+    """A real filesystem that fills up: tmpfs of ``size`` mounted at ``path`` (needs root, as CI has)."""
+    path.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"this test needs root to mount a tmpfs at {path} (mount -t tmpfs -o size={size}): "
+                    f"{(done.stderr or done.stdout).strip()}. Run it as root (CI does); it must not be skipped.")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_full_siem_folder_fails_the_batch_naming_its_file_and_leaves_no_temp_file(store, landing, tmp_path):
+    """Before: the ENOSPC error named no file and left a hidden .tmp beside the batches at every attempt."""
+    pull_window(FakeSource(make_events(W, 95)), W, source_name="s", checkpoints=store, landing=landing, owner="p",
+                lease_ttl=60)
+    with tiny_tmpfs(tmp_path / "siem") as root:
+        (root / "s").mkdir()
+        filler = root / "filler"
+        with contextlib.suppress(OSError), open(filler, "wb") as f:  # fill it up, as a stuck forwarder does
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+        for attempt in range(3):
+            with pytest.raises(OSError) as full:
+                deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FileSink(root),
+                               owner=f"d{attempt}", lease_ttl=60)
+            assert full.value.errno == errno.ENOSPC
+            assert str(root / "s" / f"s-{W.slug}-b000000.jsonl") in str(full.value)
+            assert not [p for p in root.rglob("*") if p.is_file() and p != filler], "a temp file was left"
+        cp = store.get("s", "deliver", "2026-11-26T10:00:00Z")
+        assert cp.status == "failed" and f"s-{W.slug}-b000000.jsonl" in cp.last_error
+        filler.unlink()  # the forwarder catches up
+        res = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FileSink(root),
+                             owner="d9", lease_ttl=60)
+        assert res.events == 96 and len({r["event_id"] for r in siem_records(root)}) == len(siem_records(root)) == 96

@@ -1,14 +1,18 @@
 """Checkpoint store and landing store contracts."""
 
 import dataclasses
+import errno
+import os
+import subprocess
+import sys
 import threading
 
 import orjson
 import pytest
 
-from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
+from logpull_dagster.checkpoints import CheckpointStoreLost, LeaseHeld, LeaseLost
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
-from logpull_dagster.landing.local import LocalLandingStore
+from logpull_dagster.landing.local import LocalLandingStore, write_bytes_atomic
 
 from .fakes import W
 
@@ -143,3 +147,75 @@ def test_reads_are_journaled_untouched_and_discarded_unless_pending(tmp_path):
     with pytest.raises(FileNotFoundError, match="read 7 of window"):
         land.get_read("s", W, 7)
     assert land.pages("s", W, below=10) == []  # reads are not pages: delivery never sees them
+
+
+def test_stats_keep_lone_surrogates_and_big_integers_exactly(store):
+    """Event names, which API users choose, end up in stats. Before: orjson refused the surrogate, so
+    the commit failed on every attempt, and a 2**70 would have come back as a float."""
+    stats = {"names": {"login_\ud800success": 3, "plain": 1}, "big": 2**70}
+    cp = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    store.commit(dataclasses.replace(cp, stats=stats), ttl=10, now=101)
+    assert store.get("s", "pull", START).stats == stats
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_store_whose_file_went_away_refuses_every_write_naming_the_file(tmp_path, how):
+    path = tmp_path / "checkpoints.db"
+    store = SqliteCheckpointStore(path)
+    cp = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
+    cp = store.commit(dataclasses.replace(cp, page_seq=1), ttl=10, now=101)
+    if how == "deleted":
+        for f in tmp_path.glob("checkpoints.db*"):
+            f.unlink()
+    else:  # another database moved over it (a restore): same name, another inode
+        SqliteCheckpointStore(tmp_path / "other.db").close()
+        (tmp_path / "other.db").replace(path)
+    for write in (lambda: store.commit(dataclasses.replace(cp, page_seq=2), ttl=10, now=102),
+                  lambda: store.release(cp, now=103),
+                  lambda: store.acquire("s", "pull", "2026-11-26T11:00:00Z", END, owner="a", ttl=10, now=104)):
+        with pytest.raises(CheckpointStoreLost, match="was deleted or replaced while this run was using it") as lost:
+            write()
+        assert str(path) in str(lost.value) and isinstance(lost.value, LeaseLost)  # callers stop, no retry
+    store.close()
+    if how == "replaced":  # none of the refused writes is in the file now there (SQLite replays the
+        # old file's -wal into it on open, hence page 1: copy a WAL database with its -wal, or not at all)
+        now_there = SqliteCheckpointStore(path)
+        assert [(c.window_start, c.page_seq) for c in now_there.list("s", "pull")] in ([], [(START, 1)])
+        now_there.close()
+    else:
+        assert not path.exists()
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write_of_the_same_name(tmp_path):
+    target, tmp_dir = tmp_path / "siem" / "b000000.jsonl", tmp_path / "siem" / ".tmp"
+    writer = subprocess.Popen(
+        [sys.executable, "-c",
+         "import os, sys, time\nfrom pathlib import Path\n"
+         "from logpull_dagster.landing.local import write_bytes_atomic\n"
+         "def hang(fd): print('in fsync', flush=True); time.sleep(60)\n"
+         "os.fsync = hang\n"
+         "write_bytes_atomic(Path(sys.argv[1]), b'half', tmp_dir=Path(sys.argv[2]))",
+         str(target), str(tmp_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "in fsync\n"
+    finally:
+        writer.kill()
+        writer.wait()
+    assert [p.name for p in tmp_dir.iterdir()] == [f"b000000.jsonl.{writer.pid}-{writer.pid}.tmp"]
+    (tmp_dir / "b000001.jsonl.1-1.tmp").write_bytes(b"another name's: left alone")
+    write_bytes_atomic(target, b"whole\n", tmp_dir=tmp_dir)
+    assert target.read_bytes() == b"whole\n"
+    assert [p.name for p in tmp_dir.iterdir()] == ["b000001.jsonl.1-1.tmp"]
+
+
+def test_a_failed_write_removes_its_own_temp_file_and_names_the_file(tmp_path, monkeypatch):
+    land = LocalLandingStore(tmp_path)
+
+    def broken_disk(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", broken_disk)
+    with pytest.raises(OSError, match="Input/output error while writing") as failed:
+        land.put_page("s", W, 0, 1, [orjson.dumps({"id": "x"})])
+    assert failed.value.filename == str(tmp_path / "s" / W.slug / "page-000000.e000001.jsonl")
+    assert list((tmp_path / "s" / W.slug).iterdir()) == []

@@ -11,6 +11,8 @@ The contract every backend keeps (the pull loop's correctness rests on it):
 * ``commit`` and ``release`` are conditional writes: they succeed only while the row still carries the
   caller's ``epoch`` and owner; otherwise they raise :class:`LeaseLost` and write nothing. A run that
   stalled past its lease can therefore never overwrite the progress of the run that took over.
+* A store whose backing storage disappears under it (a file deleted or replaced) raises
+  :class:`CheckpointStoreLost` from the next write instead of carrying on into storage nobody reads.
 * A successful ``commit`` is durable before it returns (the caller lands data first, then commits).
 * ``commit`` records the events the page landed (each one's own time and id digest) in the same atomic
   write as the progress, so ``known_ids`` answers "already landed?" for exactly the committed pages:
@@ -44,6 +46,24 @@ class LeaseHeld(RuntimeError):
 
 class LeaseLost(RuntimeError):
     """The lease was taken over (this run stalled past lease_ttl); stop without writing."""
+
+
+class CheckpointStoreLost(LeaseLost):
+    """The store's file was deleted or replaced while this run used it; stop without writing.
+
+    A LeaseLost, because that is what it means for this run: the row its lease lives in is gone, so
+    nothing it writes would count, and every caller already stops a window on LeaseLost without
+    retrying (Dagster: ``allow_retries=False``) and without writing its failure into the row.
+    """
+
+    def __init__(self, path: str, why: str) -> None:
+        self.path = path
+        super().__init__(
+            f"the checkpoint database {path} was deleted or replaced while this run was using it; stopping "
+            f"without writing ({why}). A rerun uses the file now at that path (a new empty one if there is "
+            f"none): windows it does not know are read again from page one, and delivery sends only events "
+            f"the SIEM folder does not have yet (docs/operations.md, 'The checkpoint database was lost')."
+        )
 
 
 @dataclass(frozen=True)
@@ -123,4 +143,4 @@ def _fmt_epoch(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-__all__ = ["Checkpoint", "CheckpointStore", "LeaseHeld", "LeaseLost", "Stage", "Status"]
+__all__ = ["Checkpoint", "CheckpointStore", "CheckpointStoreLost", "LeaseHeld", "LeaseLost", "Stage", "Status"]

@@ -5,8 +5,10 @@ Reads in flight (the journal) sit beside the pages as ``read-<n>.e<epoch>.json``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -17,31 +19,77 @@ _PAGE = re.compile(r"^page-(\d{6,})\.e(\d{6,})\.jsonl$")
 _READ = re.compile(r"^read-(\d{8,})\.e(\d{6,})\.json$")
 
 
-def write_atomic(path: Path, lines: Iterable[bytes], *, folder_exists: bool = False) -> None:
+def write_atomic(path: Path, lines: Iterable[bytes], *, folder_exists: bool = False,
+                 tmp_dir: Path | None = None) -> None:
     """Write one JSON document per line to ``path``, atomically and durably (see write_bytes_atomic)."""
     data = b"\n".join(lines)
-    write_bytes_atomic(path, data + b"\n" if data else b"", folder_exists=folder_exists)
+    write_bytes_atomic(path, data + b"\n" if data else b"", folder_exists=folder_exists, tmp_dir=tmp_dir)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False, tmp_dir: Path | None = None) -> None:
     """Write ``path`` so that it is either absent or complete, and on disk, when this returns.
 
-    Temp file in the same folder (hidden, so folder watchers skip it), fsync, rename over the final
-    name, fsync the folder so the rename itself survives a power cut.
+    Temp file, fsync, rename over the final name, fsync the folder so the rename itself survives a
+    power cut. A failed write (ENOSPC included) removes its own temp file and raises an OSError whose
+    message names ``path``; the final name then holds what it held before.
+
+    The temp file is hidden from folder watchers: ``.<name>.<pid>-<thread>.tmp`` beside ``path``, or
+    ``<name>.<pid>-<thread>.tmp`` in ``tmp_dir`` (a hidden folder on the same filesystem, so the rename
+    stays atomic). With ``tmp_dir``, the write also removes the temp files that killed writers left
+    for the same name; that costs a listing of ``tmp_dir``, which holds only writes in flight. Beside
+    ``path`` it would cost a listing of the whole folder on every write (~1 ms per 1,000 files, 89 ms
+    at 100,000: a SIEM folder), so there the caller sweeps leftovers at its own moments (landing:
+    ``discard`` at each attempt of a window).
     """
-    if not folder_exists:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)  # one write: a page is written whole, not line by line
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
+    if tmp_dir is None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
+    else:
+        tmp = tmp_dir / f"{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        try:
+            fd = os.open(tmp, flags, 0o644)
+        except FileNotFoundError:  # first write into this folder
+            if not folder_exists:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            if tmp_dir is not None:
+                tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, flags, 0o644)
+        try:
+            if tmp_dir is not None:
+                _remove_leftovers(tmp_dir, path.name, tmp.name)
+            view = memoryview(data)
+            while view:  # one write in practice: a page is written whole, not line by line
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise OSError(e.errno, f"{e.strerror or e} while writing (its temp file was removed)", str(path)) from e
+        raise
+
+
+def _remove_leftovers(tmp_dir: Path, name: str, mine: str) -> None:
+    """Remove the temp files of ``name`` that other writers left (killed between create and rename).
+
+    A writer of the same name that is still alive (only a run fenced off by a newer lease) then fails
+    its rename and stops, as it should.
+    """
+    prefix = f"{name}."
+    with os.scandir(tmp_dir) as entries:
+        for entry in entries:
+            if entry.name != mine and entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 class LocalLandingStore:
