@@ -27,9 +27,13 @@ from typing import Any
 import orjson
 
 # A run of 19+ digits is the only way to write an integer orjson would turn into a float (below -2**63:
-# 19 digits; above 2**64 - 1: 20). Runs inside strings (Google's 21-digit profile ids, 19-digit unique
-# qualifiers) match too; each match is then checked cheaply, so a page costs one fast scan plus a few
-# microseconds per such string.
+# 19 digits; above 2**64 - 1: 20). Such runs are common inside strings (Google's 21-digit profile ids,
+# 19-digit unique qualifiers), where they do not matter, so the first look is a C-speed one: digits
+# become "0", the bytes a number token can follow (separators, whitespace) "S", and a number of 19+
+# digits is then the plain substring "S" + 19 zeros. Only pages that have one pay for the exact check.
+_SHAPE = bytes(ord("0") if chr(c).isdigit() and c < 128 else ord("S") if chr(c) in ":,[ \t\r\n" else
+               ord("-") if c == ord("-") else ord("x") for c in range(256))
+_Z19 = b"0" * 19
 _LONG_DIGITS = re.compile(rb"\d{19,}")
 _NUMBER_BEFORE = frozenset(b":,[ \t\r\n")
 _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
@@ -82,6 +86,9 @@ def dumps(obj: Any) -> bytes:
 
 
 def _has_big_integer(data: bytes) -> bool:
+    shape = data.translate(_SHAPE)
+    if not (b"S" + _Z19 in shape or b"S-" + _Z19 in shape or shape.startswith((_Z19, b"-" + _Z19))):
+        return False
     for m in _LONG_DIGITS.finditer(data):
         i = m.start()
         if i > 0 and data[i - 1] == 0x2D:  # a minus sign
