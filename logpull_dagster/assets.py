@@ -419,6 +419,10 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
             _delivered.add(done)
+            if res.reconciled:
+                context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
+                                    f"but the SIEM folder held {res.already_delivered} of its events; delivered only "
+                                    f"the {res.events} it did not hold (see docs/operations.md)")
             if res.pending_pull:
                 context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
             context.log.info(f"{src.name} {key}: delivered {res.events} events in {res.batches} batches "
@@ -428,6 +432,9 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
                 "window": dg.MetadataValue.text(str(window)),
                 "delivered_events": dg.MetadataValue.int(res.events),
                 "delivered_batches": dg.MetadataValue.int(res.batches),
+                # After a lost checkpoint store: events the SIEM side held already, left out (deliver.py).
+                "already_delivered": dg.MetadataValue.int(res.already_delivered),
+                "reconciled": dg.MetadataValue.bool(res.reconciled),
                 "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
                 "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
                 "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
