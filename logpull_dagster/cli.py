@@ -24,7 +24,7 @@ import argparse
 import datetime as dt
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import pandas as pd
@@ -164,19 +164,27 @@ def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
         if cp is None:
             print(f"{src.name} {args.window}: no checkpoint, nothing to reset; the next run reads it from page one")
             return 0
-        now = dt.datetime.now(UTC).timestamp()
-        try:
-            held = store.acquire(src.name, "pull", cp.window_start, cp.window_end, owner=RESET_OWNER, ttl=30, now=now)
-        except LeaseHeld as e:
-            print(f"refused: {e}", file=sys.stderr)
+        if _operator_write(store, cp, RESET_OWNER, _reset) is None:
             return 1
-        store.release(_reset(held, now), now=now)
     finally:
         store.close()
     print(f"{src.name} {args.window}: reset (was {cp.status}, cursor {'set' if cp.cursor else 'none'}, "
           f"{cp.events} events in {cp.page_seq} landed pages, kept). Read it again with:\n"
           f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} --partition {args.window}")
     return 0
+
+
+def _operator_write(store: SqliteCheckpointStore, cp: Checkpoint, owner: str,
+                    change: Callable[[Checkpoint, float], Checkpoint]) -> Checkpoint | None:
+    """Take the window's lease for an operator command and write ``change`` of the row; None (said on
+    stderr) while a run holds the window: the command must never write under a running pull."""
+    now = dt.datetime.now(UTC).timestamp()
+    try:
+        held = store.acquire(cp.source, cp.stage, cp.window_start, cp.window_end, owner=owner, ttl=30, now=now)
+    except LeaseHeld as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return None
+    return store.release(change(held, now), now=now)
 
 
 def _reset(cp: Checkpoint, now: float) -> Checkpoint:
@@ -202,14 +210,11 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
                   f"nothing to skip (only a page that failed as not readable, and is still where the window "
                   f"stands, can be skipped)", file=sys.stderr)
             return 2
-        now = dt.datetime.now(UTC).timestamp()
-        try:
-            held = store.acquire(src.name, "pull", cp.window_start, cp.window_end, owner=SKIP_OWNER, ttl=30, now=now)
-        except LeaseHeld as e:
-            print(f"refused: {e}", file=sys.stderr)
-            return 1
         by = os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
-        done = store.release(skips.skip(held, reason=args.reason, by=by, now=now), now=now)
+        done = _operator_write(store, cp, SKIP_OWNER,
+                               lambda held, now: skips.skip(held, reason=args.reason, by=by, now=now))
+        if done is None:
+            return 1
     finally:
         store.close()
     print(f"{src.name} {args.window}: page {bad['page']} skipped ({bad['bytes']} bytes, sha256 {bad['sha256']}; "
