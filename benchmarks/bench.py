@@ -107,7 +107,7 @@ def key(i: int, first: dt.datetime = DAY) -> str:
 
 PULL_IN_PROCESS = """
 import sys, time, dagster as dg
-from logpull_dagster.assets import RANGE_END, RANGE_START
+from logpull_dagster.keys import RANGE_END, RANGE_START
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
 defs = build_definitions(load_config())

@@ -9,31 +9,33 @@ become stores, results become materialization metadata, and failures become Dags
   exponential delay, each resuming from the token. In-run retries matter because runs started by
   ``dagster asset materialize`` are never re-launched by Dagster's run retries.
 * window leased by another run: fail at once, with who holds it; retrying would only wait again.
-"""
 
+Every count that bounds a retry is read from the window's checkpoint row (``pull.RunTally``), never
+from this process: a retried step may run in another process, pod or task (docs/architecture.md).
+"""
 
 import datetime as dt
 import queue
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
 from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
-from logpull_dagster.config import SourceConfig
+from logpull_dagster.checks import check_results, check_specs
+from logpull_dagster.config import SourceBase
 from logpull_dagster.deliver import deliver_window
+from logpull_dagster.keys import PLAIN, ResourceKeys, api_resource, logs_key, siem_key
 from logpull_dagster.ledger import WindowAudit, audit_window
-from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, pull_window
-from logpull_dagster.resources import FileSiem, SqliteCheckpoints
+from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, RunTally, pull_window
+from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
 from logpull_dagster.sources import SourceError
-from logpull_dagster.windows import Window, key_for_window, rfc3339, window_for_key
+from logpull_dagster.windows import Window, rfc3339, window_for_key
 
 # backfill_policy is marked beta in Dagster 1.13; single-run ranges are what we rely on, knowingly.
 warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", category=dg.BetaWarning)
@@ -42,74 +44,32 @@ warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", catego
 MAX_BUDGET_RETRIES = 1000
 
 
-def logs_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["logs", source])
-
-
-def siem_key(source: str) -> dg.AssetKey:
-    return dg.AssetKey(["siem", source])
-
-
-def api_resource_key(source: str) -> str:
-    return f"{source}_api"
-
-
-def partitions_def(src: SourceConfig) -> dg.TimeWindowPartitionsDefinition:
+def partitions_def(src: SourceBase) -> dg.TimeWindowPartitionsDefinition:
     if src.cadence == "daily":
         return dg.DailyPartitionsDefinition(start_date=src.start.strftime("%Y-%m-%d"), timezone="UTC")
     return dg.HourlyPartitionsDefinition(start_date=src.start.strftime("%Y-%m-%d-%H:%M"), timezone="UTC")
 
 
 @dataclass
-class _RunTally:
-    """What all attempts of one window in one run did (attempts retry inside one process)."""
+class _Window:
+    """One window of this attempt of the step: what it read, for its metadata and its checks."""
 
-    attempts: int = 0
-    budget_retries: int = 0
-    faults: int = 0
-    pages_read: int = 0
-    events_landed: int = 0
-    http_retries: int = 0
-    token_restarts: int = 0
-    duplicates_dropped: int = 0
-    outside_window_dropped: int = 0
-    elapsed: float = 0.0
-    resumed_from_page: int | None = None
-    late_events: int = 0
-    done: bool = False
-    landed: list[str] = field(default_factory=list)
+    key: str
+    window: Window
     audit: WindowAudit | None = None  # of what the window holds, done by the worker that completed it
 
-    def add(self, r: PullResult) -> None:
-        if self.attempts == 0:
-            self.resumed_from_page = r.resumed_from_page
-        self.attempts += 1
-        self.pages_read += r.pages_read
-        self.events_landed += r.events_landed
-        self.late_events += r.late_events
-        self.http_retries += r.http_retries
-        self.token_restarts += r.token_restarts
-        self.duplicates_dropped += r.duplicates_dropped
-        self.outside_window_dropped += r.outside_window_dropped
-        self.elapsed += r.elapsed
-        self.landed += r.landed
 
+class _Stores:
+    """This config's shared resources in a step's context (their keys carry the config's namespace)."""
 
-_tallies: dict[tuple[str, str, str], _RunTally] = {}
-_delivered: set[tuple[str, str, str]] = set()
-_tallies_lock = threading.Lock()
+    def __init__(self, context: dg.AssetExecutionContext, keys: ResourceKeys) -> None:
+        self.checkpoints: CheckpointsResource = getattr(context.resources, keys.checkpoints)
+        self.landing: LandingResource = getattr(context.resources, keys.landing)
+        self._context, self._keys = context, keys
 
-
-def _tally(run_id: str, source: str, key: str) -> _RunTally:
-    with _tallies_lock:
-        return _tallies.setdefault((run_id, source, key), _RunTally())
-
-
-def _forget(run_id: str, source: str) -> None:
-    """The step is over for good (success or final failure): drop this run's tallies."""
-    with _tallies_lock:
-        for k in [k for k in _tallies if k[:2] == (run_id, source)]:
-            del _tallies[k]
+    @property
+    def siem(self) -> SiemResource:
+        return getattr(self._context.resources, self._keys.siem)  # type: ignore[no-any-return]
 
 
 def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
@@ -133,19 +93,17 @@ class PullConfig(dg.Config):
     )
 
 
-def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
-    from logpull_dagster.checks import check_results, check_specs  # here: checks imports this module
-
-    api_key = api_resource_key(src.name)
+def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDefinition:
+    api_key = api_resource(src.name)
 
     @dg.asset(
         key=logs_key(src.name),
         partitions_def=partitions_def(src),
-        required_resource_keys={api_key, "checkpoints", "landing"},
+        required_resource_keys={api_key, keys.checkpoints, keys.landing},
         group_name="logs",
         kinds={src.type},
-        description=f"{src.demo_notice}{src.type} `{src.application}` audit events, pulled window by window "
-                    f"with a checkpoint after every page (source `{src.name}`).",
+        description=f"{src.demo_notice}{src.stream}, pulled window by window with a checkpoint after every "
+                    f"page (source `{src.name}`).",
         tags={"logpull/source": src.name},
         pool=src.effective_pool,
         # A range (CLI --partition-range, a UI backfill) runs as one run that reads window after window,
@@ -159,27 +117,31 @@ def build_logs_asset(src: SourceConfig) -> dg.AssetsDefinition:
             dg.AssetMaterialization | dg.AssetCheckResult]:
         ranged = len(context.partition_keys) > 1
         run_id = context.run.run_id
-        store = context.resources.checkpoints.store
-        todo: list[tuple[str, Window, _RunTally]] = []
+        stores = _Stores(context, keys)
+        store = stores.checkpoints.store
+        todo: list[_Window] = []
         for key in context.partition_keys:
             window = window_for_key(src.cadence, key)
-            tally = _tally(run_id, src.name, key)
-            if tally.done:  # completed earlier in this run, before a retry of the step
+            cp = store.get(src.name, "pull", rfc3339(window.start))
+            if RunTally.of(cp, run_id).done:  # completed earlier in this run, before a retry of the step
                 continue
-            if ranged and not config.reread:
-                cp = store.get(src.name, "pull", rfc3339(window.start))
-                if cp is not None and cp.status == "complete" and not cp.reading:
-                    tally.done = True
-                    context.log.info(f"{src.name} {key}: complete already, skipped (reread: true reads it again)")
-                    continue
-            todo.append((key, window, tally))
-        for key, window, tally, result in _pull_windows(context, src, todo, ranged):
-            metadata = _pull_metadata(src, window, result, tally, context.resources.checkpoints)
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=metadata)
-        tallies = {k: _tally(run_id, src.name, k) for k in context.partition_keys}
-        audited = {k: t.audit for k, t in tallies.items() if t.events_landed}
-        _forget(run_id, src.name)
-        yield from check_results(src, list(context.partition_keys), audited, store, context.resources.landing.store,
+            if ranged and not config.reread and cp is not None and cp.is_complete:
+                context.log.info(f"{src.name} {key}: complete already, skipped (reread: true reads it again)")
+                continue
+            todo.append(_Window(key, window))
+        audits: dict[str, WindowAudit | None] = {}
+        for w, result in _pull_windows(context, src, stores, todo, ranged):
+            audits[w.key] = w.audit
+            metadata = _pull_metadata(src, w.window, result, stores.checkpoints)
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=w.key, metadata=metadata)
+        # Windows this run landed events in, this attempt or an earlier one, have their events checked
+        # (check_results audits those this attempt did not).
+        audited: dict[str, WindowAudit | None] = {}
+        for key in context.partition_keys:
+            cp = store.get(src.name, "pull", rfc3339(window_for_key(src.cadence, key).start))
+            if RunTally.of(cp, run_id).events_landed:
+                audited[key] = audits.get(key)
+        yield from check_results(src, list(context.partition_keys), audited, store, stores.landing.store,
                                  dt.datetime.now(dt.UTC))
 
     return _logs
@@ -189,8 +151,8 @@ PROGRESS_EVERY = 5.0  # seconds between progress lines of one window
 Log = Callable[[str, str], None]  # (level, message): "info" or "warning"
 
 
-def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: list[tuple[str, Window, _RunTally]],
-                  ranged: bool) -> Iterator[tuple[str, Window, _RunTally, PullResult]]:
+def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _Stores, todo: list[_Window],
+                  ranged: bool) -> Iterator[tuple[_Window, PullResult]]:
     """Pull the windows of ``todo``, up to ``concurrent_windows`` at once; yield each one as it completes.
 
     The first window that fails stops new windows from starting; those already reading finish (their
@@ -208,21 +170,18 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
                 return
             getattr(context.log, level)(message)
 
-    def attempt(key: str, window: Window, tally: _RunTally, log: Log) -> PullResult | None:
+    def attempt(w: _Window, log: Log) -> PullResult | None:
         try:
-            result = _pull_one(context, src, key, window, tally, log)
+            result = _pull_one(context, src, stores, w, log)
         except LeaseHeld as e:
             if not ranged:
-                _forget(context.run.run_id, src.name)
                 raise dg.Failure(description=str(e), allow_retries=False) from None
             # In a backfill, the run holding this window is reading it: leave it to that run.
-            tally.done = True
-            log("warning", f"{key} skipped: {e}")
+            log("warning", f"{w.key} skipped: {e}")
             return None
-        tally.done = True
-        if tally.events_landed:  # audit here: beside the other windows' reads, not after all of them
-            tally.audit = audit_window(context.resources.landing.store, context.resources.checkpoints.store,
-                                       src.name, window, result.checkpoint.page_seq)
+        if result.tally.events_landed:  # audit here: beside the other windows' reads, not after all of them
+            w.audit = audit_window(stores.landing.store, stores.checkpoints.store, src.name, w.window,
+                                   result.checkpoint.page_seq)
         return result
 
     workers = min(src.concurrent_windows, len(todo))
@@ -230,10 +189,10 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
         def direct(level: str, message: str) -> None:
             getattr(context.log, level)(message)
 
-        for key, window, tally in todo:
-            result = attempt(key, window, tally, direct)
+        for w in todo:
+            result = attempt(w, direct)
             if result is not None:
-                yield key, window, tally, result
+                yield w, result
         return
 
     def queued(level: str, message: str) -> None:
@@ -241,8 +200,7 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
 
     failure: BaseException | None = None
     with ThreadPoolExecutor(workers, thread_name_prefix=f"logpull-{src.name}") as pool:
-        futures = {pool.submit(attempt, key, window, tally, queued): (key, window, tally)
-                   for key, window, tally in todo}
+        futures = {pool.submit(attempt, w, queued): w for w in todo}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -259,18 +217,20 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceConfig, todo: li
                             other.cancel()
                     continue
                 if result is not None:
-                    yield (*futures[future], result)
+                    yield futures[future], result
         flush()
     if failure is not None:
         raise failure
 
 
-def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, window: Window,
-              tally: _RunTally, log: Log) -> PullResult:
-    """One attempt at one window; Dagster retries of the step resume it from its checkpoint."""
-    api_key = api_resource_key(src.name)
-    run_id = context.run.run_id
+def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Stores, w: _Window,
+              log: Log) -> PullResult:
+    """One attempt at one window; Dagster retries of the step resume it from its checkpoint.
 
+    Retry bounds come from the run's tally in the window's row (``RunTally``), which ``pull_window``
+    updates before it raises: the same counts whichever process, pod or task runs the next attempt.
+    """
+    key, window = w.key, w.window
     last_logged = [-PROGRESS_EVERY]
 
     def progress(p: Progress) -> None:
@@ -282,55 +242,47 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
             log("info", f"{src.name} {key} page {p.page}: +{p.landed_in_page} events, "
                         f"{p.events_this_attempt} this attempt, {p.events_per_second:,.0f} events/s")
 
-    api = getattr(context.resources, api_key)
-    if not getattr(api, "tls_verify", True):
+    api: LogSourceResource = getattr(context.resources, api_resource(src.name))
+    if not api.tls_verify:
         log("warning", f"{src.name}: tls_verify is false: the API's certificate is NOT checked, so anyone on the "
                        f"path can read the credential and forge events; use ca_file for a private CA")
     try:
         source = api.open()
     except SourceError as e:  # the credential cannot be sent at all: no request was made
-        _forget(run_id, src.name)
         raise dg.Failure(description=f"window {window} of {src.name!r}: {e}", allow_retries=False) from None
     try:
-        result = pull_window(
-            source, window, source_name=src.name, checkpoints=context.resources.checkpoints.store,
-            landing=context.resources.landing.store, owner=run_id, lease_ttl=src.lease_ttl.total_seconds(),
+        return pull_window(
+            source, window, source_name=src.name, checkpoints=stores.checkpoints.store,
+            landing=stores.landing.store, owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
             lease_wait=src.effective_lease_wait.total_seconds(),
             time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(),
         )
     except BudgetExhausted as e:
-        tally.add(e.result)
+        tally = e.result.tally
         if not e.progress:  # read nothing new: a fault, not a budget (see BudgetExhausted)
-            tally.faults += 1
             if tally.faults > src.retries:
-                _forget(run_id, src.name)
                 raise dg.Failure(f"{e}; it read no page in its budget {tally.faults} times", allow_retries=False) \
                     from None
             raise dg.RetryRequested(max_retries=context.retry_number + 1,
                                     seconds_to_wait=src.retry_delay.total_seconds()) from None
-        tally.budget_retries += 1
         log("warning", str(e))
         if tally.budget_retries > MAX_BUDGET_RETRIES:
-            _forget(run_id, src.name)
             raise dg.Failure(f"{e}; gave up after {MAX_BUDGET_RETRIES} budgets in one run",
                              allow_retries=False) from None
         raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
     except LeaseLost as e:
-        _forget(run_id, src.name)
         raise dg.Failure(description=str(e), allow_retries=False) from None
     except PullFailed as e:
         if e.permanent:  # retrying now cannot help (see PullFailed): fail the window at once
-            _forget(run_id, src.name)
             raise dg.Failure(
                 description=f"{e}. Not retried: this will not get better by itself; the checkpoint is kept.",
                 metadata={"window": str(window)}, allow_retries=False,
             ) from None
-        tally.faults += 1
-        if tally.faults <= src.retries:
-            wait = src.retry_delay.total_seconds() * 2 ** (tally.faults - 1)
-            log("warning", f"{e}. Retry {tally.faults} of {src.retries} in {wait:g}s, resuming from the checkpoint.")
+        faults = e.tally.faults
+        if faults <= src.retries:
+            wait = src.retry_delay.total_seconds() * 2 ** (faults - 1)
+            log("warning", f"{e}. Retry {faults} of {src.retries} in {wait:g}s, resuming from the checkpoint.")
             raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=wait) from None
-        _forget(run_id, src.name)
         raise dg.Failure(
             description=f"{e}. Gave up after {src.retries} retries in this run; the checkpoint is kept, "
                         f"so the next run of this window resumes from the same page.",
@@ -339,13 +291,11 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceConfig, key: str, wi
         ) from None
     finally:
         source.close()
-    tally.add(result)
-    return result
 
 
-def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally: _RunTally,
-                   checkpoints: SqliteCheckpoints) -> dict[str, object]:
-    cp = result.checkpoint
+def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
+                   checkpoints: CheckpointsResource) -> dict[str, object]:
+    cp, tally = result.checkpoint, result.tally
     delivered = checkpoints.store.get(src.name, "deliver", cp.window_start)
     stats = cp.stats
     meta: dict[str, object] = {
@@ -372,7 +322,7 @@ def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally:
         "elapsed_seconds": dg.MetadataValue.float(round(tally.elapsed, 3)),
         "events_per_second": dg.MetadataValue.float(
             round(tally.events_landed / tally.elapsed, 1) if tally.elapsed > 0 else 0.0),
-        "landing": dg.MetadataValue.path(str(Path(result.landed[0]).parent) if result.landed else "(no new page)"),
+        "landing": dg.MetadataValue.path(result.landed[0].rsplit("/", 1)[0] if result.landed else "(no new page)"),
     }
     if stats.get("last_read_at"):
         meta["last_read_at"] = dg.MetadataValue.text(stats["last_read_at"])
@@ -384,12 +334,12 @@ def _pull_metadata(src: SourceConfig, window: Window, result: PullResult, tally:
     return meta
 
 
-def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
+def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDefinition:
     @dg.asset(
         key=siem_key(src.name),
         deps=[logs_key(src.name)],
         partitions_def=partitions_def(src),
-        required_resource_keys={"checkpoints", "landing", "siem"},
+        required_resource_keys={keys.checkpoints, keys.landing, keys.siem},
         group_name="siem",
         kinds={"jsonl"},
         description=f"{src.demo_notice}The window's landed `{src.name}` events delivered to the SIEM sink, "
@@ -402,26 +352,25 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
         output_required=False,
     )
     def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
-        checkpoints: SqliteCheckpoints = context.resources.checkpoints
-        siem: FileSiem = context.resources.siem
+        stores = _Stores(context, keys)
+        checkpoints, sink = stores.checkpoints.store, stores.siem.sink
         for key in context.partition_keys:
-            done = (context.run.run_id, f"siem/{src.name}", key)
-            if done in _delivered:  # delivered earlier in this run, before a retry of the step
-                continue
             window = window_for_key(src.cadence, key)
+            sent = checkpoints.get(src.name, "deliver", rfc3339(window.start))
+            if sent is not None and sent.is_complete and sent.stats.get("completed_by") == context.run.run_id:
+                continue  # delivered earlier in this run, before a retry of the step
             try:
                 res = deliver_window(
-                    window, source_name=src.name, checkpoints=checkpoints.store,
-                    landing=context.resources.landing.store, sink=siem.sink,
+                    window, source_name=src.name, checkpoints=checkpoints,
+                    landing=stores.landing.store, sink=sink,
                     owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
                     lease_wait=src.effective_lease_wait.total_seconds(),
                 )
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
-            _delivered.add(done)
             if res.reconciled:
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
-                                    f"but the SIEM folder held {res.already_delivered} of its events; delivered only "
+                                    f"but the SIEM side held {res.already_delivered} of its events; delivered only "
                                     f"the {res.events} it did not hold (see docs/operations.md)")
             if res.pending_pull:
                 context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
@@ -436,23 +385,9 @@ def build_siem_asset(src: SourceConfig) -> dg.AssetsDefinition:
                 "already_delivered": dg.MetadataValue.int(res.already_delivered),
                 "reconciled": dg.MetadataValue.bool(res.reconciled),
                 "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
-                "siem_folder": dg.MetadataValue.path(str(siem.sink.root / src.name)),
+                "siem_folder": dg.MetadataValue.path(sink.location(src.name)),
                 "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
                 "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
             })
-        _delivered.difference_update({d for d in _delivered if d[0] == context.run.run_id})
 
     return _siem
-
-
-RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
-
-
-def run_request(src: SourceConfig, windows: list[Window], run_key: str, tags: dict[str, str],
-                run_config: dict[str, object] | None = None) -> dg.RunRequest:
-    """A run over one window (its partition) or over adjacent windows (a partition range, one run)."""
-    first, last = key_for_window(src.cadence, windows[0]), key_for_window(src.cadence, windows[-1])
-    if len(windows) == 1:
-        return dg.RunRequest(run_key=run_key, partition_key=first, tags=tags, run_config=run_config or {})
-    return dg.RunRequest(run_key=run_key, tags={**tags, RANGE_START: first, RANGE_END: last},
-                         run_config=run_config or {})

@@ -15,12 +15,12 @@ import datetime as dt
 
 import dagster as dg
 
-from logpull_dagster.assets import logs_key
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
-from logpull_dagster.config import SourceConfig
+from logpull_dagster.config import SourceBase
+from logpull_dagster.keys import PLAIN, ResourceKeys, freshness_sensor, logs_key
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.ledger import WindowAudit, audit_window, freshness
-from logpull_dagster.resources import SqliteCheckpoints
+from logpull_dagster.resources import CheckpointsResource
 from logpull_dagster.windows import CADENCE_STEP, Window, key_for_window, rfc3339, window_for_key
 
 DESCRIPTIONS = {
@@ -32,17 +32,17 @@ DESCRIPTIONS = {
 }
 
 
-def check_specs(src: SourceConfig) -> list[dg.AssetCheckSpec]:
+def check_specs(src: SourceBase) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(name, asset=logs_key(src.name), description=text)
             for name, text in DESCRIPTIONS.items()]
 
 
-def _rerun(src: SourceConfig, keys: list[str]) -> str:
+def _rerun(src: SourceBase, keys: list[str]) -> str:
     where = f"--partition {keys[0]}" if len(keys) == 1 else f"--partition-range {keys[0]}...{keys[-1]}"
     return f"dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}"
 
 
-def check_results(src: SourceConfig, keys: list[str], audited: dict[str, WindowAudit | None],
+def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAudit | None],
                   store: CheckpointStore, landing: LandingStore, now: dt.datetime) -> list[dg.AssetCheckResult]:
     """The five checks over the windows ``keys`` of a run; ``audited``: the windows whose landed events
     to read again (those the run landed new events in), with their audit if it was done already."""
@@ -96,7 +96,7 @@ def check_results(src: SourceConfig, keys: list[str], audited: dict[str, WindowA
     return results
 
 
-def freshness_result(src: SourceConfig, store: CheckpointStore, now: dt.datetime) -> dg.AssetCheckResult:
+def freshness_result(src: SourceBase, store: CheckpointStore, now: dt.datetime) -> dg.AssetCheckResult:
     f = freshness(src, store, now)
     if f.newest_complete is None:
         text = f"no complete window yet (max delay {f.max_delay})"
@@ -120,7 +120,7 @@ def _result(name: str, passed: bool, failing: dict[str, object], text: str,
 
 
 def _done(cp: Checkpoint | None) -> bool:
-    return cp is not None and cp.status == "complete" and not cp.reading
+    return cp is not None and cp.is_complete
 
 
 def _state(cp: Checkpoint | None) -> str:
@@ -131,14 +131,16 @@ def _state(cp: Checkpoint | None) -> str:
     return f"{cp.status}, at page {cp.pages_read + 1}"
 
 
-def build_freshness_sensor(src: SourceConfig) -> dg.SensorDefinition:
+def build_freshness_sensor(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"freshness_{src.name}_sensor",
+        name=freshness_sensor(src.name),
+        required_resource_keys={keys.checkpoints},
         minimum_interval_seconds=max(1, int(src.freshness_interval.total_seconds())),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Records the freshness check of logs/{src.name} even when no run happens.",
     )
-    def _sensor(context: dg.SensorEvaluationContext, checkpoints: SqliteCheckpoints) -> dg.SensorResult:
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        checkpoints: CheckpointsResource = getattr(context.resources, keys.checkpoints)
         r = freshness_result(src, checkpoints.store, dt.datetime.now(dt.UTC))
         return dg.SensorResult(asset_events=[dg.AssetCheckEvaluation(
             asset_key=logs_key(src.name), check_name="freshness", passed=r.passed, severity=r.severity,

@@ -30,10 +30,10 @@ import orjson
 import pandas as pd
 
 from logpull_dagster import skips
-from logpull_dagster.checkpoints import Checkpoint, LeaseHeld
-from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
-from logpull_dagster.config import ConfigError, LogpullConfig, SourceConfig, config_path, load_config
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld
+from logpull_dagster.config import ConfigError, LogpullConfig, SourceBase, config_path, load_config
 from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
+from logpull_dagster.plugins import open_checkpoints
 from logpull_dagster.windows import (
     CADENCE_STEP,
     KEY_FORMAT,
@@ -60,7 +60,7 @@ def _when(value: str) -> dt.datetime:
                                      f"or a partition key such as 2026-03-03-10:00")
 
 
-def _queued(config: LogpullConfig, src: SourceConfig) -> set[str]:
+def _queued(config: LogpullConfig, src: SourceBase) -> set[str]:
     """Window starts a queued or starting run will read, when a Dagster instance is at hand."""
     if not os.environ.get("DAGSTER_HOME"):
         return set()
@@ -77,7 +77,7 @@ def _queued(config: LogpullConfig, src: SourceConfig) -> set[str]:
 
 def status(args: argparse.Namespace, config: LogpullConfig) -> int:
     now = dt.datetime.now(UTC)
-    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    store = open_checkpoints(config)
     sources = [config.source(args.source)] if args.source else config.sources
     report, ok = [], True
     for src in sources:
@@ -133,7 +133,7 @@ def _render(table: pd.DataFrame, detail_width: int = 110) -> str:
     return "\n".join(line.rstrip() for line in text.splitlines())
 
 
-def window_problem(src: SourceConfig, key: str, now: dt.datetime) -> str | None:
+def window_problem(src: SourceBase, key: str, now: dt.datetime) -> str | None:
     """Why ``key`` is not a window of ``src`` that can be reset at ``now``, or None."""
     example = (now - CADENCE_STEP[src.cadence]).strftime(KEY_FORMAT[src.cadence])
     try:
@@ -158,7 +158,7 @@ def window_problem(src: SourceConfig, key: str, now: dt.datetime) -> str | None:
 def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
     src = config.source(args.source)
     window = window_for_key(src.cadence, args.window)
-    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    store = open_checkpoints(config)
     try:
         cp = store.get(src.name, "pull", rfc3339(window.start))
         if cp is None:
@@ -174,7 +174,7 @@ def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
     return 0
 
 
-def _operator_write(store: SqliteCheckpointStore, cp: Checkpoint, owner: str,
+def _operator_write(store: CheckpointStore, cp: Checkpoint, owner: str,
                     change: Callable[[Checkpoint, float], Checkpoint]) -> Checkpoint | None:
     """Take the window's lease for an operator command and write ``change`` of the row; None (said on
     stderr) while a run holds the window: the command must never write under a running pull."""
@@ -200,7 +200,7 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
 def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
     src = config.source(args.source)
     window = window_for_key(src.cadence, args.window)
-    store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+    store = open_checkpoints(config)
     try:
         cp = store.get(src.name, "pull", rfc3339(window.start))
         bad = cp.stats.get("bad_page") if cp is not None else None
@@ -275,11 +275,8 @@ def _config(args: argparse.Namespace) -> LogpullConfig | str:
             return f"no source named {args.source!r} in {path}; sources: {names}"
         if args.command != "status" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
             return why
-    db = config.resolve(config.checkpoints.path)
-    if not os.path.isfile(db):  # SqliteCheckpointStore would create an empty one
-        return (f"no checkpoint database at {db} (checkpoints.path in {path}): nothing has been pulled with this "
-                f"config yet, or the path is wrong")
-    return config
+    missing = config.checkpoints.missing_state(config.resolve, str(path))  # before opening: that may create it
+    return missing or config
 
 
 if __name__ == "__main__":

@@ -20,8 +20,9 @@ import os
 import re
 import ssl
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
@@ -33,6 +34,7 @@ from pydantic import (
     StrictBool,
     ValidationError,
     ValidationInfo,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -66,7 +68,8 @@ Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Durations serialise as seconds, which the loader reads back (resources carry their config as JSON).
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_timedelta="float")
 
 
 class EnvRef(_Strict):
@@ -75,18 +78,40 @@ class EnvRef(_Strict):
     env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class SourceConfig(_Strict):
-    """One log stream: one API account and one stream of it. Becomes ``logs/<name>`` and ``siem/<name>``."""
+def secret(example: str) -> Any:
+    """The type of a secret key: only ever ``{env: NAME}``, the variable that holds it at run time.
+    ``example``: the variable name the error message suggests, e.g. ``GWS_ACCESS_TOKEN``."""
+
+    def named_only(value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"secrets are never written in the config; name an environment variable: "
+                             f"{info.field_name}: {{env: {example}}}")
+        return value
+
+    return Annotated[EnvRef, BeforeValidator(named_only)]
+
+
+def _base_url(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("must be an http(s) URL such as https://admin.googleapis.com")
+    return value.rstrip("/")
+
+
+# An API's origin (and optional path prefix), without a trailing slash.
+BaseUrl = Annotated[str, BeforeValidator(_base_url)]
+
+
+class SourceBase(_Strict):
+    """What every source type shares: one API account and one stream of it, read window by window.
+    Becomes ``logs/<name>`` and ``siem/<name>``. Each type (``sources/<type>.py``) subclasses this with
+    ``type: Literal["<type>"]`` and the keys of its API; ``LogpullConfig.sources`` picks the model by
+    ``type``."""
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
-    type: Literal["google_workspace"]
-    application: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    base_url: str = "https://admin.googleapis.com"
-    access_token: EnvRef
+    type: str
     cadence: Literal["hourly", "daily"] = "hourly"
     start: dt.datetime
     settle_lag: Duration = dt.timedelta(minutes=15)
-    page_size: int = Field(default=1000, ge=1, le=1000)
     time_budget: Duration = dt.timedelta(minutes=10)
     lease_ttl: Duration = dt.timedelta(seconds=60)
     # How long a run waits for a window leased by another run before failing clearly. Defaults to
@@ -181,21 +206,6 @@ class SourceConfig(_Strict):
                              "keep ca_file and remove tls_verify: false, or remove ca_file")
         return value
 
-    @field_validator("base_url")
-    @classmethod
-    def _base_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http(s) URL such as https://admin.googleapis.com")
-        return value.rstrip("/")
-
-    @field_validator("access_token", mode="before")
-    @classmethod
-    def _secret_named(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            raise ValueError("secrets are never written in the config; name an environment variable: "
-                             "access_token: {env: GWS_ACCESS_TOKEN}")
-        return value
-
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
@@ -216,8 +226,17 @@ class SourceConfig(_Strict):
         if not self._demo:
             return ""
         return (f"**DEMO config**: no config file was found (LOGPULL_CONFIG unset, no ./logpull.yaml), so this "
-                f"reads the bundled simulator at {self.base_url}, not a real API. Set LOGPULL_CONFIG to your "
-                f"config file.\n\n")
+                f"reads the bundled simulator at {getattr(self, 'base_url', '?')}, not a real API. Set "
+                f"LOGPULL_CONFIG to your config file.\n\n")
+
+    @property
+    def stream(self) -> str:
+        """What the stream is, for descriptions (e.g. ``login`` audit events); types override it."""
+        return f"{self.type} audit events"
+
+    def secret_refs(self) -> list[EnvRef]:
+        """Every secret this source names (each ``{env: NAME}`` among its keys)."""
+        return [v for v in (getattr(self, f) for f in type(self).model_fields) if isinstance(v, EnvRef)]
 
     @property
     def ca_path(self) -> Path | None:
@@ -235,30 +254,53 @@ class SourceConfig(_Strict):
         return self.pool or f"{self.type}:{self.name}"
 
 
-class SqliteCheckpointsConfig(_Strict):
-    type: Literal["sqlite"]
-    path: str = ".logpull/checkpoints.db"
+class StoreBase(_Strict):
+    """What every ``checkpoints``, ``landing`` and ``siem`` type shares; each type (one module, see
+    ``plugins.py``) subclasses it with ``type: Literal["<type>"]`` and its own keys."""
+
+    type: str
+
+    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+        """``(key, why)`` for each key that cannot work, checked when the config loads (creating nothing)."""
+        return []
+
+    def missing_state(self, resolve: Callable[[str], Path], origin: str) -> str | None:
+        """Why there is no state to answer from yet (``logpull status`` on a store never written), or None;
+        ``origin``: the config file, for the message."""
+        return None
+
+    def where(self, resolve: Callable[[str], Path]) -> str:
+        """Where the state is, for messages."""
+        return self.type
 
 
-class LocalLandingConfig(_Strict):
-    type: Literal["local"]
-    path: str = ".logpull/landing"
-
-
-class FileSiemConfig(_Strict):
-    type: Literal["file"]
-    path: str = ".logpull/siem"
+# The stores a config gets when it names none: the embedded defaults.
+DEFAULT_STORES = {"checkpoints": {"type": "sqlite"}, "landing": {"type": "local"}, "siem": {"type": "file"}}
 
 
 class LogpullConfig(_Strict):
-    sources: list[SourceConfig] = Field(min_length=1)
-    checkpoints: SqliteCheckpointsConfig = SqliteCheckpointsConfig(type="sqlite")
-    landing: LocalLandingConfig = LocalLandingConfig(type="local")
-    siem: FileSiemConfig = FileSiemConfig(type="file")
+    """The whole config file. The field types here are the bases; ``config_model()`` narrows ``sources``,
+    ``checkpoints``, ``landing`` and ``siem`` to tagged unions of the registered types (``plugins.py``)."""
+
+    sources: list[SourceBase] = Field(min_length=1)
+    checkpoints: StoreBase
+    landing: StoreBase
+    siem: StoreBase
+    # Dagster's executor for the code location. in_process: steps run in the run's process (a window's
+    # work is I/O bound, so a subprocess per step costs ~1.5 s a run for nothing); multiprocess: each
+    # step in its own process, as step-per-pod executors do. Retries behave the same under both.
+    executor: Literal["in_process", "multiprocess"] = "in_process"
     # Folder that relative paths are resolved against (the config file's folder).
     base_dir: str = "."
 
     _demo: bool = PrivateAttr(default=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_stores(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {**{k: v for k, v in DEFAULT_STORES.items() if k not in value}, **value}
+        return value
 
     @model_validator(mode="after")
     def _unique_names(self, info: ValidationInfo) -> LogpullConfig:
@@ -283,7 +325,7 @@ class LogpullConfig(_Strict):
         p = Path(path).expanduser()
         return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()
 
-    def source(self, name: str) -> SourceConfig:
+    def source(self, name: str) -> SourceBase:
         for s in self.sources:
             if s.name == name:
                 return s
@@ -318,6 +360,8 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     parts: list[str] = []
     node = raw
     for item in loc:
+        if isinstance(node, dict) and isinstance(item, str) and item not in node and node.get("type") == item:
+            continue  # the tagged union's member name (the `type` value), not a key of the file
         if isinstance(item, int):
             name = node[item].get("name") if isinstance(node, list) and isinstance(node[item], dict) else None
             parts[-1] = f"{parts[-1]}[{item}]" + (f" ({name})" if name else "") if parts else f"[{item}]"
@@ -331,6 +375,12 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
         return f"{key}: unknown key; check its spelling against the README's config reference"
+    if kind == "union_tag_invalid":
+        ctx = err.get("ctx") or {}
+        return (f"{key}.type: {ctx.get('tag')!r} is not allowed; expected one of {ctx.get('expected_tags')} "
+                f"(other types come from plug-in packages: entry point group logpull_dagster.plugins)")
+    if kind == "union_tag_not_found":
+        return f"{key}.type: required key is missing"
     if kind == "literal_error":
         return f"{key}: {err.get('input')!r} is not allowed; {msg.lower()}"
     if kind == "missing":
@@ -342,7 +392,7 @@ def _exists(path: Path) -> bool:
     return os.path.exists(path)  # False, not PermissionError, under a folder this user cannot read
 
 
-def _cannot_create(path: Path, kind: Literal["file", "folder"]) -> str | None:
+def cannot_create(path: Path, kind: Literal["file", "folder"]) -> str | None:
     """Why ``path`` (a file or a folder the pipeline creates on first use) cannot be, or None.
 
     Creates nothing: walks up to the nearest existing ancestor, which must be a writable folder."""
@@ -377,17 +427,41 @@ def _cannot_read_ca(path: Path) -> str | None:
 
 
 def _path_problems(cfg: LogpullConfig) -> list[str]:
-    """Every path of the config that cannot be used, as ``key: why`` lines."""
+    """Every key of the config that cannot be used (paths that cannot be created or read), as ``key: why``."""
     out = []
-    for key, path, kind in (("checkpoints.path", cfg.checkpoints.path, "file"),
-                            ("landing.path", cfg.landing.path, "folder"), ("siem.path", cfg.siem.path, "folder")):
-        why = _cannot_create(cfg.resolve(path), kind)  # type: ignore[arg-type]
-        if why:
-            out.append(f"{key}: {why}")
+    for kind in ("checkpoints", "landing", "siem"):
+        store: StoreBase = getattr(cfg, kind)
+        out += [f"{kind}.{key}: {why}" for key, why in store.problems(cfg.resolve)]
     for i, src in enumerate(cfg.sources):
         if src.ca_path is not None and (why := _cannot_read_ca(src.ca_path)):
             out.append(f"sources[{i}] ({src.name}).ca_file: {why}")
     return out
+
+
+_models: tuple[int, type[LogpullConfig]] | None = None
+
+
+def config_model() -> type[LogpullConfig]:
+    """``LogpullConfig`` with ``sources``, ``checkpoints``, ``landing`` and ``siem`` as tagged unions of the
+    registered types (``plugins.py``): ``type`` picks the model, whose own keys are then checked."""
+    global _models
+    from logpull_dagster import plugins
+
+    generation = plugins.generation()
+    if _models is not None and _models[0] == generation:
+        return _models[1]
+
+    def union(kind: plugins.Kind) -> Any:
+        models = tuple(p.config for p in plugins.plugins(kind).values())
+        return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 (a runtime tuple)
+
+    model = create_model(
+        "LogpullConfig", __base__=LogpullConfig,
+        sources=(list[union("source")], Field(min_length=1)),  # type: ignore[valid-type]
+        checkpoints=(union("checkpoints"), ...), landing=(union("landing"), ...), siem=(union("siem"), ...),
+    )
+    _models = (generation, model)
+    return model
 
 
 def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".", demo: bool = False) -> LogpullConfig:
@@ -395,7 +469,7 @@ def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".", demo:
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping with a 'sources' list")
     try:
-        cfg = LogpullConfig.model_validate({**raw, "base_dir": base_dir}, context={"demo": demo})
+        cfg = config_model().model_validate({**raw, "base_dir": base_dir}, context={"demo": demo})
     except ValidationError as e:
         lines = "\n".join(f"  - {_describe(err, raw)}" for err in e.errors())
         raise ConfigError(f"{origin} is invalid:\n{lines}") from None
@@ -444,8 +518,8 @@ def _warn_demo(cfg: LogpullConfig) -> None:
     _demo_warned = True
     warnings.warn(DemoConfigWarning(
         f"logpull: no config file (LOGPULL_CONFIG unset, no ./logpull.yaml in {os.getcwd()}): using the built-in "
-        f"DEMO config, reading the bundled simulator at {cfg.sources[0].base_url} and keeping its state in "
-        f"{cfg.resolve(cfg.checkpoints.path).parent}; set LOGPULL_CONFIG to your config file"), stacklevel=3)
+        f"DEMO config, reading the bundled simulator at {getattr(cfg.sources[0], 'base_url', '?')} and keeping "
+        f"its state in {cfg.checkpoints.where(cfg.resolve)}; set LOGPULL_CONFIG to your config file"), stacklevel=3)
 
 
 def config_path() -> Path | None:

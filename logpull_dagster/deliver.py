@@ -34,9 +34,9 @@ from typing import Any
 import orjson
 
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
+from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingStore
-from logpull_dagster.pull import acquire
 from logpull_dagster.redact import error_text
 from logpull_dagster.sinks import Sink
 from logpull_dagster.windows import Window, rfc3339
@@ -117,7 +117,7 @@ def deliver_window(
     result = DeliveryResult(source_name, window)
     pulled = checkpoints.get(source_name, "pull", rfc3339(window.start))
     landed = pulled.page_seq if pulled else 0
-    result.pending_pull = pulled is None or pulled.status != "complete"
+    result.pending_pull = pulled is None or not pulled.read_once
     cp = acquire(checkpoints, source_name, "deliver", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
     delivered: set[bytes] | None = None  # reconciling: what the SIEM side has of the window
@@ -163,7 +163,8 @@ def deliver_window(
             cp = dataclasses.replace(cp, page_seq=page.seq + 1, pages_read=cp.pages_read + 1,
                                      events=cp.events + len(lines), stats=stats)
             cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
-        cp = dataclasses.replace(cp, status="complete", last_error=None)
+        # completed_by: a retry of the same run's step knows the window is done (assets.py)
+        cp = dataclasses.replace(cp, status="complete", last_error=None, stats={**cp.stats, "completed_by": owner})
         cp = checkpoints.release(cp, now=clock())
     except LeaseLost:
         raise

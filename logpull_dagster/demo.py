@@ -60,10 +60,10 @@ def run_demo() -> int:
         prepare(sim.url)
         import dagster as dg  # after the environment is set: Dagster reads DAGSTER_HOME at import time
 
-        from logpull_dagster.assets import RANGE_END, RANGE_START
-        from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
         from logpull_dagster.config import load_config
         from logpull_dagster.definitions import build_definitions
+        from logpull_dagster.keys import RANGE_END, RANGE_START, deliver_job, delivery_sensor
+        from logpull_dagster.plugins import open_checkpoints
         from logpull_dagster.windows import due_windows, key_for_window, rfc3339
 
         config = load_config()
@@ -85,13 +85,13 @@ def run_demo() -> int:
 
             # What the daemon does every 30 s: the delivery sensor sees the windows with new data and
             # launches one delivery run for each.
-            sensor = defs.resolve_sensor_def(f"deliver_{src.name}_sensor")
+            sensor = defs.resolve_sensor_def(delivery_sensor(src.name))
             cursor_file = STATE / "sensor_cursor"  # the daemon keeps this in its storage
             cursor = cursor_file.read_text() if cursor_file.exists() else None
             tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor))
             if tick.cursor:
                 cursor_file.write_text(tick.cursor)
-            delivery = defs.resolve_job_def(f"deliver_{src.name}")
+            delivery = defs.resolve_job_def(deliver_job(src.name))
             for req in tick.run_requests:
                 res = delivery.execute_in_process(partition_key=req.partition_key, instance=instance,
                                                   raise_on_error=False, run_config=quiet, tags=req.tags)
@@ -102,7 +102,7 @@ def run_demo() -> int:
                       + ("" if res.success else "  (FAILED: see make ui)"))
 
         # The summary comes from the checkpoint store, the source of truth for completeness.
-        store = SqliteCheckpointStore(config.resolve(config.checkpoints.path))
+        store = open_checkpoints(config)
         siem_dir = config.resolve(config.siem.path) / src.name
         rows = []
         for w in windows:

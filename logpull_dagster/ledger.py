@@ -17,7 +17,7 @@ import pandas as pd
 
 from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
-from logpull_dagster.config import SourceConfig
+from logpull_dagster.config import SourceBase
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.windows import (
     CADENCE_STEP,
@@ -32,12 +32,12 @@ from logpull_dagster.windows import (
 COLUMNS = ["window", "status", "events", "pages", "late_events", "attempts", "last_read", "delivered", "detail"]
 
 
-def default_max_delay(src: SourceConfig) -> dt.timedelta:
+def default_max_delay(src: SourceBase) -> dt.timedelta:
     """How far behind now the newest complete window may be: two windows plus the settle lag."""
     return 2 * CADENCE_STEP[src.cadence] + src.settle_lag
 
 
-def window_rows(src: SourceConfig, store: CheckpointStore, now: dt.datetime, *, start: dt.datetime | None = None,
+def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, start: dt.datetime | None = None,
                 end: dt.datetime | None = None, queued: Collection[str] = ()) -> pd.DataFrame:
     """One row per due window of ``src`` in ``[start, end)`` (``queued``: window starts a run will read)."""
     pulls = {cp.window_start: cp for cp in store.list(src.name, "pull")}
@@ -74,10 +74,10 @@ def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:
     if cp.lease_owner is not None and cp.lease_expires > now:
         age = now - cp.heartbeat
         return "in progress", f"run {cp.lease_owner}, last page {age:.0f}s ago, at page {cp.pages_read + 1}"
-    if cp.status == "complete" and not cp.reading:
+    if cp.is_complete:
         gap = skips.describe(cp.stats)
         return ("known gap", gap) if gap else ("complete", "")
-    if cp.status == "complete":
+    if cp.read_once:
         return "complete", f"a re-read stopped at page {cp.pages_read + 1}; the next run resumes it"
     if cp.status == "failed":
         bad = cp.stats.get("bad_page")
@@ -139,11 +139,11 @@ class Freshness:
         return self.lag is not None and self.lag <= self.max_delay
 
 
-def freshness(src: SourceConfig, store: CheckpointStore, now: dt.datetime,
+def freshness(src: SourceBase, store: CheckpointStore, now: dt.datetime,
               max_delay: dt.timedelta | None = None) -> Freshness:
     """How far behind ``now`` the end of the newest complete window is."""
     limit = max_delay or src.max_delay or default_max_delay(src)
-    done = [cp for cp in store.list(src.name, "pull") if cp.status == "complete"]
+    done = [cp for cp in store.list(src.name, "pull") if cp.read_once]
     if not done:
         return Freshness(None, None, limit)
     newest = max(done, key=lambda cp: cp.window_start)

@@ -59,7 +59,7 @@ def plan(
             missing.append(WindowRequest(w, "new"))
         elif cp.status == "failed":
             missing.append(WindowRequest(w, "failed"))
-        elif cp.status != "complete":
+        elif not cp.read_once:
             missing.append(WindowRequest(w, "lapsed" if cp.lease_owner is not None else "new"))
         elif cp.reading:
             missing.append(WindowRequest(w, "unfinished"))

@@ -41,7 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logpull_dagster import json_codec, skips
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost, Stage
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
+from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.redact import Redactor, error_text, redact
 from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
@@ -79,9 +80,64 @@ class PullFailed(RuntimeError):
     window fails at once and keeps its checkpoint for the next run.
     """
 
-    def __init__(self, message: str, *, permanent: bool = False, bad_page: dict[str, Any] | None = None) -> None:
+    def __init__(self, message: str, *, permanent: bool = False, bad_page: dict[str, Any] | None = None,
+                 tally: RunTally | None = None) -> None:
         self.permanent, self.bad_page = permanent, bad_page  # bad_page: see skips.py
+        self.tally = tally or RunTally()  # the run's attempts at the window, this one counted as a fault
         super().__init__(message)
+
+
+@dataclass
+class RunTally:
+    """What every attempt of one run at one window did, kept in the window's checkpoint row
+    (``stats["run"]``), not in the process: Dagster retries a step in a new process under the
+    multiprocess executor, and in a new pod under step-per-pod executors, so counts that must bound
+    retries have to live where every attempt finds them. A new run starts a new tally.
+
+    ``faults``: attempts that failed on a fault or read nothing in their budget (bounded by the
+    source's ``retries``); ``budget_retries``: attempts that spent their time budget having made
+    progress; ``done``: the window was read to its end in this run (a retry of the step skips it).
+    """
+
+    run: str = ""
+    attempts: int = 0
+    faults: int = 0
+    budget_retries: int = 0
+    pages_read: int = 0
+    events_landed: int = 0
+    late_events: int = 0
+    http_retries: int = 0
+    token_restarts: int = 0
+    duplicates_dropped: int = 0
+    outside_window_dropped: int = 0
+    elapsed: float = 0.0
+    resumed_from_page: int | None = None
+    done: bool = False
+
+    @classmethod
+    def of(cls, cp: Checkpoint | None, run: str) -> RunTally:
+        """The tally of ``run`` recorded in ``cp`` (a fresh one if another run wrote it)."""
+        found = cp.stats.get("run") if cp is not None else None
+        if not isinstance(found, dict) or found.get("run") != run:
+            return cls(run=run)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in found.items() if k in names})
+
+    def add(self, r: PullResult) -> None:
+        if self.resumed_from_page is None:  # the first page a checkpoint let this run resume from
+            self.resumed_from_page = r.resumed_from_page
+        self.attempts += 1
+        self.pages_read += r.pages_read
+        self.events_landed += r.events_landed
+        self.late_events += r.late_events
+        self.http_retries += r.http_retries
+        self.token_restarts += r.token_restarts
+        self.duplicates_dropped += r.duplicates_dropped
+        self.outside_window_dropped += r.outside_window_dropped
+        self.elapsed = round(self.elapsed + r.elapsed, 3)
+
+    def into(self, cp: Checkpoint) -> Checkpoint:
+        return dataclasses.replace(cp, stats={**cp.stats, "run": dataclasses.asdict(self)})
 
 
 @dataclass
@@ -104,6 +160,7 @@ class PullResult:
     pages_skipped: int = 0  # bad pages an operator skipped before, met again (skips.py)
     elapsed: float = 0.0
     landed: list[str] = field(default_factory=list)
+    tally: RunTally = field(default_factory=RunTally)  # the run's attempts at the window, this one included
 
     @property
     def events_per_second(self) -> float:
@@ -117,26 +174,6 @@ class Progress:
     landed_in_page: int
     events_this_attempt: int
     events_per_second: float
-
-
-def acquire(checkpoints: CheckpointStore, source: str, stage: Stage, window: Window, *, owner: str,
-            lease_ttl: float, lease_wait: float, clock: Callable[[], float] = time.time,
-            sleep: Callable[[float], None] = time.sleep) -> Checkpoint:
-    """Take the window's lease, waiting up to ``lease_wait`` for another holder's lease to lapse.
-
-    A live holder renews its lease after every page, so it outlasts the wait and this raises
-    LeaseHeld; a dead holder's lease lapses within ``lease_ttl`` and this run takes over.
-    """
-    deadline = clock() + lease_wait
-    while True:
-        try:
-            return checkpoints.acquire(source, stage, rfc3339(window.start), rfc3339(window.end),
-                                       owner=owner, ttl=lease_ttl, now=clock())
-        except LeaseHeld as held:
-            now = clock()
-            if now >= deadline or held.expires > deadline:
-                raise
-            sleep(min(max(held.expires - now, 0.05), 1.0))
 
 
 def pull_window(
@@ -169,7 +206,7 @@ def pull_window(
     if "pass_cursors" in cp.stats:
         cp = dataclasses.replace(cp, stats={k: v for k, v in cp.stats.items() if k != "pass_cursors"})
     run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
-                     PullResult(source_name, window, cp))
+                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)))
     if isinstance(kept, dict):
         run.seen.update({str(k): int(v) for k, v in kept.items() if isinstance(v, int)})
     result = run.result
@@ -195,8 +232,10 @@ def pull_window(
         if not last_page_landed:  # else the journal held the pass's last page: the pass is complete
             _read(run, on_page, t0, time_budget, monotonic)
         result.complete = True
-        result.checkpoint = checkpoints.release(run.cp, now=clock())
         result.elapsed = monotonic() - t0
+        result.tally.add(result)
+        result.tally.done = True
+        result.checkpoint = checkpoints.release(result.tally.into(run.cp), now=clock())
         return result
     except (BudgetExhausted, LeaseLost):
         raise
@@ -209,16 +248,21 @@ def pull_window(
         failed = dataclasses.replace(
             run.cp, status="complete" if run.cp.status == "complete" else "failed", last_error=text, stats=stats,
         )
+        result.elapsed = monotonic() - t0
+        tally = result.tally
+        tally.add(result)
+        if not (isinstance(e, PullFailed) and e.permanent):
+            tally.faults += 1
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
-            result.checkpoint = checkpoints.release(failed, now=clock())
+            result.checkpoint = checkpoints.release(tally.into(failed), now=clock())
         if isinstance(e, PullFailed):
-            raise PullFailed(redact(str(e), redactor), permanent=e.permanent) from None
+            raise PullFailed(redact(str(e), redactor), permanent=e.permanent, tally=tally) from None
         if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit: not ours to turn into a fault
             raise
         # Anything else (a full disk, a bug) is a fault of this attempt. Its text may hold what an API
         # or a library put in it: it leaves redacted, with where it happened, never with the original.
         where = redact("".join(traceback.format_exception(e)[-6:]), redactor)
-        raise PullFailed(f"window {window} of {source_name!r}: {text}\n{where}") from None
+        raise PullFailed(f"window {window} of {source_name!r}: {text}\n{where}", tally=tally) from None
     finally:
         gc.unfreeze()
 
@@ -237,9 +281,14 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                         run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
                         landing_page = None
                     kept = dict(list(run.seen.items())[-MAX_KEPT_CURSORS:])
-                    result.checkpoint = run.store.release(
-                        dataclasses.replace(run.cp, stats={**run.cp.stats, "pass_cursors": kept}), now=run.clock())
                     result.elapsed = monotonic() - t0
+                    result.tally.add(result)
+                    if result.pages_read:
+                        result.tally.budget_retries += 1
+                    else:  # read nothing new: a fault, not a budget (see BudgetExhausted)
+                        result.tally.faults += 1
+                    cp = result.tally.into(dataclasses.replace(run.cp, stats={**run.cp.stats, "pass_cursors": kept}))
+                    result.checkpoint = run.store.release(cp, now=run.clock())
                     raise BudgetExhausted(result)
                 cp = run.cp
                 page_no = cp.pages_read + 1

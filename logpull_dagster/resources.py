@@ -1,99 +1,117 @@
 """Dagster resources: the only place that touches an external system.
 
-Each resource is a small typed ``dg.ConfigurableResource`` that opens one pure store, source or
-sink (no Dagster import in those) for the duration of a run.
+Four resource classes, typed against the protocols, not against one backend: each carries the part of
+the config it opens (as JSON, so the Dagster UI shows it) and opens it through ``plugins.py``, the same
+factory the sensors, the schedules and the ``logpull`` CLI use. A new backend is a plug-in, never a new
+resource class.
+
+Secrets: the config only names them (``{env: NAME}``) and so do these resources (``secret_envs``); the
+values are read from the run's environment when a source is opened for an attempt, which is when
+``dg.EnvVar`` would resolve them, so no value is ever part of the definitions, the UI or the event log.
 """
 
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
-from logpull_dagster.landing.local import LocalLandingStore
+from logpull_dagster import plugins
+from logpull_dagster.checkpoints import CheckpointStore
+from logpull_dagster.config import SourceBase, StoreBase
+from logpull_dagster.landing import LandingStore
 from logpull_dagster.redact import Redactor, clean_secret
-from logpull_dagster.sinks.file import FileSink
-from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
-from logpull_dagster.sources.http import DEFAULT_MAX_BYTES
+from logpull_dagster.sinks import Sink
+from logpull_dagster.sources import InvalidSecret, LogSource
 
 
-class SqliteCheckpoints(dg.ConfigurableResource):
-    """Window checkpoints and leases in one SQLite file (WAL; safe across processes on one host)."""
+class LogSourceResource(dg.ConfigurableResource):
+    """The API of one configured source (any registered type), opened once per attempt."""
 
-    path: str
+    source: str = Field(description="The source's name (logs/<source>).")
+    type: str = Field(description="The source type (`type:` in the config).")
+    settings: str = Field(description="The source's config as JSON; secrets appear only as {env: NAME}.")
+    secret_envs: list[str] = Field(default_factory=list,
+                                   description="Every secret the config names: masked in every message.")
 
-    _store: SqliteCheckpointStore | None = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        self._store = SqliteCheckpointStore(self.path)
-
-    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._store is not None:
-            self._store.close()
+    @cached_property
+    def config(self) -> SourceBase:
+        return plugins.plugin("source", self.type).config.model_validate_json(self.settings)  # type: ignore[no-any-return]
 
     @property
-    def store(self) -> SqliteCheckpointStore:
-        if self._store is None:  # used outside a run (sensors, scripts)
-            self._store = SqliteCheckpointStore(self.path)
-        return self._store
+    def tls_verify(self) -> bool:
+        return self.config.tls_verify
 
-
-class LocalLanding(dg.ConfigurableResource):
-    """Landed pages as JSON Lines files under ``path``/<source>/<window>/."""
-
-    path: str
-
-    @property
-    def store(self) -> LocalLandingStore:
-        return LocalLandingStore(Path(self.path))
-
-
-class FileSiem(dg.ConfigurableResource):
-    """The SIEM as a folder of immutable JSON Lines batch files (for a forwarder to ship)."""
-
-    path: str
-
-    @property
-    def sink(self) -> FileSink:
-        return FileSink(Path(self.path))
-
-
-class GoogleWorkspaceReports(dg.ConfigurableResource):
-    """Admin SDK Reports API ``activities.list`` for one application.
-
-    ``access_token`` comes from ``dg.EnvVar``: Dagster resolves it at run time and shows only the
-    variable's name (``access_token_env``) in the UI; it never reaches logs or metadata. Surrounding
-    whitespace is stripped (secrets mounted from files end with a newline); any other character a
-    header cannot hold fails the window naming the variable.
-    """
-
-    base_url: str
-    application: str
-    access_token: str
-    access_token_env: str = "the access token variable"
-    page_size: int = 1000
-    http_timeout_seconds: float = 30.0
-    http_attempts: int = 6
-    http_backoff_max_seconds: float = 60.0
-    max_page_bytes: int = DEFAULT_MAX_BYTES
-    ca_file: str | None = None
-    tls_verify: bool = True
-    secret_envs: list[str] = Field(default_factory=list)
-
-    def open(self) -> GoogleWorkspaceSource:
-        """A source for one attempt; raises InvalidSecret if the credential cannot be sent."""
-        return GoogleWorkspaceSource(
-            base_url=self.base_url, application=self.application,
-            access_token=clean_secret(self.access_token_env, self.access_token),
-            page_size=self.page_size, timeout=self.http_timeout_seconds, http_attempts=self.http_attempts,
-            backoff_initial=min(0.5, self.http_backoff_max_seconds), backoff_max=self.http_backoff_max_seconds,
-            max_page_bytes=self.max_page_bytes, credential=self.access_token_env, ca_file=self.ca_file,
-            tls_verify=self.tls_verify,
-        )
+    def open(self) -> LogSource:
+        """A source for one attempt; raises InvalidSecret if a credential is unset or cannot be sent."""
+        return plugins.open_source(self.config, _secret)
 
     def redactor(self) -> Redactor:
-        """Masks this resource's credential and every secret the config names (``secret_envs``) in any text."""
-        return Redactor([self.access_token, *(os.environ.get(n) for n in self.secret_envs)])
+        """Masks every secret the config names (``secret_envs``) in any text."""
+        return Redactor([os.environ.get(n) for n in self.secret_envs])
+
+
+def _secret(name: str) -> str:
+    value = os.environ.get(name)
+    if value is None:
+        raise InvalidSecret(f"the environment variable {name} is not set in the run's environment; set it "
+                            f"where the run executes (the config names it, e.g. access_token: {{env: {name}}})")
+    return clean_secret(name, value)
+
+
+class _StoreResource(dg.ConfigurableResource):
+    type: str = Field(description="The store type (`type:` in the config).")
+    settings: str = Field(description="The store's config as JSON.")
+    base_dir: str = Field(description="The config file's folder: relative paths are relative to it.")
+
+    _kind: Literal["checkpoints", "landing", "siem"]
+    _opened: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, cfg: StoreBase, base_dir: str | Path) -> Any:
+        return cls(type=cfg.type, settings=cfg.model_dump_json(), base_dir=str(base_dir))
+
+    def _open(self) -> Any:
+        if self._opened is None:  # also used outside a run (sensors, schedules)
+            cfg = plugins.plugin(self._kind, self.type).config.model_validate_json(self.settings)
+            self._opened = plugins.open_store(self._kind, cfg, self.base_dir)
+        return self._opened
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._opened is not None:
+            self._opened.close()
+            self._opened = None
+
+
+class CheckpointsResource(_StoreResource):
+    """Window checkpoints and leases (``checkpoints:`` of the config; see ``checkpoints/__init__.py``)."""
+
+    _kind = "checkpoints"
+
+    @property
+    def store(self) -> CheckpointStore:
+        return self._open()  # type: ignore[no-any-return]
+
+
+class LandingResource(_StoreResource):
+    """Landed pages and the read journal (``landing:`` of the config; see ``landing/__init__.py``)."""
+
+    _kind = "landing"
+
+    @property
+    def store(self) -> LandingStore:
+        return self._open()  # type: ignore[no-any-return]
+
+
+class SiemResource(_StoreResource):
+    """The SIEM sink (``siem:`` of the config; see ``sinks/__init__.py``)."""
+
+    _kind = "siem"
+
+    @property
+    def sink(self) -> Sink:
+        return self._open()  # type: ignore[no-any-return]

@@ -12,11 +12,20 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from logpull_dagster.assets import RANGE_END, RANGE_START, run_request
 from logpull_dagster.checkpoints import Checkpoint
-from logpull_dagster.config import SourceConfig
+from logpull_dagster.config import SourceBase
+from logpull_dagster.keys import (
+    PLAIN,
+    RANGE_END,
+    RANGE_START,
+    SOURCE_TAG,
+    ResourceKeys,
+    logs_op,
+    pull_schedule,
+    run_request,
+)
 from logpull_dagster.orchestration import WindowRequest, batches, plan
-from logpull_dagster.resources import SqliteCheckpoints
+from logpull_dagster.resources import CheckpointsResource
 from logpull_dagster.windows import due_windows, key_for_window, rfc3339, window_for_key
 
 # Runs not yet reading: their window has no live lease yet, but they will read it.
@@ -26,9 +35,11 @@ _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dags
 _STALE_AFTER = 6 * 3600.0
 
 
-def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+def build_pull_schedule(src: SourceBase, job: UnresolvedAssetJobDefinition,
+                        keys: ResourceKeys = PLAIN) -> dg.ScheduleDefinition:
     @dg.schedule(
-        name=f"pull_{src.name}_schedule",
+        name=pull_schedule(src.name),
+        required_resource_keys={keys.checkpoints},
         cron_schedule=src.schedule,
         job=job,
         execution_timezone="UTC",
@@ -36,9 +47,8 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
         description=f"Pulls every settled window of {src.name} not yet complete (oldest first, at most "
                     f"{src.max_windows_per_tick} a tick) and re-reads recent ones for late events.",
     )
-    def _schedule(
-        context: dg.ScheduleEvaluationContext, checkpoints: SqliteCheckpoints
-    ) -> dg.SkipReason | list[dg.RunRequest]:
+    def _schedule(context: dg.ScheduleEvaluationContext) -> dg.SkipReason | list[dg.RunRequest]:
+        checkpoints: CheckpointsResource = getattr(context.resources, keys.checkpoints)
         now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         rows = {cp.window_start: cp for cp in checkpoints.store.list(src.name, "pull")}
         requests = plan(
@@ -55,22 +65,18 @@ def build_pull_schedule(src: SourceConfig, job: UnresolvedAssetJobDefinition) ->
     return _schedule
 
 
-def _run_request(src: SourceConfig, batch: list[WindowRequest], tick: str) -> dg.RunRequest:
+def _run_request(src: SourceBase, batch: list[WindowRequest], tick: str) -> dg.RunRequest:
     windows = [r.window for r in batch]
     first, last = (key_for_window(src.cadence, w) for w in (windows[0], windows[-1]))
-    tags = {"logpull/source": src.name, "logpull/reason": ",".join(sorted({r.reason for r in batch}))}
+    tags = {SOURCE_TAG: src.name, "logpull/reason": ",".join(sorted({r.reason for r in batch}))}
     # Re-reads ask a range run to read complete windows too (a one-window run always reads).
-    config = {"ops": {_op_name(src): {"config": {"reread": True}}}} if batch[0].reason == "reread" else None
+    config = {"ops": {logs_op(src.name): {"config": {"reread": True}}}} if batch[0].reason == "reread" else None
     # The run key: one tick never asks twice for a window, even if the tick itself is retried.
     key = first if len(windows) == 1 else f"{first}...{last}"
-    return run_request(src, windows, f"{key}@{tick}", tags, config)
+    return run_request(src.cadence, windows, f"{key}@{tick}", tags, config)
 
 
-def _op_name(src: SourceConfig) -> str:
-    return f"logs__{src.name}"
-
-
-def run_windows(src: SourceConfig, tags: dict[str, str]) -> list[str]:
+def run_windows(src: SourceBase, tags: dict[str, str]) -> list[str]:
     """Window starts a run of the pull job covers: its partition, or its partition range."""
     if "dagster/partition" in tags:
         keys = [tags["dagster/partition"]]
@@ -83,7 +89,7 @@ def run_windows(src: SourceConfig, tags: dict[str, str]) -> list[str]:
     return [rfc3339(window_for_key(src.cadence, k).start) for k in keys]
 
 
-def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceConfig, job_name: str,
+def _in_flight(context: dg.ScheduleEvaluationContext, src: SourceBase, job_name: str,
                rows: dict[str, Checkpoint]) -> set[str]:
     """Window starts that a queued or started run of this source's job is about to read or reading.
 

@@ -11,8 +11,8 @@ seen in one tick go as few runs as possible (adjacent windows share a range run)
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from logpull_dagster.assets import logs_key, run_request
-from logpull_dagster.config import SourceConfig
+from logpull_dagster.config import SourceBase
+from logpull_dagster.keys import SOURCE_TAG, delivery_sensor, logs_key, run_request
 from logpull_dagster.orchestration import WindowRequest, batches
 from logpull_dagster.windows import key_for_window, window_for_key
 
@@ -20,9 +20,9 @@ from logpull_dagster.windows import key_for_window, window_for_key
 BATCH = 500
 
 
-def build_delivery_sensor(src: SourceConfig, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
     @dg.sensor(
-        name=f"deliver_{src.name}_sensor",
+        name=delivery_sensor(src.name),
         job=job,
         minimum_interval_seconds=max(1, int(src.delivery_interval.total_seconds())),
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -51,7 +51,7 @@ def build_delivery_sensor(src: SourceConfig, job: UnresolvedAssetJobDefinition) 
         for batch in batches([WindowRequest(w, "new") for w in windows], src.max_windows_per_run):
             span = [r.window for r in batch]
             key = "...".join(dict.fromkeys(key_for_window(src.cadence, w) for w in (span[0], span[-1])))
-            requests.append(run_request(src, span, f"{key}@{after}", {"logpull/source": src.name}))
+            requests.append(run_request(src.cadence, span, f"{key}@{after}", {SOURCE_TAG: src.name}))
         return dg.SensorResult(run_requests=requests, cursor=str(after) if after is not None else None)
 
     return _sensor

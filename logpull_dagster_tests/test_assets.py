@@ -12,9 +12,9 @@ import orjson
 import pytest
 import yaml
 
-from logpull_dagster.assets import RANGE_END, RANGE_START
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
+from logpull_dagster.keys import RANGE_END, RANGE_START
 from logpull_dagster.simulator import Simulator
 
 from .conftest import SIM_NOW, TOKEN, hour, key, ts

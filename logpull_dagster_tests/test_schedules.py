@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
-from logpull_dagster.schedules import RANGE_END, RANGE_START
+from logpull_dagster.keys import RANGE_END, RANGE_START
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.windows import rfc3339
 

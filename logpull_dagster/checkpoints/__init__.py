@@ -101,6 +101,17 @@ class Checkpoint:
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_complete(self) -> bool:
+        """Read to its last page with nothing left pending: the one definition of a complete window
+        (for ``deliver``: every landed page delivered)."""
+        return self.status == "complete" and not self.reading
+
+    @property
+    def read_once(self) -> bool:
+        """Read to its last page at least once, though a re-read may be under way (``reading``)."""
+        return self.status == "complete"
+
+    @property
     def reading(self) -> bool:
         """A pass is under way: a page is left to read (cursor) or a read is left to land (journaled)."""
         return self.cursor is not None or self.journaled > 0

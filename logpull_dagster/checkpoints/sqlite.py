@@ -20,10 +20,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from logpull_dagster import json_codec
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStoreLost, LeaseHeld, LeaseLost, Stage
+from logpull_dagster.config import StoreBase, cannot_create
+from logpull_dagster.plugins import Plugin
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS checkpoints (
@@ -282,3 +284,32 @@ def _stats_text(stats: dict[str, Any]) -> str:
     """Stats hold event names, which the API's users choose: json_codec keeps lone surrogates and big
     integers exactly (orjson refuses the first and turns the second into a float)."""
     return json_codec.dumps(stats).decode()
+
+
+class SqliteCheckpointsConfig(StoreBase):
+    """``checkpoints: {type: sqlite, path: ...}``: one SQLite file (WAL), safe across processes of one host."""
+
+    type: Literal["sqlite"]
+    path: str = ".logpull/checkpoints.db"
+
+    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+        why = cannot_create(resolve(self.path), "file")
+        return [("path", why)] if why else []
+
+    def missing_state(self, resolve: Callable[[str], Path], origin: str) -> str | None:
+        db = resolve(self.path)
+        if os.path.isfile(db):  # opening the store would create an empty one
+            return None
+        return (f"no checkpoint database at {db} (checkpoints.path in {origin}): nothing has been pulled with "
+                f"this config yet, or the path is wrong")
+
+    def where(self, resolve: Callable[[str], Path]) -> str:
+        return str(resolve(self.path).parent)
+
+
+def _open(cfg: SqliteCheckpointsConfig, base_dir: Path) -> SqliteCheckpointStore:
+    path = Path(cfg.path).expanduser()
+    return SqliteCheckpointStore(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+PLUGINS = [Plugin("checkpoints", "sqlite", SqliteCheckpointsConfig, _open)]

@@ -65,6 +65,8 @@ class LandingStore(Protocol):
         """Forget read ``n`` once its page is landed and checkpointed."""
         ...
 
+    def close(self) -> None: ...
+
 
 def current_copies(found: Iterable[LandedPage], below: int) -> list[LandedPage]:
     """Keep the highest-epoch copy of each page below ``below``, in page order."""

@@ -9,10 +9,13 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Literal
 
+from logpull_dagster.config import StoreBase, cannot_create
 from logpull_dagster.landing import LandedPage, current_copies
+from logpull_dagster.plugins import Plugin
 from logpull_dagster.windows import Window
 
 _PAGE = re.compile(r"^page-(\d{6,})\.e(\d{6,})\.jsonl$")
@@ -173,6 +176,31 @@ class LocalLandingStore:
     def drop_read(self, source: str, window: Window, n: int, epoch: int) -> None:
         (self._dir(source, window) / _read_name(n, epoch)).unlink(missing_ok=True)
 
+    def close(self) -> None:
+        """Nothing is held open between calls (every write is its own file)."""
+
 
 def _read_name(n: int, epoch: int) -> str:
     return f"read-{n:08d}.e{epoch:06d}.json"
+
+
+class LocalLandingConfig(StoreBase):
+    """``landing: {type: local, path: ...}``: pages as JSON Lines files under ``path/<source>/<window>/``."""
+
+    type: Literal["local"]
+    path: str = ".logpull/landing"
+
+    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+        why = cannot_create(resolve(self.path), "folder")
+        return [("path", why)] if why else []
+
+    def where(self, resolve: Callable[[str], Path]) -> str:
+        return str(resolve(self.path))
+
+
+def _open(cfg: LocalLandingConfig, base_dir: Path) -> LocalLandingStore:
+    path = Path(cfg.path).expanduser()
+    return LocalLandingStore(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+PLUGINS = [Plugin("landing", "local", LocalLandingConfig, _open)]

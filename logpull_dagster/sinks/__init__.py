@@ -53,6 +53,10 @@ class Sink(Protocol):
         """Digests of the events of ``window`` the SIEM side has (reads it all: reconciling only)."""
         ...
 
+    def location(self, source: str) -> str:
+        """Where the SIEM side of ``source`` is, for operators (a folder, an index, a URL without secrets)."""
+        ...
+
     def close(self) -> None: ...
 
 

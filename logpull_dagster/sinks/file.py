@@ -41,10 +41,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
+from logpull_dagster.config import StoreBase, cannot_create
 from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.landing.local import write_bytes_atomic
+from logpull_dagster.plugins import Plugin
 from logpull_dagster.pull import id_digest
 from logpull_dagster.sinks import Written
 from logpull_dagster.windows import Window
@@ -157,6 +161,10 @@ class FileSink:
         if created:
             _sync_folder(path.parent)
 
+    def location(self, source: str) -> str:
+        """The folder a forwarder ships ``source``'s batches from."""
+        return str(self.root / source)
+
     def close(self) -> None:
         pass
 
@@ -180,3 +188,25 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class FileSiemConfig(StoreBase):
+    """``siem: {type: file, path: ...}``: immutable JSON Lines batch files under ``path/<source>/``."""
+
+    type: Literal["file"]
+    path: str = ".logpull/siem"
+
+    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+        why = cannot_create(resolve(self.path), "folder")
+        return [("path", why)] if why else []
+
+    def where(self, resolve: Callable[[str], Path]) -> str:
+        return str(resolve(self.path))
+
+
+def _open(cfg: FileSiemConfig, base_dir: Path) -> FileSink:
+    path = Path(cfg.path).expanduser()
+    return FileSink(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+PLUGINS = [Plugin("siem", "file", FileSiemConfig, _open)]

@@ -25,8 +25,11 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
 from logpull_dagster import json_codec
+from logpull_dagster.config import BaseUrl, SourceBase, secret
+from logpull_dagster.plugins import Plugin, Secrets
 from logpull_dagster.sources import (
     BadPage,
     CredentialsRefused,
@@ -137,3 +140,31 @@ def _error_message(body: bytes) -> str:
         return str(json_codec.loads(body)["error"]["message"])[:300]
     except (json_codec.JSONError, KeyError, TypeError):
         return body[:200].decode("utf-8", "replace")
+
+
+class GoogleWorkspaceConfig(SourceBase):
+    """``type: google_workspace``: one application's audit events (``activities.list``)."""
+
+    type: Literal["google_workspace"]
+    application: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    base_url: BaseUrl = "https://admin.googleapis.com"
+    access_token: secret("GWS_ACCESS_TOKEN")  # type: ignore[valid-type]
+    page_size: int = Field(default=1000, ge=1, le=1000)
+
+    @property
+    def stream(self) -> str:
+        return f"Google Workspace `{self.application}` audit events"
+
+
+def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets) -> GoogleWorkspaceSource:
+    return GoogleWorkspaceSource(
+        base_url=cfg.base_url, application=cfg.application, access_token=secrets(cfg.access_token.env),
+        page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
+        backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
+        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
+        credential=cfg.access_token.env, ca_file=str(cfg.ca_path) if cfg.ca_path else None,
+        tls_verify=cfg.tls_verify,
+    )
+
+
+PLUGINS = [Plugin("source", "google_workspace", GoogleWorkspaceConfig, open_source)]

@@ -1,0 +1,91 @@
+"""Every name the Dagster wiring shares: asset keys, op, job, schedule and sensor names, resource keys
+and run requests. Assets, schedules, sensors, checks, the CLI and the Component all take names from
+here, so that one stream's pieces always find each other and two config files (two Components in one
+``dg`` project) never collide.
+
+Names are per source (``logs/<name>``, ``pull_<name>``...), and source names are unique across a code
+location. The shared resources (the checkpoint store, the landing store, the SIEM sink) are per config:
+``namespace`` prefixes their keys, empty for the plain ``logpull.yaml`` door.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import dagster as dg
+
+from logpull_dagster.windows import Cadence, Window, key_for_window
+
+# Dagster's own tags of a run over a partition range (one run, many windows).
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+SOURCE_TAG = "logpull/source"
+
+
+def logs_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["logs", source])
+
+
+def siem_key(source: str) -> dg.AssetKey:
+    return dg.AssetKey(["siem", source])
+
+
+def logs_op(source: str) -> str:
+    """The op name of ``logs/<source>`` (run config goes under ``ops: {<this>: ...}``)."""
+    return f"logs__{source}"
+
+
+def pull_job(source: str) -> str:
+    return f"pull_{source}"
+
+
+def deliver_job(source: str) -> str:
+    return f"deliver_{source}"
+
+
+def pull_schedule(source: str) -> str:
+    return f"pull_{source}_schedule"
+
+
+def delivery_sensor(source: str) -> str:
+    return f"deliver_{source}_sensor"
+
+
+def freshness_sensor(source: str) -> str:
+    return f"freshness_{source}_sensor"
+
+
+def api_resource(source: str) -> str:
+    return f"{source}_api"
+
+
+@dataclass(frozen=True)
+class ResourceKeys:
+    """The keys of one config's shared resources; ``namespace`` keeps two configs apart."""
+
+    namespace: str = ""
+
+    @property
+    def checkpoints(self) -> str:
+        return f"{self.namespace}checkpoints"
+
+    @property
+    def landing(self) -> str:
+        return f"{self.namespace}landing"
+
+    @property
+    def siem(self) -> str:
+        return f"{self.namespace}siem"
+
+
+def run_request(cadence: Cadence, windows: Sequence[Window], run_key: str, tags: Mapping[str, str],
+                run_config: Mapping[str, object] | None = None) -> dg.RunRequest:
+    """A run over one window (its partition) or over adjacent windows (a partition range, one run)."""
+    first, last = key_for_window(cadence, windows[0]), key_for_window(cadence, windows[-1])
+    if len(windows) == 1:
+        return dg.RunRequest(run_key=run_key, partition_key=first, tags=dict(tags), run_config=dict(run_config or {}))
+    return dg.RunRequest(run_key=run_key, tags={**tags, RANGE_START: first, RANGE_END: last},
+                         run_config=dict(run_config or {}))
+
+
+PLAIN = ResourceKeys()  # the keys of the plain door (logpull.yaml, -m logpull_dagster)
