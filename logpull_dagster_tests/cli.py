@@ -17,13 +17,16 @@ from .conftest import TOKEN, ts
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
-def setup_project(tmp_path: Path, url: str, **overrides: Any) -> dict[str, str]:
-    """Write a config for one source ``gws`` and a DAGSTER_HOME; return the environment to run in."""
+def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, **overrides: Any) -> dict[str, str]:
+    """Write a config for one source ``gws`` (``overrides``: its keys; ``executor``: the top-level key)
+    and a DAGSTER_HOME; return the environment to run in."""
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
            "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
            "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
+    if executor is not None:
+        cfg["executor"] = executor
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
