@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from logpull_dagster import json_codec, skips
+from logpull_dagster import journal, json_codec, skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.landing import LandingStore
@@ -224,8 +224,11 @@ def pull_window(
         last_page_landed = False
         # Read by an attempt that died before landing them: land them from the journal.
         for i, n in enumerate(pending):
-            body, epoch = landing.get_read(source_name, window, n)
-            items, next_cursor = source.parse_page(body)
+            data, epoch = landing.get_read(source_name, window, n)
+            record = journal.decode(data)
+            items, next_cursor = source.parse_page(record.body, record.headers)
+            if not record.legacy:  # the cursor as the source read it when it fetched the page
+                next_cursor = record.next_cursor
             landed = run.land(n, epoch, items, next_cursor)
             run.report(on_page, cp.pages_read - cp.journaled + i + 1, landed, monotonic() - t0)
             last_page_landed = next_cursor is None
@@ -340,7 +343,8 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 result.http_retries += page.http_retries
 
                 n = cp.reads
-                run.landing.put_read(source_name, window, n, cp.epoch, page.body)
+                run.landing.put_read(source_name, window, n, cp.epoch,
+                                     journal.encode(cp.cursor, page.next_cursor, page.body, page.headers))
                 run.commit(functools.partial(_journaled, page=page))
                 if landing_page is not None:  # one page lands while the next is read, no more
                     run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)

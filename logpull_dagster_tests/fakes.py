@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +35,9 @@ def make_events(window: Window, n: int, *, boundary: bool = True) -> list[Event]
 class FakeSource:
     """Pages of ``page_size`` over a fixed newest-first list; cursor = offset as text.
 
-    ``fault(cursor, call_no)`` may raise to script a failure for a given request.
+    ``fault(cursor, call_no)`` may raise to script a failure for a given request. ``cursor_in``:
+    where the next cursor travels, in the body or (like Okta's and GitHub's ``Link``) only in a
+    response header, so that resuming from the journal needs the journaled headers.
     """
 
     events: list[Event]
@@ -44,6 +46,11 @@ class FakeSource:
     calls: list[str | None] = field(default_factory=list)
     token_epoch: int = 0
     ordering: str = "newest_first"
+    cursor_in: str = "body"
+
+    @property
+    def journal_headers(self) -> tuple[str, ...]:
+        return ("x-next",) if self.cursor_in == "header" else ()
 
     def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         self.calls.append(cursor)
@@ -60,10 +67,15 @@ class FakeSource:
         nxt = offset + self.page_size
         items = [{"id": e.id, "time": rfc3339_ms(e.time), "raw": e.raw, "names": list(e.names)} for e in chunk]
         token = f"{self.token_epoch}:{nxt}" if nxt < len(visible) else None
+        if self.cursor_in == "header":
+            return Page(items, token, orjson.dumps({"items": items}), headers={"x-next": token} if token else {})
         return Page(items, token, orjson.dumps({"items": items, "next": token}))
 
-    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
         doc = orjson.loads(body)
+        if self.cursor_in == "header":
+            return doc["items"], (headers or {}).get("x-next")
         return doc["items"], doc["next"]
 
     def to_events(self, items: list[dict[str, Any]]) -> list[Event]:

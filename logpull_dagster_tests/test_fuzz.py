@@ -69,7 +69,7 @@ def check_lines_valid(*lines: bytes) -> None:
 
 def land_and_deliver(source: GoogleWorkspaceSource, body: bytes) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """What the pull loop and delivery do with one body: (landed record, SIEM record) per event in W."""
-    items_, _ = source.parse_page(body)
+    items_, _ = source.parse_page(body, {})
     out = []
     for ev in source.to_events(items_):
         if not W.contains(ev.time):
@@ -98,7 +98,7 @@ def test_every_valid_event_is_landed_and_delivered_exactly(source, page_items, t
     expected = [i for i in page_items if W.contains(_time(i))]
     assert [landed["event"] for landed, _ in got] == expected
     assert [siem["event"] for _, siem in got] == expected
-    _, next_token = source.parse_page(body)
+    _, next_token = source.parse_page(body, {})
     assert next_token == token
 
 

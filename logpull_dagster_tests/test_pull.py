@@ -103,16 +103,19 @@ def test_a_crash_at_any_commit_loses_and_duplicates_nothing_and_rereads_at_most_
     assert res.checkpoint.journaled == 0 and not list(landing.root.rglob("read-*"))
 
 
-def test_a_crash_after_journaling_lands_the_page_from_the_journal_without_reading_it_again(store, landing):
+@pytest.mark.parametrize("cursor_in", ["body", "header"])
+def test_a_crash_after_journaling_lands_the_page_from_the_journal_without_reading_it_again(store, landing,
+                                                                                          cursor_in):
+    """Also for an API whose next cursor is only in a response header: the journal keeps it."""
     events = make_events(W, 95)
-    src = FakeSource(events)
+    src = FakeSource(events, cursor_in=cursor_in)
     clock = Clock()
     # Journal and landing commits interleave by timing: find a crash that left a read pending.
     for crash_at in (4, 5, 6):
         store_dir = landing.root.parent / f"c{crash_at}"
         st = SqliteCheckpointStore(store_dir / "c.db")
         land = LocalLandingStore(store_dir / "landing")
-        src = FakeSource(events)
+        src = FakeSource(events, cursor_in=cursor_in)
         with pytest.raises(Crash):
             pull(src, CrashingStore(st, crash_at), land, owner="dead", clock=clock, lease_ttl=30)
         before = st.get("s", "pull", rfc3339(W.start))

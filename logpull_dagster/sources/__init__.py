@@ -14,6 +14,7 @@ into :class:`Event` s later (``to_events``) and cannot fail. ``parse_page`` re-r
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -37,6 +38,9 @@ class Page:
     body: bytes = b""  # the response body, byte for byte: what the pull loop journals
     http_retries: int = 0
     retry_reasons: list[str] = field(default_factory=list)
+    # The response headers named by the source's ``journal_headers`` (lower-case names), journaled
+    # with the body: all the source needs to read the page again (``parse_page``).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 class SourceError(RuntimeError):
@@ -89,16 +93,33 @@ class CredentialsRefused(SourceRequestError):
 
 
 class LogSource(Protocol):
+    """One API stream. The guarantees the pull loop relies on (``contracts/log_source.py`` tests them):
+
+    * ``fetch_page`` returns a page only when every item has an id and a parseable time (else
+      BadPage), raises TokenRejected for a cursor the API refuses (the loop restarts the pass), and a
+      SourceError with ``permanent`` set when retrying cannot help;
+    * items are in ``ordering``; ``to_events`` gives each item's own id and time, ids unique per event
+      (events sharing a millisecond included), and never fails on validated items;
+    * ``parse_page(page.body, page.headers)`` gives back ``page.items`` and ``page.next_cursor``: a
+      journaled page can be landed by another attempt without asking the API again;
+    * quirks of the API (a page that repeats its own token, a last page pointing at itself) are
+      handled here, in the source's module, never in the loop.
+    """
+
     #: ``newest_first`` (Google, Slack) or ``oldest_first`` (Okta, GitHub with order=asc)
     ordering: Literal["newest_first", "oldest_first"]
+    #: response headers (lower case) that ``parse_page`` reads; journaled with each body
+    journal_headers: tuple[str, ...]
 
     def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         """The page at ``cursor`` (None: the first page) of the query for ``window``, read before
         ``deadline`` (time.monotonic) if given; raises BadPage unless every item has a usable id and time."""
         ...
 
-    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
-        """Items (validated as by ``fetch_page``) and next cursor of a response body."""
+    def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
+        """Items (validated as by ``fetch_page``) and next cursor of a response (body and the headers
+        named by ``journal_headers``)."""
         ...
 
     def to_events(self, items: list[dict[str, Any]]) -> list[Event]:

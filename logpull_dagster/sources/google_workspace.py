@@ -52,6 +52,7 @@ def event_id(ident: Mapping[str, Any]) -> str:
 
 class GoogleWorkspaceSource:
     ordering: Literal["newest_first", "oldest_first"] = "newest_first"
+    journal_headers: tuple[str, ...] = ()  # the next token is in the body
 
     def __init__(self, *, base_url: str, application: str, access_token: str, page_size: int = 1000,
                  timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
@@ -97,7 +98,8 @@ class GoogleWorkspaceSource:
                           "(a known Reports API bug); stopping instead of looping")
         return Page(items, token, res.content, res.retries, res.reasons)
 
-    def parse_page(self, body: bytes) -> tuple[list[dict[str, Any]], str | None]:
+    def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
+                   ) -> tuple[list[dict[str, Any]], str | None]:
         try:
             doc = json_codec.loads(body)
         except json_codec.JSONError as e:
