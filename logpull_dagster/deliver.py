@@ -116,7 +116,7 @@ def deliver_window(
     t0 = monotonic()
     result = DeliveryResult(source_name, window)
     pulled = checkpoints.get(source_name, "pull", rfc3339(window.start))
-    landed = pulled.page_seq if pulled else 0
+    landed = pulled.landed_pages if pulled else 0
     result.pending_pull = pulled is None or not pulled.read_once
     cp = acquire(checkpoints, source_name, "deliver", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)

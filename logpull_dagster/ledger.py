@@ -50,8 +50,8 @@ def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, st
         key = rfc3339(w.start)
         cp, sent = pulls.get(key), sends.get(key)
         status, detail = _status(cp, key in queued, t)
-        delivered = sent.page_seq if sent else 0
-        landed = cp.page_seq if cp else 0
+        delivered = sent.delivered_pages if sent else 0
+        landed = cp.landed_pages if cp else 0
         rows.append({
             "window": key_for_window(src.cadence, w),
             "start": w.start,

@@ -100,6 +100,33 @@ class Checkpoint:
     last_error: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
+    # One row shape serves both stages, so ``page_seq`` and ``events`` mean different things in each:
+    # code that reads a row of the other stage says which meaning it wants.
+    @property
+    def landed_pages(self) -> int:
+        """Pull: pages landed (the next landed page's number)."""
+        return self._of("pull", self.page_seq)
+
+    @property
+    def landed_events(self) -> int:
+        """Pull: distinct events landed."""
+        return self._of("pull", self.events)
+
+    @property
+    def delivered_pages(self) -> int:
+        """Deliver: landed pages delivered (the next landed page to deliver)."""
+        return self._of("deliver", self.page_seq)
+
+    @property
+    def delivered_events(self) -> int:
+        """Deliver: events delivered."""
+        return self._of("deliver", self.events)
+
+    def _of(self, stage: Stage, value: int) -> int:
+        if self.stage != stage:
+            raise ValueError(f"a {self.stage} checkpoint has no {stage} progress")
+        return value
+
     @property
     def is_complete(self) -> bool:
         """Read to its last page with nothing left pending: the one definition of a complete window
