@@ -16,7 +16,9 @@ import textwrap
 import threading
 from types import FrameType
 
-from .server import FAULT_DOCS, FAULT_KINDS, RULE_KEYS_DOC, Simulator, SimulatorError
+from .api import SimulatorError
+from .faults import FAULT_DOCS, FAULT_KINDS, RULE_KEYS_DOC
+from .server import Simulator
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 

@@ -1,19 +1,18 @@
-"""Deterministic synthetic Google Workspace audit events for the Reports API simulator.
+"""Deterministic synthetic audit events, the ground truth every emulated API serves from.
 
 Why deterministic: a test or a benchmark must be able to say "this is exactly what a correct client
 delivers for this window" without storing anything, and two simulators started with the same seed must
-serve byte-identical pages. Events are therefore a pure function of (seed, application, UTC hour bucket)
-and of the generation parameters; a bucket is generated on first use and cached.
+serve byte-identical pages. Events are therefore a pure function of (seed, stream, UTC hour bucket) and
+of the generation parameters; a bucket is generated on first use and cached.
 
 Why compact: a benchmark may page through a million-event window. A bucket keeps its events in four
-``array('q')`` columns (32 bytes per event) sorted newest first, and the API item dict is only built when
-an event is actually served.
+``array('q')`` columns (32 bytes per event) sorted newest first; what an event looks like on the wire
+(Google's item, an Okta LogEvent, ...) is decided by the emulated API that serves it, only when it is
+served, from the event's time, unique qualifier, actor and weighted name roll.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import random
 import threading
 import time
@@ -21,6 +20,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 HOUR_MS = 3_600_000
@@ -38,8 +38,9 @@ _DELAY_MASK = (1 << 20) - 1
 _NAME_SHIFT = 40  # bits 40..49: weighted event-name roll (0..1023)
 _ACTOR_SHIFT = 50  # bits 50..62: actor index
 _N_USERS = 200
-_NAME_TABLE_SIZE = 1024
+NAME_TABLE_SIZE = 1024
 _GENERATOR_VERSION = "v1"  # part of every RNG seed string: bump to change every generated event
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def format_ms(ms: int) -> str:
@@ -48,122 +49,55 @@ def format_ms(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:03d}Z"
 
 
+def us_from_datetime(dt: datetime) -> int:
+    """Epoch microseconds of an aware datetime; naive datetimes are refused rather than guessed."""
+    if dt.tzinfo is None:
+        raise ValueError("datetime must be timezone-aware")
+    return (dt - EPOCH) // timedelta(microseconds=1)
+
+
+def parse_rfc3339_us(value: str) -> int:
+    """Epoch microseconds of an RFC 3339 timestamp (``Z``, offsets and fractions all accepted)."""
+    return us_from_datetime(datetime.fromisoformat(value))
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
 @dataclass(frozen=True, slots=True)
-class _User:
+class Actor:
+    """One of the seeded users every stream's events are attributed to."""
+
     email: str
     profile_id: str
     ip: str
 
 
-Params = list[dict[str, Any]] | None
-
-
 @dataclass(frozen=True, slots=True)
-class _EventKind:
-    """One entry of an application's catalog: what goes into ``events[0]`` of an item."""
+class EventKind:
+    """One entry of an API's catalog of event names; ``params`` turns an event's unique qualifier into
+    the API's event details (so details vary per event yet stay a pure function of it)."""
 
     type: str
     name: str
     weight: int
-    params: Callable[[int], Params]
+    params: Callable[[int], Any]
 
 
-def _pick(options: tuple[str, ...], v: int) -> str:
-    return options[v % len(options)]
-
-
-_LOGIN_TYPES = ("google_password", "google_password", "google_password", "saml", "reauth")
-
-
-def _login_params(uq: int) -> Params:
-    return [
-        {"name": "login_type", "value": _pick(_LOGIN_TYPES, uq >> 3)},
-        {"name": "is_suspicious", "boolValue": False},
-    ]
-
-
-def _login_failure_params(uq: int) -> Params:
-    return [
-        {"name": "login_type", "value": _pick(_LOGIN_TYPES, uq >> 3)},
-        {"name": "login_failure_type", "value": "login_failure_invalid_password"},
-        {"name": "is_suspicious", "boolValue": (uq >> 11) % 5 == 0},
-    ]
-
-
-def _logout_params(uq: int) -> Params:
-    return [{"name": "login_type", "value": _pick(_LOGIN_TYPES, uq >> 3)}]
-
-
-def _challenge_params(uq: int) -> Params:
-    return [
-        {"name": "login_challenge_method",
-         "multiValue": [_pick(("password", "google_authenticator", "idv_preregistered_phone"), uq >> 5)]},
-        {"name": "login_challenge_status",
-         "value": "Challenge Passed" if (uq >> 9) % 4 else "Challenge Failed"},
-    ]
-
-
-def _verification_params(uq: int) -> Params:
-    return [{"name": "login_type", "value": _pick(_LOGIN_TYPES, uq >> 3)}]
-
-
-def _no_params(uq: int) -> Params:
-    # Real items omit "parameters" for some events; clients must cope with the key being absent.
-    return None
-
-
-def _doc_params(uq: int) -> Params:
-    return [
-        {"name": "doc_id", "value": f"{uq & 0xFFFFFFFFFFFF:012x}"},
-        {"name": "visibility", "value": _pick(("private", "shared_internally", "people_with_link"), uq >> 7)},
-        {"name": "owner_is_team_drive", "boolValue": (uq >> 13) % 7 == 0},
-    ]
-
-
-def _setting_params(uq: int) -> Params:
-    return [
-        {"name": "setting_name", "value": _pick(("SHARING", "RETENTION", "MOBILE_POLICY"), uq >> 4)},
-        {"name": "old_value", "value": "false"},
-        {"name": "new_value", "value": "true"},
-        {"name": "revision", "intValue": str((uq >> 8) % 1000)},
-    ]
-
-
-_LOGIN_CATALOG = (
-    _EventKind("login", "login_success", 600, _login_params),
-    _EventKind("login", "login_failure", 120, _login_failure_params),
-    _EventKind("login", "logout", 150, _logout_params),
-    _EventKind("login", "login_challenge", 60, _challenge_params),
-    _EventKind("login", "login_verification", 50, _verification_params),
-    _EventKind("login", "2sv_enroll", 20, _no_params),
-)
-
-_GENERIC_CATALOG = (
-    _EventKind("access", "view", 500, _doc_params),
-    _EventKind("access", "edit", 250, _doc_params),
-    _EventKind("access", "create", 100, _doc_params),
-    _EventKind("access", "delete", 50, _doc_params),
-    _EventKind("settings", "change_setting", 100, _setting_params),
-)
-
-
-def _name_table(catalog: tuple[_EventKind, ...]) -> tuple[_EventKind, ...]:
+def name_table(catalog: tuple[EventKind, ...]) -> tuple[EventKind, ...]:
     """Expand weights into a 1024-slot lookup so a weighted pick is one index, not a search."""
     total = sum(k.weight for k in catalog)
-    table: list[_EventKind] = []
+    table: list[EventKind] = []
     for k in catalog:
-        table.extend([k] * (k.weight * _NAME_TABLE_SIZE // total))
-    while len(table) < _NAME_TABLE_SIZE:
+        table.extend([k] * (k.weight * NAME_TABLE_SIZE // total))
+    while len(table) < NAME_TABLE_SIZE:
         table.append(catalog[0])
     return tuple(table)
 
 
-_LOGIN_TABLE = _name_table(_LOGIN_CATALOG)
-_GENERIC_TABLE = _name_table(_GENERIC_CATALOG)
-
-
 class Bucket:
-    """The events of one (application, UTC hour), as columns sorted by (time, uniqueQualifier) descending."""
+    """The events of one (stream, UTC hour), as columns sorted by (time, uniqueQualifier) descending."""
 
     __slots__ = ("attrs", "pubs", "times", "uqs")
 
@@ -198,7 +132,6 @@ class EventStore:
         *,
         seed: int,
         events_per_hour: int,
-        customer_id: str,
         boundary_events: bool,
         shared_ms_events: bool,
         publish_delay: float,
@@ -214,7 +147,6 @@ class EventStore:
             raise ValueError("publish_delay and late_delay must be >= 0")
         self.seed = seed
         self.events_per_hour = events_per_hour
-        self.customer_id = customer_id
         self.boundary_events = boundary_events
         self.shared_ms_events = shared_ms_events
         self._publish_delay_ms = round(publish_delay * 1000)
@@ -225,7 +157,6 @@ class EventStore:
         self._cached_events = 0
         self._lock = threading.Lock()
         self._users = self._make_users()
-        self._etag_prefix = self._hash(f"etag|{seed}|{customer_id}", 12)
 
     # -- generation ---------------------------------------------------------------------------------
 
@@ -234,12 +165,7 @@ class EventStore:
         seed_text = "|".join(["logpull-simulator", _GENERATOR_VERSION, str(self.seed), *map(str, parts)])
         return random.Random(seed_text)
 
-    @staticmethod
-    def _hash(text: str, nbytes: int) -> str:
-        digest = hashlib.blake2b(text.encode(), digest_size=nbytes).digest()
-        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
-
-    def _make_users(self) -> tuple[_User, ...]:
+    def _make_users(self) -> tuple[Actor, ...]:
         rng = self._rng("users")
         users = []
         nets = ("192.0.2", "198.51.100", "203.0.113")  # documentation ranges: never a real address
@@ -249,7 +175,7 @@ class EventStore:
                 ip = f"2001:db8::{rng.randrange(1, 0xFFFF):x}"
             else:
                 ip = f"{nets[rng.randrange(len(nets))]}.{rng.randrange(1, 255)}"
-            users.append(_User(f"user{i}@example.com", profile_id, ip))
+            users.append(Actor(f"user{i}@example.com", profile_id, ip))
         return tuple(users)
 
     def _publish_ms(self, t: int, attrs: int) -> int:
@@ -257,7 +183,7 @@ class EventStore:
             return t + self._late_delay_ms
         return t + ((attrs >> _DELAY_SHIFT) & _DELAY_MASK) * self._publish_delay_ms // _DELAY_MASK
 
-    def _generate(self, application: str, hour_ms: int) -> Bucket:
+    def _generate(self, stream: str, hour_ms: int) -> Bucket:
         """All events of one hour bucket. Three independent RNG streams, so toggling extras never moves
         the ordinary events."""
         rows: list[tuple[int, int, int, int]] = []
@@ -271,7 +197,7 @@ class EventStore:
                     return uq
 
         publish = self._publish_ms
-        getrandbits = self._rng(application, hour_ms, "main").getrandbits
+        getrandbits = self._rng(stream, hour_ms, "main").getrandbits
         mask63 = (1 << 63) - 1
         mask64 = (1 << 64) - 1
         for _ in range(self.events_per_hour):
@@ -286,12 +212,12 @@ class EventStore:
             rows.append((t, uq, attrs, publish(t, attrs)))
         if self.boundary_events:
             # Exactly on the hour: the inclusive API returns it for both adjacent hourly windows.
-            rb = self._rng(application, hour_ms, "boundary").getrandbits
+            rb = self._rng(stream, hour_ms, "boundary").getrandbits
             attrs = rb(63)
             rows.append((hour_ms, fresh_uq(rb), attrs, publish(hour_ms, attrs)))
         if self.shared_ms_events:
             # Several events in one millisecond: time alone is not an id, and a page may split a group.
-            rs = self._rng(application, hour_ms, "shared")
+            rs = self._rng(stream, hour_ms, "shared")
             for _ in range(2):
                 t = hour_ms + rs.randrange(1, HOUR_MS)
                 for _ in range(3):
@@ -299,15 +225,15 @@ class EventStore:
                     rows.append((t, fresh_uq(rs.getrandbits), attrs, publish(t, attrs)))
         return Bucket(rows)
 
-    def bucket(self, application: str, hour_ms: int) -> Bucket:
+    def bucket(self, stream: str, hour_ms: int) -> Bucket:
         """The (cached) bucket of the hour starting at ``hour_ms``; bounded by a total event count."""
-        key = (application, hour_ms)
+        key = (stream, hour_ms)
         with self._lock:
             b = self._cache.get(key)
             if b is not None:
                 self._cache.move_to_end(key)
                 return b
-        b = self._generate(application, hour_ms)  # outside the lock: a duplicate generation is harmless
+        b = self._generate(stream, hour_ms)  # outside the lock: a duplicate generation is harmless
         with self._lock:
             if key not in self._cache:
                 self._cache[key] = b
@@ -321,7 +247,7 @@ class EventStore:
 
     def scan(
         self,
-        application: str,
+        stream: str,
         lo_ms: int,
         hi_ms: int,
         *,
@@ -337,7 +263,7 @@ class EventStore:
             return
         hour = bound[0] - bound[0] % HOUR_MS
         while hour + HOUR_MS > lo_ms:
-            b = self.bucket(application, hour)
+            b = self.bucket(stream, hour)
             times, pubs = b.times, b.pubs
             n = len(times)
             i = b.first_below(bound)
@@ -349,32 +275,24 @@ class EventStore:
                 i += 1
             hour -= HOUR_MS
 
-    def item(self, application: str, b: Bucket, i: int) -> dict[str, Any]:
-        """The API item for event ``i`` of bucket ``b``: a fresh dict each time, so callers may mutate it.
-        Publish information is simulator-internal and deliberately absent."""
-        t, uq, attrs = b.times[i], b.uqs[i], b.attrs[i]
-        user = self._users[(attrs >> _ACTOR_SHIFT) % _N_USERS]
-        table = _LOGIN_TABLE if application == "login" else _GENERIC_TABLE
-        kind = table[(attrs >> _NAME_SHIFT) & (_NAME_TABLE_SIZE - 1)]
-        event: dict[str, Any] = {"type": kind.type, "name": kind.name}
-        params = kind.params(uq)
-        if params is not None:
-            event["parameters"] = params
-        ip = user.ip if (uq >> 20) % 8 else f"203.0.113.{(uq >> 24) % 254 + 1}"
-        return {
-            "kind": "admin#reports#activity",
-            "id": {
-                "time": format_ms(t),
-                "uniqueQualifier": str(uq),
-                "applicationName": application,
-                "customerId": self.customer_id,
-            },
-            "etag": f'"{self._etag_prefix}/{self._hash(f"{application}|{t}|{uq}", 18)}"',
-            "actor": {"callerType": "USER", "email": user.email, "profileId": user.profile_id},
-            "ipAddress": ip,
-            "events": [event],
-        }
+    def window(
+        self, stream: str, start_us: int, end_us: int, *, now_us: int, include_unpublished: bool = False
+    ) -> list[tuple[Bucket, int]]:
+        """The ground truth of the HALF-OPEN window [start, end): what a correct client must deliver,
+        newest first, nothing after ``now_us``. ``include_unpublished`` adds events that already happened
+        but whose late publication is still pending."""
+        lo = ceil_div(start_us, 1000)
+        hi = min(ceil_div(end_us, 1000) - 1, now_us // 1000)
+        visible_at = None if include_unpublished else now_us // 1000
+        return list(self.scan(stream, lo, hi, visible_at=visible_at))
 
-    def event_id(self, application: str, b: Bucket, i: int) -> tuple[str, str, str, str]:
-        """The id a client dedupes on: (applicationName, customerId, time, uniqueQualifier)."""
-        return (application, self.customer_id, format_ms(b.times[i]), str(b.uqs[i]))
+    # -- what an API renders an event from --------------------------------------------------------
+
+    def actor(self, attrs: int) -> Actor:
+        """The user an event with these attrs bits is attributed to."""
+        return self._users[(attrs >> _ACTOR_SHIFT) % _N_USERS]
+
+    @staticmethod
+    def name_roll(attrs: int) -> int:
+        """The event's weighted-name roll, an index into a ``name_table``."""
+        return (attrs >> _NAME_SHIFT) & (NAME_TABLE_SIZE - 1)

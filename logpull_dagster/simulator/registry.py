@@ -1,0 +1,14 @@
+"""The emulated APIs the simulator serves, in the order the server tries their paths.
+
+Adding an API is one module (a subclass of ``api.EmulatedApi``) and one line here.
+"""
+
+from __future__ import annotations
+
+from .api import ApiFactory
+from .google_reports import GoogleReportsApi
+
+#: The first one also renders ``Simulator.ground_truth`` when no ``api=`` names another.
+EMULATED_APIS: tuple[ApiFactory, ...] = (
+    GoogleReportsApi,
+)
