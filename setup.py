@@ -17,6 +17,9 @@ setup(
         f"dagster=={DAGSTER}",
         f"dagster-webserver=={DAGSTER}",
         f"dagster-aws=={DAGSTER_LIBS}",
+        # The `dg` CLI (dg check defs / list defs / launch) for the Component door, logpull_dagster.LogPullComponent.
+        f"dagster-dg-cli=={DAGSTER}",
+        f"dagster-dg-core=={DAGSTER}",
         "httpx>=0.28,<0.29",
         "pandas>=2.2",
         "pyyaml>=6.0",
@@ -38,5 +41,7 @@ setup(
             "logpull=logpull_dagster.cli:main",
             "logpull-simulator=logpull_dagster.simulator.__main__:main",
         ],
+        # `dg list components` / `dg scaffold defs` find LogPullComponent through this group.
+        "dagster_dg_cli.registry_modules": ["logpull_dagster = logpull_dagster"],
     },
 )
