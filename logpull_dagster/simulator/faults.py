@@ -48,7 +48,9 @@ FAULT_KINDS: tuple[str, ...] = (
     "redirect",
 )
 
-#: One line per fault kind: what a request it fires on gets back. ``--help`` prints it.
+#: One line per fault kind: what a request it fires on gets back. ``--help`` prints it. Worded in the
+#: Reports API's terms (pageToken, Google-style bodies) because that API came first and the text is part
+#: of the CLI; on another API each kind answers in that API's shape (see ``FaultSwitch.reply``).
 FAULT_DOCS: dict[str, str] = {
     "429": "429 RESOURCE_EXHAUSTED with Retry-After: retry_after (default 1)",
     "429_no_retry_after": "the same 429 without a Retry-After header",
