@@ -13,11 +13,22 @@ What an API (or anything between us and it) may do, and what this client does ab
   (``max_page_bytes``); an encoding we did not ask for is refused.
 * **Throttled or failing**: 429, 500, 502, 503, 504, dropped connections and timeouts are retried
   (``attempts``), obeying ``Retry-After`` (seconds or an HTTP date, up to RETRY_AFTER_MAX), otherwise
-  exponential backoff with jitter (stamina); never past the caller's deadline.
+  exponential backoff with jitter (stamina). A source whose API states its quota differently sets
+  ``rate_limit_wait`` (:func:`reset_epoch` for Okta's ``X-Rate-Limit-Reset`` and GitHub's
+  ``x-ratelimit-reset``); what such a hook asks for is waited up to ``backoff_max``. No wait ends past
+  the caller's deadline: a wait that would is not started, and the last error is raised at once.
 * **Refusing us**: 401/403 raise :class:`CredentialsRefused` at once (a refused credential does not get
-  better in seconds, and a retry storm against an auth endpoint gets accounts locked); a redirect is
+  better in seconds, and a retry storm against an auth endpoint gets accounts locked), unless the
+  source's ``rate_limit_wait`` calls a 403 a rate limit (GitHub's primary limit); a redirect is
   never followed (the credentials would go to the redirect's origin) and names its Location; a TLS
   certificate we do not trust fails at once, naming ``ca_file``.
+* **Sending us elsewhere**: an API's next link may be an absolute URL (Okta's ``Link``, Graph's
+  ``@odata.nextLink``); it is followed only on ``base_url``'s origin (scheme, host, port). Any other
+  origin is refused before a request is made, so the credential (``headers`` or ``auth``, see
+  ``auth.py``) is only ever sent to ``base_url``'s origin and, by an OAuth ``auth``, to its token URL.
+
+One client may be shared by threads (windows are read concurrently): the request deadline and
+``last_attempts`` are per thread, and httpx's connection pool is thread-safe.
 
 Headers carry credentials: no header, and no exception text that may hold one, is put in an error
 message here; what the API says in its errors is passed on and redacted by the caller (``redact.py``).
@@ -27,14 +38,17 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import math
+import random
 import ssl
+import threading
 import time
 import urllib.request
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import certifi
 import httpcore
@@ -59,9 +73,73 @@ stamina.instrumentation.set_on_retry_hooks([])
 
 
 class RetryableStatus(Exception):
-    def __init__(self, status: int, retry_after: float | None) -> None:
-        self.status, self.retry_after = status, retry_after
-        super().__init__(f"HTTP {status}" + (f" (Retry-After {retry_after:g}s)" if retry_after is not None else ""))
+    """A status worth retrying. ``retry_after``: the wait the server asked for (None: our backoff);
+    ``where``: empty for the API, ``"token endpoint "`` for an OAuth token URL (see ``auth.py``)."""
+
+    def __init__(self, status: int, retry_after: float | None, where: str = "") -> None:
+        self.status, self.retry_after, self.where = status, retry_after, where
+        super().__init__(f"{where}HTTP {status}" + (f" (wait {retry_after:g}s)" if retry_after is not None else ""))
+
+
+#: ``(status, headers, now as epoch seconds) -> seconds to wait``, or None for our own backoff. Called
+#: for 429, 5xx and 403; on a 403 a number means "rate limited, retry", None means "refused".
+RateLimitWait = Callable[[int, httpx.Headers, float], float | None]
+
+
+def retry_after() -> RateLimitWait:
+    """The default: ``Retry-After`` of a 429/5xx (delta-seconds or HTTP date); a 403 stays refused."""
+
+    def wait(status: int, headers: httpx.Headers, now: float) -> float | None:
+        if status not in RETRY_STATUS:
+            return None
+        return parse_retry_after(headers.get("retry-after"), dt.datetime.fromtimestamp(now, dt.UTC))
+
+    return wait
+
+
+def reset_epoch(header: str, *, remaining: str | None = None) -> RateLimitWait:
+    """Wait until the epoch second in ``header`` (Okta ``X-Rate-Limit-Reset``, GitHub ``x-ratelimit-reset``).
+
+    The wait is counted from the response's ``Date`` when it has one: reset and Date are both the
+    server's clock, so our clock's skew does not shorten it (``Date`` has whole seconds: the wait
+    errs long by under a second). With ``remaining`` (GitHub: ``x-ratelimit-remaining``) it applies
+    only when that header is ``0``, and then also to a 403, which is how GitHub answers an exhausted
+    primary limit; without it a 403 stays refused (GitHub sends the reset header on every response).
+    """
+
+    def wait(status: int, headers: httpx.Headers, now: float) -> float | None:
+        if remaining is not None:
+            if (headers.get(remaining) or "").strip() != "0":
+                return None
+        elif status not in RETRY_STATUS:
+            return None
+        try:
+            reset = float((headers.get(header) or "").strip())
+        except ValueError:
+            return None
+        if not math.isfinite(reset):
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(headers.get("date") or "")
+            now = when.timestamp() if when.tzinfo is not None else now
+        except (TypeError, ValueError):
+            pass
+        return max(0.0, reset - now)
+
+    return wait
+
+
+def first_of(*hooks: RateLimitWait) -> RateLimitWait:
+    """The first hook's answer that is not None (GitHub: ``first_of(retry_after(), reset_epoch(...))``)."""
+
+    def wait(status: int, headers: httpx.Headers, now: float) -> float | None:
+        for hook in hooks:
+            seconds = hook(status, headers, now)
+            if seconds is not None:
+                return seconds
+        return None
+
+    return wait
 
 
 def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> float | None:
@@ -94,8 +172,9 @@ class Response:
 
 # ---- the deadline, under httpcore ------------------------------------------------------------------
 
-class _Deadline:
-    """The end (time.monotonic) of the request in flight; one request at a time per client."""
+class _Deadline(threading.local):
+    """The end (time.monotonic) of the request in flight, per thread: threads may share a client, and a
+    pooled connection is read by whichever thread's request it carries."""
 
     def __init__(self) -> None:
         self.at = float("inf")
@@ -181,74 +260,143 @@ def _transport(base_url: str, ctx: ssl.SSLContext, deadline: _Deadline) -> httpx
 # ---- the client ------------------------------------------------------------------------------------
 
 class RetryingClient:
-    def __init__(self, base_url: str, headers: Mapping[str, str], *, timeout: float, attempts: int,
+    """GETs against one API origin (``base_url``); see the module docstring for what it guards against.
+
+    ``headers`` are sent with every request; ``auth`` (an ``httpx.Auth``, usually one of ``auth.py``)
+    adds the credential, and is driven by httpx (an OAuth token is fetched and refreshed inside it).
+    ``rate_limit_wait`` computes the wait of a throttled answer; left None, ``Retry-After`` is obeyed
+    up to RETRY_AFTER_MAX even past ``backoff_max`` (the Google source relies on it), while the waits of
+    a hook the source sets are obeyed up to ``backoff_max``.
+    """
+
+    def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, *, timeout: float, attempts: int,
                  backoff_initial: float = 0.5, backoff_max: float = 60.0, max_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the API credential", ca_file: str | None = None,
-                 tls_verify: bool = True) -> None:
+                 tls_verify: bool = True, auth: httpx.Auth | None = None,
+                 rate_limit_wait: RateLimitWait | None = None) -> None:
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.timeout, self.max_bytes, self.credential = timeout, max_bytes, credential
         self.origin = _origin(base_url)
-        self.last_attempts = 0  # requests the last get() sent (fewer than attempts when its deadline came first)
+        self._origin_key = _origin_key(httpx.URL(base_url))
+        self.auth = auth
+        self._rate_limit_wait = rate_limit_wait or retry_after()
+        self._wait_max = backoff_max if rate_limit_wait is not None else RETRY_AFTER_MAX
+        self._local = threading.local()
         self._deadline = _Deadline()
         self._client = httpx.Client(
-            base_url=base_url, headers={**headers, "Accept-Encoding": "gzip"}, timeout=timeout,
+            base_url=base_url, headers={**(headers or {}), "Accept-Encoding": "gzip"}, timeout=timeout,
             transport=_transport(base_url, ssl_context(ca_file=ca_file, verify=tls_verify), self._deadline),
-            follow_redirects=False, trust_env=False,
+            follow_redirects=False, trust_env=False, auth=auth,
         )
+
+    @property
+    def last_attempts(self) -> int:
+        """Requests this thread's last get() sent (fewer than attempts when its deadline came first)."""
+        return int(getattr(self._local, "attempts", 0))
 
     def close(self) -> None:
         self._client.close()
 
-    def _backoff(self, exc: Exception) -> bool | float:
-        if isinstance(exc, RetryableStatus):
-            if exc.retry_after is not None:
-                return min(exc.retry_after, RETRY_AFTER_MAX)
-            return True
-        return isinstance(exc, httpx.TransportError)
-
-    def get(self, path: str, params: Mapping[str, str | int], *, deadline: float | None = None) -> Response:
-        """GET with retries, each request within ``timeout``, no retry started or waited for past
-        ``deadline`` (time.monotonic), if given. Raises RetryableStatus or httpx.TransportError once attempts or
-        time run out, CredentialsRefused, SourceRequestError (redirect, untrusted TLS, a request that
-        cannot be sent) or BadPage (body too large, unknown encoding); returns any other status."""
+    def get(self, path: str, params: Mapping[str, str | int] | None = None, *,
+            deadline: float | None = None) -> Response:
+        """GET ``path`` (a path under ``base_url``, or an absolute URL on its origin, e.g. an API's next
+        link, followed as given) with retries, each request within ``timeout``, no retry started or
+        waited for past ``deadline`` (time.monotonic), if given. ``params`` are added to the URL's own
+        query, except those it already has (a next link carries the query the API wants repeated).
+        Raises RetryableStatus or httpx.TransportError once attempts or time run out, CredentialsRefused,
+        SourceRequestError (another origin, redirect, untrusted TLS, a request that cannot be sent) or
+        BadPage (body too large, unknown encoding); returns any other status."""
+        url, query = self._target(path, params or {})
         reasons: list[str] = []
         total = None if deadline is None else max(0.0, deadline - time.monotonic())
+        num = 0
+
+        def backoff(exc: Exception) -> bool | float:
+            if isinstance(exc, RetryableStatus):
+                wait = exc.retry_after
+            elif isinstance(exc, httpx.TransportError):
+                wait = None
+            else:
+                return False
+            if wait is None:  # stamina's exponential backoff, computed here so that the deadline can see it
+                wait = min(self.backoff_max,
+                           self.backoff_initial * 2 ** (num - 1) + random.uniform(0, self.backoff_initial))
+            wait = min(wait, self._wait_max)
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                return False  # the wait would end past the caller's budget: fail now, the caller resumes later
+            return wait
+
         for attempt in stamina.retry_context(
-            on=self._backoff, attempts=self.attempts, timeout=total,
+            on=backoff, attempts=self.attempts, timeout=total,
             wait_initial=self.backoff_initial, wait_max=self.backoff_max, wait_jitter=self.backoff_initial,
         ):
             with attempt:
-                self.last_attempts = attempt.num
+                num = self._local.attempts = attempt.num
                 now = time.monotonic()
                 self._deadline.seconds = self.timeout
                 self._deadline.at = now + self.timeout
                 try:
-                    status, headers, body = self._once(path, params)
-                    if status in RETRY_STATUS:
-                        raise RetryableStatus(status, parse_retry_after(headers.get("retry-after")))
+                    status, headers, body, resent = self._once(url, query)
+                    if status in RETRY_STATUS or status == 403:
+                        wait = _finite(self._rate_limit_wait(status, headers, time.time()))
+                        if status in RETRY_STATUS or wait is not None:
+                            raise RetryableStatus(status, wait)
                 except (RetryableStatus, httpx.TransportError) as e:
                     reasons.append(describe(e))
                     self._refuse_for_good(e)
                     raise
                 finally:
                     self._deadline.at = float("inf")
+                if status in (401, 403):
+                    again = ", also with a freshly fetched token" if resent else ""
+                    raise CredentialsRefused(f"credentials refused (HTTP {status}{again}): check {self.credential}",
+                                             status=status, api_message=body)
                 return Response(status, headers, body, attempt.num - 1, reasons)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
-    def _once(self, path: str, params: Mapping[str, str | int]) -> tuple[int, httpx.Headers, bytes]:
-        with self._client.stream("GET", path, params=dict(params)) as r:
+    def _target(self, path: str, params: Mapping[str, str | int]) -> tuple[str, dict[str, str | int] | None]:
+        """The URL to request and the params for httpx; refuses an absolute URL on another origin.
+        Messages name origins only: a next link's query may hold a token."""
+        parts = urlsplit(path)
+        if parts.scheme or parts.netloc:
+            if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+                raise SourceRequestError(
+                    f"the API gave a URL that is neither a path nor an absolute http(s) URL (scheme "
+                    f"{parts.scheme!r}); it was not requested, so credentials go only to {self.origin}")
+            try:
+                url = httpx.URL(path)
+            except httpx.InvalidURL:
+                raise SourceRequestError(
+                    f"the API gave a URL that cannot be parsed; it was not requested (origin {self.origin})") from None
+            key = _origin_key(url)
+            if key != self._origin_key or url.userinfo:
+                theirs = _show_origin(key) + (" (with user info)" if url.userinfo else "")
+                raise SourceRequestError(
+                    f"the API gave a URL on {theirs}, not on base_url's origin {_show_origin(self._origin_key)}; "
+                    f"it was not requested, so credentials go only to base_url's origin")
+        if not parts.query:
+            return path, dict(params)
+        if not params:
+            return path, None  # httpx's params= would replace the URL's own query: follow it byte for byte
+        present = {k for k, _ in parse_qsl(parts.query, keep_blank_values=True)}
+        extra = {k: v for k, v in params.items() if k not in present}
+        if extra:
+            parts = parts._replace(query=f"{parts.query}&{urlencode(extra)}")
+        return urlunsplit(parts), None
+
+    def _once(self, url: str, params: Mapping[str, str | int] | None) -> tuple[int, httpx.Headers, bytes, bool]:
+        """Status, headers, body, and whether ``auth`` sent the request again after a 401."""
+        with self._client.stream("GET", url, params=None if params is None else dict(params)) as r:
             status, headers = r.status_code, r.headers
+            resent = any(h.status_code == 401 for h in r.history)
             if status in RETRY_STATUS:
-                return status, headers, b""
+                return status, headers, b"", resent
             if 300 <= status < 400:
                 raise SourceRequestError(
                     f"the API answered HTTP {status} redirecting to {headers.get('location', '(no Location)')!r}; "
                     f"redirects are not followed, so credentials go only to {self.origin} (check base_url)")
-            body = _read_body(r, self.max_bytes if status == 200 else ERROR_BODY_MAX, truncate=status != 200)
-        if status in (401, 403):
-            raise CredentialsRefused(f"credentials refused (HTTP {status}): check {self.credential}",
-                                     status=status, api_message=body)
-        return status, headers, body
+            body = read_body(r, self.max_bytes if status == 200 else ERROR_BODY_MAX, truncate=status != 200)
+        return status, headers, body, resent
 
     def _refuse_for_good(self, exc: Exception) -> None:
         """Transport errors that no retry can fix fail at once (and without their text, which may hold a header)."""
@@ -259,11 +407,12 @@ class RetryingClient:
         cert = _cause(exc, ssl.SSLCertVerificationError)
         if cert is not None:
             raise SourceRequestError(
-                f"the TLS certificate of {self.origin} is not trusted ({cert.verify_message}); if the API is "
-                f"served under a private CA, name its certificate with ca_file") from None
+                f"the TLS certificate of {_request_origin(exc) or self.origin} is not trusted "
+                f"({cert.verify_message}); if the API is served under a private CA, name its certificate "
+                f"with ca_file") from None
 
 
-def _read_body(r: httpx.Response, limit: int, *, truncate: bool) -> bytes:
+def read_body(r: httpx.Response, limit: int, *, truncate: bool) -> bytes:
     """The decoded body, at most ``limit`` bytes: more raises BadPage (or, with ``truncate``, is cut)."""
     encoding = r.headers.get("content-encoding", "identity").strip().lower()
     if encoding in ("", "identity"):
@@ -327,8 +476,38 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin_key(url: httpx.URL) -> tuple[str, str, int | None]:
+    """(scheme, host, port) with the default port filled in: ``https://h`` and ``https://h:443`` are one origin."""
+    return url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme)
+
+
+def _show_origin(key: tuple[str, str, int | None]) -> str:
+    scheme, host, port = key
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if port == _DEFAULT_PORTS.get(scheme) else f":{port}")
+
+
+def _request_origin(exc: Exception) -> str | None:
+    """The origin of the request an httpx error is about (the API's, or an OAuth token URL's)."""
+    try:
+        request = exc.request if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # httpx raises when the error was not given its request
+        return None
+    return None if request is None else _show_origin(_origin_key(request.url))
+
+
+def _finite(seconds: float | None) -> float | None:
+    """A hook's answer as a wait we can sleep: negative is now, infinite is the cap, NaN is no answer."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
 def describe(exc: Exception) -> str:
-    """A short, secret-free reason: ``HTTP 503``, ``ReadTimeout``, ``RemoteProtocolError``."""
+    """A short, secret-free reason: ``HTTP 503``, ``token endpoint HTTP 503``, ``ReadTimeout``."""
     if isinstance(exc, RetryableStatus):
-        return f"HTTP {exc.status}"
+        return f"{exc.where}HTTP {exc.status}"
     return type(exc).__name__

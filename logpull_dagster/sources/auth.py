@@ -1,0 +1,263 @@
+"""Credentials for :class:`~logpull_dagster.sources.http.RetryingClient`, as ``httpx.Auth`` objects.
+
+What each one promises:
+
+* :class:`BearerAuth` / :class:`SswsAuth`: ``Authorization: Bearer <token>`` (Google, GitHub, Slack) /
+  ``Authorization: SSWS <token>`` (an Okta API token) on every request the client sends, which are
+  only ever to ``base_url``'s origin (the client refuses any other origin before sending).
+* :class:`OAuthClientCredentials`: an access token from ``token_url`` by the client-credentials
+  grant (a form POST; ``client_id`` and ``client_secret`` in the body, ``client_secret_post``), sent
+  as ``Authorization: Bearer <access token>`` to the API. The client secret goes only to
+  ``token_url``; the access token only to the API. One token serves every thread and every client
+  that shares the object; it is fetched on first use, again ``refresh_margin`` seconds before its
+  ``expires_in`` ends (at most half its lifetime early), and once more when the API answers 401 to
+  it: the request is then sent once again, and a second 401 is the client's CredentialsRefused.
+  Only one thread fetches at a time; the others wait for its token.
+
+The token request runs inside the API request's attempt, on the same client: it is bounded by the
+same request deadline (``timeout``), its TLS trust is the client's (``ca_file``), and its answer is
+read up to ``max_bytes`` (64 KiB). A throttled or failing token endpoint (429, 5xx, a dropped
+connection) is retried by the client like the API; a refusal (``invalid_client``, ``invalid_scope``...)
+is permanent, and its message names the token URL (without query) and the OAuth ``error`` and
+``error_description``.
+
+Never logged or put in a message: the token, the client secret, the access token (an OAuth error
+text is passed through a :class:`~logpull_dagster.redact.Redactor` of them first). Each object's
+``secrets()`` lists the values it holds now, so that a caller can redact them from any text it writes;
+an access token arrives at run time, so it is in no config and only ``secrets()`` knows it.
+
+Only sync clients: httpx's async flow would need an async lock, and nothing here is async.
+A JWT variant (``private_key_jwt`` client authentication, or a Google service account's JWT-bearer
+grant) is a subclass that overrides one method; see :class:`OAuthToken`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncGenerator, Generator, Iterable
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from logpull_dagster import json_codec
+from logpull_dagster.redact import Redactor
+from logpull_dagster.sources import BadPage, CredentialsRefused, SourceRequestError
+from logpull_dagster.sources.http import ERROR_BODY_MAX, RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
+
+TOKEN_BODY_MAX = ERROR_BODY_MAX  # a token answer is a few hundred bytes to a few KiB (a JWT)
+
+
+class HeaderAuth(httpx.Auth):
+    """One fixed credential, ``Authorization: <scheme> <token>``, on every request."""
+
+    scheme = ""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"{self.scheme} {self._token}"
+        yield request
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self._token,)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<redacted>)"
+
+
+class BearerAuth(HeaderAuth):
+    scheme = "Bearer"
+
+
+class SswsAuth(HeaderAuth):
+    """Okta's API token scheme."""
+
+    scheme = "SSWS"
+
+
+class TokenRefused(CredentialsRefused):
+    """The token endpoint refused to issue a token (HTTP 400/401/403 with an OAuth ``error``)."""
+
+
+class OAuthToken(httpx.Auth):
+    """An access token from an OAuth token endpoint: cached, refreshed before expiry and once on a 401.
+
+    A subclass says how to ask for the token, and nothing else, by overriding :meth:`token_form`
+    (or, for a client-credentials grant, :meth:`OAuthClientCredentials.client_authentication`)::
+
+        class GoogleServiceAccount(OAuthToken):            # RFC 7523 JWT-bearer grant
+            def token_form(self) -> dict[str, str]:
+                return {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+                        "assertion": self.signed_assertion()}
+
+    Each call makes a new form, so an assertion made there is fresh for every token request.
+    """
+
+    # The request is sent again after a 401; httpx must then hold its body (a GET has none; cheap).
+    requires_request_body = True
+
+    def __init__(self, token_url: str, *, refresh_margin: float = 60.0, max_bytes: int = TOKEN_BODY_MAX,
+                 credential: str = "the OAuth client credentials") -> None:
+        self.token_url, self.refresh_margin, self.max_bytes, self.credential = \
+            token_url, refresh_margin, max_bytes, credential
+        parts = urlsplit(token_url)
+        self._where = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))  # a query may hold a secret
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._previous: str | None = None  # still in texts written while it was current
+        self._renew_at = 0.0  # time.monotonic
+        self.tokens_fetched = 0
+
+    def token_form(self) -> dict[str, str]:
+        """The form fields of the token request (grant type and client authentication)."""
+        raise NotImplementedError
+
+    def secrets(self) -> tuple[str, ...]:
+        """The access tokens held now (current, and the one it replaced)."""
+        return tuple(t for t in (self._token, self._previous) if t)
+
+    def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        # Overridden (not auth_flow) as httpx's docs ask of a flow that takes a lock.
+        if self.requires_request_body:
+            request.read()
+        token = yield from self._valid_token(request, refused=None)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        _discard(response)
+        token = yield from self._valid_token(request, refused=token)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    async def async_auth_flow(self, request: httpx.Request) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        raise NotImplementedError(f"{type(self).__name__} works with a sync httpx.Client only")
+        yield request  # pragma: no cover  (makes this an async generator, as httpx calls it)
+
+    def _valid_token(self, request: httpx.Request,
+                     refused: str | None) -> Generator[httpx.Request, httpx.Response, str]:
+        """The cached token, unless it is due or is the one just refused; else a new one. Under the lock,
+        so threads that find the same stale token make one token request between them."""
+        with self._lock:
+            if self._token is not None and self._token != refused and time.monotonic() < self._renew_at:
+                return self._token
+            sent = time.monotonic()
+            token_request = httpx.Request(
+                "POST", self.token_url, data=self.token_form(), headers={"Accept": "application/json"},
+                extensions={"timeout": request.extensions.get("timeout", {})},
+            )
+            response = yield token_request
+            token, lifetime = self._parse(response)
+            self._previous, self._token = self._token, token
+            self.tokens_fetched += 1
+            early = min(self.refresh_margin, lifetime / 2)
+            self._renew_at = sent + lifetime - early
+            return token
+
+    def _parse(self, response: httpx.Response) -> tuple[str, float]:
+        """(access token, lifetime in seconds) of a token answer; raises on anything else."""
+        status = response.status_code
+        try:
+            body = _take_body(response, self.max_bytes)
+        except BadPage as e:
+            raise SourceRequestError(f"the token endpoint {self._where} answered HTTP {status}, unreadable: {e}") \
+                from None
+        if status in RETRY_STATUS:
+            raise RetryableStatus(status, parse_retry_after(response.headers.get("retry-after")),
+                                  where="token endpoint ")
+        try:
+            doc = json_codec.loads(body)
+        except json_codec.JSONError:
+            doc = None
+        if not isinstance(doc, dict):
+            doc = {}
+        if status != 200:
+            error = self._clean(doc.get("error"))
+            described = self._clean(doc.get("error_description"))
+            said = f", {error}" + (f": {described}" if described else "") if error else ""
+            message = f"the token endpoint {self._where} answered HTTP {status}{said}"
+            if 300 <= status < 400:
+                raise SourceRequestError(f"{message} (a redirect, not followed: check the token URL)")
+            if status in (400, 401, 403) and error:
+                raise TokenRefused(f"{message}; check {self.credential}", status=status)
+            raise SourceRequestError(f"{message}; check the token URL")
+        token, kind = doc.get("access_token"), doc.get("token_type", "Bearer")
+        if not isinstance(token, str) or not token:
+            raise SourceRequestError(f"the token endpoint {self._where} answered HTTP 200 without an access_token")
+        if not isinstance(kind, str) or kind.lower() != "bearer":
+            raise SourceRequestError(f"the token endpoint {self._where} issued a {self._clean(kind)!r} token, "
+                                     f"not a Bearer token")
+        return token, _lifetime(doc.get("expires_in"))
+
+    def _clean(self, value: object) -> str:
+        """An OAuth error field, fit for a message: a string, short, one line, without our secrets."""
+        if value is None:
+            return ""
+        return Redactor(self.secrets())(" ".join(str(value).split())[:300])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r})"
+
+
+class OAuthClientCredentials(OAuthToken):
+    """The client-credentials grant (RFC 6749 §4.4), the client authenticated by its secret in the form.
+
+    ``scope``: one string (``https://graph.microsoft.com/.default``) or several, sent space-separated.
+    A ``private_key_jwt`` variant overrides :meth:`client_authentication` to return ``client_id``,
+    ``client_assertion_type`` and ``client_assertion`` (a signed JWT made per call) instead.
+    """
+
+    def __init__(self, token_url: str, client_id: str, client_secret: str, scope: str | Iterable[str] | None = None,
+                 *, refresh_margin: float = 60.0, max_bytes: int = TOKEN_BODY_MAX,
+                 credential: str = "the OAuth client id and secret") -> None:
+        super().__init__(token_url, refresh_margin=refresh_margin, max_bytes=max_bytes, credential=credential)
+        self.client_id, self._client_secret = client_id, client_secret
+        self.scope = scope if scope is None or isinstance(scope, str) else " ".join(scope)
+
+    def client_authentication(self) -> dict[str, str]:
+        return {"client_id": self.client_id, "client_secret": self._client_secret}
+
+    def token_form(self) -> dict[str, str]:
+        form = {"grant_type": "client_credentials", **self.client_authentication()}
+        if self.scope:
+            form["scope"] = self.scope
+        return form
+
+    def secrets(self) -> tuple[str, ...]:
+        """The client secret and the access tokens held now."""
+        return (self._client_secret, *super().secrets())
+
+
+def _lifetime(expires_in: object) -> float:
+    """Seconds a token lives: ``expires_in`` (a number, or a string of one as some servers send);
+    without one, until the API refuses it (a 401 then fetches a new one)."""
+    if isinstance(expires_in, bool):
+        return float("inf")
+    try:
+        seconds = float(expires_in)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return float("inf")
+    return seconds if seconds > 0 else 0.0
+
+
+# httpx reads in full, unbounded, every response an auth flow moves past (``response.read()`` in
+# ``Client._send_handling_auth``). These hand httpx an empty stream instead and deal with the real one here.
+
+def _take_body(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` decoded bytes of ``response`` (more raises BadPage)."""
+    detached = httpx.Response(response.status_code, headers=response.headers, stream=response.stream)
+    response.stream = httpx.ByteStream(b"")
+    try:
+        return read_body(detached, limit, truncate=False)
+    finally:
+        detached.close()
+
+
+def _discard(response: httpx.Response) -> None:
+    """Drop a response unread (its connection is closed, not reused)."""
+    stream = response.stream
+    response.stream = httpx.ByteStream(b"")
+    if isinstance(stream, httpx.SyncByteStream):
+        stream.close()
