@@ -19,13 +19,9 @@ _LAZY = ("defs", "LogPullComponent")
 
 
 def _plain_door() -> Any:
-    import dagster as dg
-
     from logpull_dagster import definitions
 
-    # definitions.defs is the Definitions today; should it become a lazy loader itself, call it.
-    defs = definitions.defs
-    return defs if isinstance(defs, dg.Definitions) else defs()
+    return definitions.plain_definitions()
 
 
 def __getattr__(name: str) -> Any:

@@ -142,7 +142,7 @@ def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
             if RunTally.of(cp, run_id).events_landed:
                 audited[key] = audits.get(key)
         yield from check_results(src, list(context.partition_keys), audited, store, stores.landing.store,
-                                 dt.datetime.now(dt.UTC))
+                                 dt.datetime.now(dt.UTC), keys)
 
     return _logs
 

@@ -37,13 +37,9 @@ def check_specs(src: SourceBase) -> list[dg.AssetCheckSpec]:
             for name, text in DESCRIPTIONS.items()]
 
 
-def _rerun(src: SourceBase, keys: list[str]) -> str:
-    where = f"--partition {keys[0]}" if len(keys) == 1 else f"--partition-range {keys[0]}...{keys[-1]}"
-    return f"dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}"
-
-
 def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAudit | None],
-                  store: CheckpointStore, landing: LandingStore, now: dt.datetime) -> list[dg.AssetCheckResult]:
+                  store: CheckpointStore, landing: LandingStore, now: dt.datetime,
+                  wiring: ResourceKeys = PLAIN) -> list[dg.AssetCheckResult]:
     """The five checks over the windows ``keys`` of a run; ``audited``: the windows whose landed events
     to read again (those the run landed new events in), with their audit if it was done already."""
     windows = [window_for_key(src.cadence, k) for k in keys]
@@ -55,7 +51,7 @@ def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAud
         "window_complete", not unfinished, unfinished,
         f"{len(unfinished)} window(s) not read to their last page: "
         + "; ".join(f"{k}: {v}" for k, v in list(unfinished.items())[:10])
-        + f". Run: {_rerun(src, sorted(unfinished))}" if unfinished else f"{len(keys)} window(s) complete",
+        + f". Run: {wiring.rerun(src.name, sorted(unfinished))}" if unfinished else f"{len(keys)} window(s) complete",
         {"windows": len(keys)}))
 
     outside: dict[str, int] = {}
@@ -89,7 +85,7 @@ def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAud
             gaps[key_for_window(src.cadence, prev)] = _state(cp)
     results.append(_result(
         "previous_window_complete", not gaps, gaps,
-        f"gap before {key_for_window(src.cadence, first)}: {gaps}. Run: {_rerun(src, sorted(gaps))} "
+        f"gap before {key_for_window(src.cadence, first)}: {gaps}. Run: {wiring.rerun(src.name, sorted(gaps))} "
         f"(the orchestrator schedule requests it too)" if gaps else "no gap before the run's windows",
         {}))
     results.append(freshness_result(src, store, now))

@@ -145,13 +145,12 @@ class LogPullComponent(dg.Component, dg.Resolvable, dg.Model):
         return parse_config(inline, origin=f"{where} (attributes)", base_dir=str(folder))
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        # Not at module level: definitions.py builds the plain door's `defs` when it is imported.
         from logpull_dagster.definitions import build_definitions
 
         config = self._config or self.logpull_config(context.path)
         namespace = self._namespace or namespace_for(context)
         self._refuse_collisions(context, config, namespace)
-        return build_definitions(config, namespace=namespace)
+        return build_definitions(config, namespace=namespace, dg_project=True)
 
     def _refuse_collisions(self, context: dg.ComponentLoadContext, config: LogpullConfig, namespace: str) -> None:
         """Refuse what would make the project's merged Definitions fail, or mix two configs' state:

@@ -7,24 +7,38 @@ with its own config and a namespace.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition  # no public name
 
 from logpull_dagster.assets import build_logs_asset, build_siem_asset
 from logpull_dagster.checks import build_freshness_sensor
 from logpull_dagster.config import LogpullConfig, load_config
-from logpull_dagster.keys import SOURCE_TAG, ResourceKeys, api_resource, deliver_job, logs_key, pull_job, siem_key
+from logpull_dagster.keys import (
+    DG_LAUNCH,
+    SOURCE_TAG,
+    ResourceKeys,
+    api_resource,
+    deliver_job,
+    logs_key,
+    pull_job,
+    siem_key,
+)
 from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
 from logpull_dagster.schedules import build_pull_schedule
 from logpull_dagster.sensors import build_delivery_sensor
 
 EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
 
+if TYPE_CHECKING:  # dg.define_asset_job's return type has no public name in Dagster 1.13
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-def build_definitions(config: LogpullConfig, *, namespace: str = "") -> dg.Definitions:
+
+def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project: bool = False) -> dg.Definitions:
     """The assets, checks, jobs, schedules, sensors and resources of ``config``. ``namespace`` prefixes
-    the keys of the shared resources, so that several configs load side by side in one code location."""
-    keys = ResourceKeys(namespace)
+    the keys of the shared resources, so that several configs load side by side in one code location;
+    ``dg_project``: messages tell operators to use ``dg launch``."""
+    keys = ResourceKeys(namespace, launch=DG_LAUNCH) if dg_project else ResourceKeys(namespace)
     base = config.base_dir
     resources: dict[str, object] = {
         keys.checkpoints: CheckpointsResource.of(config.checkpoints, base),
@@ -53,4 +67,7 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "") -> dg.Defin
                           executor=EXECUTORS[config.executor])
 
 
-defs = build_definitions(load_config())
+def plain_definitions() -> dg.Definitions:
+    """The plain door: the definitions of the config file in force (``config.load_config``). Called by
+    ``logpull_dagster.defs`` when Dagster loads ``-m logpull_dagster``, never at import."""
+    return build_definitions(load_config())

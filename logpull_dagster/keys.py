@@ -61,9 +61,18 @@ def api_resource(source: str) -> str:
 
 @dataclass(frozen=True)
 class ResourceKeys:
-    """The keys of one config's shared resources; ``namespace`` keeps two configs apart."""
+    """The keys of one config's shared resources; ``namespace`` keeps two configs apart. ``launch``:
+    how an operator runs one of its assets by hand, for the messages that tell them to (the plain
+    door's CLI, or ``dg launch`` in a dg project)."""
 
     namespace: str = ""
+    launch: str = "dagster asset materialize -m logpull_dagster --select"
+
+    def rerun(self, source: str, partition_keys: Sequence[str]) -> str:
+        """The command that reads ``partition_keys`` (sorted) of ``logs/<source>`` again."""
+        where = (f"--partition {partition_keys[0]}" if len(partition_keys) == 1
+                 else f"--partition-range {partition_keys[0]}...{partition_keys[-1]}")
+        return f"{self.launch} logs/{source} {where}"
 
     @property
     def checkpoints(self) -> str:
@@ -89,3 +98,4 @@ def run_request(cadence: Cadence, windows: Sequence[Window], run_key: str, tags:
 
 
 PLAIN = ResourceKeys()  # the keys of the plain door (logpull.yaml, -m logpull_dagster)
+DG_LAUNCH = "dg launch --assets"  # how a dg project's user runs an asset

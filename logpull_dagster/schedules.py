@@ -6,11 +6,13 @@ twice). It is also the scavenger: failed windows and windows whose run died (lea
 on the next tick, oldest first, bounded per tick.
 """
 
+from __future__ import annotations
+
 import datetime as dt
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from logpull_dagster.checkpoints import Checkpoint
 from logpull_dagster.config import SourceBase
@@ -33,6 +35,9 @@ _WAITING = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.Dags
 # A started run without a lease may be waiting for a pool slot; past this age it is presumed dead
 # (the default run launcher cannot report a dead worker, so Dagster may show it STARTED forever).
 _STALE_AFTER = 6 * 3600.0
+
+if TYPE_CHECKING:  # dg.define_asset_job's return type has no public name in Dagster 1.13
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
 def build_pull_schedule(src: SourceBase, job: UnresolvedAssetJobDefinition,

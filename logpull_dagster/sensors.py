@@ -8,8 +8,11 @@ seen in one tick go as few runs as possible (adjacent windows share a range run)
 """
 
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from logpull_dagster.config import SourceBase
 from logpull_dagster.keys import SOURCE_TAG, delivery_sensor, logs_key, run_request
@@ -18,6 +21,9 @@ from logpull_dagster.windows import key_for_window, window_for_key
 
 # Materializations looked at per tick; the cursor carries the rest to the next tick.
 BATCH = 500
+
+if TYPE_CHECKING:  # dg.define_asset_job's return type has no public name in Dagster 1.13
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 
 def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:

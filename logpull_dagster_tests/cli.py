@@ -17,13 +17,33 @@ from .conftest import TOKEN, ts
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
-def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, **overrides: Any) -> dict[str, str]:
-    """Write a config for one source ``gws`` (``overrides``: its keys; ``executor``: the top-level key)
-    and a DAGSTER_HOME; return the environment to run in."""
+REPO = Path(__file__).resolve().parents[1]
+# Every checkpoint store the real-CLI tests run against: the built-in one and the example plug-in
+# (``example_plugins/json_checkpoints.py``), which the CLI finds through a real entry point.
+STORES = {"sqlite": {"type": "sqlite", "path": "state/checkpoints.db"},
+          "json_file": {"type": "json_file", "path": "state/checkpoints.json"}}
+
+
+def plugin_path(tmp_path: Path) -> str:
+    """A folder holding a dist-info with an entry point for the example plug-ins, as pip would leave it."""
+    site = tmp_path / "site"
+    dist = site / "logpull_examples-0.1.dist-info"
+    dist.mkdir(parents=True, exist_ok=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: logpull-examples\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(
+        "[logpull_dagster.plugins]\ncounter = logpull_dagster_tests.example_plugins.counter_api\n"
+        "json_file = logpull_dagster_tests.example_plugins.json_checkpoints\n")
+    return os.pathsep.join([str(site), str(REPO)])
+
+
+def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, store: str = "sqlite",
+                  **overrides: Any) -> dict[str, str]:
+    """Write a config for one source ``gws`` (``overrides``: its keys; ``executor``: the top-level key;
+    ``store``: a key of STORES) and a DAGSTER_HOME; return the environment to run in."""
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
            "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
            "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
-    cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
+    cfg = {"sources": [src], "checkpoints": STORES[store],
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
     if executor is not None:
         cfg["executor"] = executor
@@ -36,7 +56,7 @@ def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, **ov
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs(limit=1)
     return {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "DAGSTER_HOME": str(home),
-            "LOGPULL_TEST_TOKEN": TOKEN}
+            "LOGPULL_TEST_TOKEN": TOKEN, "PYTHONPATH": plugin_path(tmp_path)}
 
 
 def materialize_cmd(asset: str, key: str) -> list[str]:

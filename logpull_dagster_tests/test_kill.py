@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from .cli import materialize_cmd, run, setup_project, siem_ids, start
+from .cli import STORES, materialize_cmd, run, setup_project, siem_ids, start
 from .conftest import key, ts
 
 KEY = key(10)
@@ -29,12 +29,13 @@ def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.timeout(300)
-def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process):
+@pytest.mark.parametrize("store", sorted(STORES))
+def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store):
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
     sim_process.control("page_latency", {"seconds": 0.03})
-    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s")
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store)
     log = tmp_path / "runs.log"
     cmd = materialize_cmd("logs/gws", KEY)
 
