@@ -39,6 +39,7 @@ from logpull_dagster.sources import (
     SourceUnavailable,
     TokenRejected,
 )
+from logpull_dagster.sources.auth import BearerAuth
 from logpull_dagster.sources.http import DEFAULT_MAX_BYTES, RetryableStatus, RetryingClient, describe
 from logpull_dagster.windows import Window, parse_time, rfc3339
 
@@ -61,7 +62,7 @@ class GoogleWorkspaceSource:
         self.application, self.page_size = application, page_size
         self.path = f"/admin/reports/v1/activity/users/all/applications/{quote(application, safe='')}"
         self._http = RetryingClient(
-            base_url, {"Authorization": f"Bearer {access_token}", "Accept": "application/json"},
+            base_url, {"Accept": "application/json"}, auth=BearerAuth(access_token),
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
             max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify,
         )
