@@ -209,10 +209,12 @@ class SourceBase(_Strict):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from dagster._utils.schedules import is_valid_cron_string
+        import dagster as dg  # the schedule's own check, through its public constructor
 
-        if not is_valid_cron_string(value):
-            raise ValueError(f"{value!r} is not a cron string; write it like '*/15 * * * *'")
+        try:
+            dg.ScheduleDefinition(name="logpull_cron_check", cron_schedule=value, job_name="logpull_cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{value!r} is not a cron string; write it like '*/15 * * * *'") from None
         return value
 
     @property
