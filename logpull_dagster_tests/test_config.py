@@ -53,6 +53,8 @@ def test_the_documented_example_loads(tmp_path):
     (("type: google_workspace", "type: okta"), r"type: 'okta' is not allowed"),
     (("{type: sqlite,", "{type: dynamo,"), r"checkpoints.type: 'dynamo' is not allowed; .*'sqlite'"),
     (("base_url: https://admin.googleapis.com", "base_url: admin.googleapis.com"), r"base_url: must be an http"),
+    (("lease_ttl: 60s", "lease_ttl: 60s\n    schedule: '61 * * * *'"),
+     r"sources\[0\] \(gws_login\)\.schedule: '61 \* \* \* \*' is not a cron string"),
 ])
 def test_a_wrong_key_or_value_is_named_with_the_fix(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message):
