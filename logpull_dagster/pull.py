@@ -243,7 +243,9 @@ def pull_window(
     except (BudgetExhausted, LeaseLost):
         raise
     except BaseException as e:
-        # Record why, keep the cursor: the next attempt resumes where this one stopped.
+        # Record why, keep the cursor: the next attempt resumes where this one stopped. The source's
+        # credentials as they are now (an OAuth token refreshed mid-run is in no variable) are masked too.
+        redactor = (redactor or Redactor()).extended(source.secrets())
         text = error_text(e, redactor)
         stats = run.cp.stats
         if isinstance(e, PullFailed) and e.bad_page is not None:

@@ -81,5 +81,8 @@ class FakeSource:
     def to_events(self, items: list[dict[str, Any]]) -> list[Event]:
         return [Event(it["id"], parse_time(it["time"]), it["raw"], tuple(it["names"])) for it in items]
 
+    def secrets(self) -> tuple[str, ...]:
+        return ()
+
     def close(self) -> None:
         pass

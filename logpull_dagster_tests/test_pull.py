@@ -283,3 +283,22 @@ def test_a_pending_read_left_by_a_token_restart_is_landed_and_the_pass_restarts_
     assert src.calls[0] is None and res.complete  # the pending read landed, then the pass began again
     assert sorted(landed_ids(landing, store)) == expected_ids(events)
     assert res.checkpoint.journaled == 0 and res.checkpoint.reads == 11
+
+
+def test_a_credential_the_source_fetched_itself_is_masked_in_every_error_text(store, landing):
+    """An OAuth access token lives in no environment variable: the source's secrets() names it."""
+    fetched = "ya29.fetched-at-run-time-7f3a"
+
+    class TokenSource(FakeSource):
+        def secrets(self) -> tuple[str, ...]:
+            return (fetched,)
+
+    def fault(cursor: str | None, call: int) -> None:
+        if call == 2:
+            raise RuntimeError(f"the API echoed our token {fetched} back")
+
+    with pytest.raises(PullFailed) as e:
+        pull(TokenSource(make_events(W, 30), fault=fault), store, landing)
+    cp = store.get("s", "pull", rfc3339(W.start))
+    assert fetched not in str(e.value) and fetched not in (cp.last_error or "")
+    assert "the API echoed our token [REDACTED] back" in (cp.last_error or "")

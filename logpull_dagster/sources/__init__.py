@@ -126,6 +126,10 @@ class LogSource(Protocol):
         """The events of validated items, in the API's order."""
         ...
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every credential the source holds now (tokens it fetched included): masked in every error text."""
+        ...
+
     def close(self) -> None: ...
 
 

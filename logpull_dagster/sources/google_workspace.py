@@ -61,14 +61,18 @@ class GoogleWorkspaceSource:
                  credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True) -> None:
         self.application, self.page_size = application, page_size
         self.path = f"/admin/reports/v1/activity/users/all/applications/{quote(application, safe='')}"
+        self._auth = BearerAuth(access_token)
         self._http = RetryingClient(
-            base_url, {"Accept": "application/json"}, auth=BearerAuth(access_token),
+            base_url, {"Accept": "application/json"}, auth=self._auth,
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
             max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify,
         )
 
     def close(self) -> None:
         self._http.close()
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._auth.secrets()
 
     def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         params: dict[str, str | int] = {

@@ -60,6 +60,9 @@ class CounterApiSource:
     def to_events(self, items: list[dict[str, Any]]) -> list[Event]:
         return [Event(it["uuid"], parse_time(it["published"]), it) for it in items]
 
+    def secrets(self) -> tuple[str, ...]:
+        return (self.token,)
+
     def close(self) -> None:
         pass
 
