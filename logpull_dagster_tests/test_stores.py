@@ -1,74 +1,23 @@
-"""Checkpoint store and landing store contracts."""
+"""What the SQLite checkpoint store and the local landing store do beyond their protocols' contracts
+(their files, temp files, schema upgrades); the contracts themselves are in contracts/ and run for
+every backend from test_contract_checkpoints.py and test_contract_landing.py."""
 
 import dataclasses
 import errno
 import os
 import subprocess
 import sys
-import threading
 
 import orjson
 import pytest
 
-from logpull_dagster.checkpoints import CheckpointStoreLost, LeaseHeld, LeaseLost
+from logpull_dagster.checkpoints import CheckpointStoreLost, LeaseLost
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore, write_bytes_atomic
 
 from .fakes import W
 
 START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
-
-
-def test_acquire_commit_release_roundtrip(store):
-    cp = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
-    assert (cp.epoch, cp.attempts, cp.status, cp.lease_expires) == (1, 1, "running", 110)
-    cp = store.commit(dataclasses.replace(cp, cursor="tok", page_seq=3, stats={"x": [1]}), ttl=10, now=105)
-    assert cp.lease_expires == 115
-    got = store.get("s", "pull", START)
-    assert got == cp
-    done = store.release(dataclasses.replace(cp, status="complete", cursor=None), now=106)
-    assert store.get("s", "pull", START) == done and done.lease_owner is None
-    assert [c.window_start for c in store.list("s", "pull")] == [START]
-    assert store.get("s", "deliver", START) is None  # stages are separate rows
-
-
-def test_a_live_lease_is_exclusive_and_a_lapsed_one_is_taken_over_with_a_new_epoch(store):
-    a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
-    with pytest.raises(LeaseHeld, match="held by run a"):
-        store.acquire("s", "pull", START, END, owner="b", ttl=10, now=109)
-    again = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=109)  # the holder's own retry
-    assert again.epoch == 2
-    b = store.acquire("s", "pull", START, END, owner="b", ttl=10, now=120)
-    assert b.epoch == 3 and b.attempts == 3
-    for stale in (a, again):
-        with pytest.raises(LeaseLost):
-            store.commit(dataclasses.replace(stale, cursor="zombie"), ttl=10, now=121)
-        with pytest.raises(LeaseLost):
-            store.release(stale, now=121)
-    assert store.get("s", "pull", START).cursor is None
-
-
-def test_only_one_of_many_concurrent_acquirers_wins(tmp_path):
-    path = tmp_path / "c.db"
-    SqliteCheckpointStore(path).close()
-    wins, losses = [], []
-
-    def contend(i: int) -> None:
-        s = SqliteCheckpointStore(path)  # own connection, as another process would have
-        try:
-            s.acquire("s", "pull", START, END, owner=f"run{i}", ttl=60, now=100)
-            wins.append(i)
-        except LeaseHeld:
-            losses.append(i)
-        finally:
-            s.close()
-
-    threads = [threading.Thread(target=contend, args=(i,)) for i in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert len(wins) == 1 and len(losses) == 7
 
 
 def test_landing_keeps_the_newest_epoch_of_each_page_and_discards_unfinished_pages(tmp_path):
@@ -85,24 +34,6 @@ def test_landing_keeps_the_newest_epoch_of_each_page_and_discards_unfinished_pag
     assert land.discard("s", W, from_seq=2) == 3  # page 2, the superseded copy of page 1, the temp file
     assert sorted(p.name for p in (tmp_path / "s" / W.slug).iterdir()) == [
         "page-000000.e000001.jsonl", "page-000001.e000002.jsonl"]
-
-
-def test_landed_ids_are_recorded_with_the_checkpoint_and_only_then(store):
-    x, y, z = (c * 16 for c in (b"x", b"y", b"z"))
-    a = store.acquire("s", "pull", START, END, owner="a", ttl=10, now=100)
-    a = store.commit(dataclasses.replace(a, page_seq=1), ttl=10, now=101, landed_ids=[(5, x), (7, y)])
-    assert store.known_ids("s", START, [(5, x), (6, z)]) == {x}
-    assert store.known_ids("s", START, [(5, x), (7, y)]) == {x, y} and store.known_ids("s", START, []) == set()
-    assert store.known_ids("s", "2026-11-26T11:00:00Z", [(5, x)]) == set()  # per window
-    store.acquire("s", "pull", START, END, owner="b", ttl=10, now=200)  # a's lease lapsed: taken over
-    with pytest.raises(LeaseLost):
-        store.commit(dataclasses.replace(a, page_seq=2), ttl=10, now=201, landed_ids=[(6, z)])
-    assert store.known_ids("s", START, [(6, z)]) == set()  # the fenced-off commit recorded nothing
-    many = [(t, t.to_bytes(16, "big")) for t in range(1200, 0, -1)]  # newest first, as the API sends them
-    b = store.get("s", "pull", START)
-    store.commit(b, ttl=10, now=202, landed_ids=many)
-    assert store.known_ids("s", START, many) == {i for _, i in many}
-    assert store.count_ids("s", START) == 1202
 
 
 SCHEMA_V1 = ["source", "stage", "window_start", "window_end", "status", "cursor", "page_seq", "pages_read", "reads",

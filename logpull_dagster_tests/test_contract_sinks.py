@@ -1,0 +1,36 @@
+"""The Sink contract (``contracts/sink.py``), run against every SIEM sink.
+
+To add an implementation, add one entry to FACTORIES: its name, and a function of the test's
+``tmp_path`` returning a SinkUnderTest: how to open sink instances on one SIEM side of that test, and
+how to read back every record that SIEM side holds for a source, e.g.
+``"splunk_hec": lambda tmp: hec_under_test(FakeCollector(tmp))`` (``tells_what_it_holds=False`` for a
+collector that cannot be read back). Every contract test then runs for it too; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from logpull_dagster.sinks.file import FileSink
+from logpull_dagster_tests.contracts.sink import *  # noqa: F403
+from logpull_dagster_tests.contracts.sink import SinkUnderTest
+
+
+def file_records(root: Path, source: str) -> list[bytes]:
+    """What a forwarder watching the folder ships: the lines of the batch files (``*.jsonl``)."""
+    return [line for f in sorted((root / source).glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+
+
+FACTORIES: dict[str, Callable[[Path], SinkUnderTest]] = {
+    "file": lambda tmp: SinkUnderTest(functools.partial(FileSink, tmp / "siem"),
+                                      functools.partial(file_records, tmp / "siem")),
+}
+
+
+@pytest.fixture(params=list(FACTORIES))
+def sink_backend(request: pytest.FixtureRequest, tmp_path: Path) -> SinkUnderTest:
+    return FACTORIES[request.param](tmp_path)
