@@ -18,9 +18,12 @@ import pytest
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster_tests.contracts.checkpoint_store import *  # noqa: F403
 from logpull_dagster_tests.contracts.checkpoint_store import OpenStore
+from logpull_dagster_tests.example_plugins.json_checkpoints import JsonFileCheckpointStore
 
 FACTORIES: dict[str, Callable[[Path], OpenStore]] = {
     "sqlite": lambda tmp: functools.partial(SqliteCheckpointStore, tmp / "checkpoints.db"),
+    # The example plug-in (example_plugins/json_checkpoints.py): a store in one module keeps the contract too.
+    "json_file": lambda tmp: functools.partial(JsonFileCheckpointStore, tmp / "checkpoints.json"),
 }
 
 
