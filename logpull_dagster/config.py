@@ -9,8 +9,13 @@ loaded, so a typo fails ``dagster dev`` at once with the key and the fix, instea
 long, a ``start`` more than one window in the future, and paths that cannot be created or read.
 Relative paths are relative to the config file's folder. Loading creates nothing.
 
-Secrets are only ever *named* (``access_token: {env: GWS_ACCESS_TOKEN}``); their values are read
-by Dagster at run time (``dg.EnvVar``) and never pass through this module.
+Secrets are only ever *named* (``access_token: {env: GWS_ACCESS_TOKEN}``); their values are read from
+the run's environment when an attempt opens its source (``resources.py``) and never pass through this
+module.
+
+The models here are the bases every type shares (``SourceBase``, ``StoreBase``); each type's own model
+lives in its module and is registered in ``plugins.py``; ``config_model()`` joins them into tagged
+unions chosen by ``type``.
 """
 
 from __future__ import annotations
