@@ -34,7 +34,7 @@ chromium:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "The UI test needs Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) and retry."; exit 1; fi; }
 
-## Benchmarks against the read limit (not part of make test); rewrites BENCHMARKS.md. About 5 minutes.
+## Benchmarks against the read limit (not part of make test); rewrites BENCHMARKS.md. 6 to 13 minutes.
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
 
