@@ -27,7 +27,7 @@ import ssl
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import (
@@ -279,6 +279,26 @@ class StoreBase(_Strict):
     def where(self, resolve: Callable[[str], Path]) -> str:
         """Where the state is, for messages."""
         return self.type
+
+
+class LocalStoreBase(StoreBase):
+    """A store kept at one ``path`` of this host, a file or a folder created on first use; relative to
+    the config file's folder. Checked when the config loads: the path must be creatable by this user."""
+
+    path: str
+    path_kind: ClassVar[Literal["file", "folder"]] = "folder"
+
+    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
+        why = cannot_create(resolve(self.path), self.path_kind)
+        return [("path", why)] if why else []
+
+    def where(self, resolve: Callable[[str], Path]) -> str:
+        return str(resolve(self.path))
+
+    def resolved(self, base_dir: Path) -> Path:
+        """``path``, absolute (relative paths start at ``base_dir``, the config file's folder)."""
+        path = Path(self.path).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 # The stores a config gets when it names none: the embedded defaults.

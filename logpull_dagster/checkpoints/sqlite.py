@@ -20,11 +20,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from logpull_dagster import json_codec
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStoreLost, LeaseHeld, LeaseLost, Stage
-from logpull_dagster.config import StoreBase, cannot_create
+from logpull_dagster.config import LocalStoreBase
 from logpull_dagster.plugins import Plugin
 
 _SCHEMA = """
@@ -286,15 +286,12 @@ def _stats_text(stats: dict[str, Any]) -> str:
     return json_codec.dumps(stats).decode()
 
 
-class SqliteCheckpointsConfig(StoreBase):
+class SqliteCheckpointsConfig(LocalStoreBase):
     """``checkpoints: {type: sqlite, path: ...}``: one SQLite file (WAL), safe across processes of one host."""
 
     type: Literal["sqlite"]
     path: str = ".logpull/checkpoints.db"
-
-    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
-        why = cannot_create(resolve(self.path), "file")
-        return [("path", why)] if why else []
+    path_kind: ClassVar[Literal["file", "folder"]] = "file"
 
     def missing_state(self, resolve: Callable[[str], Path], origin: str) -> str | None:
         db = resolve(self.path)
@@ -308,8 +305,7 @@ class SqliteCheckpointsConfig(StoreBase):
 
 
 def _open(cfg: SqliteCheckpointsConfig, base_dir: Path) -> SqliteCheckpointStore:
-    path = Path(cfg.path).expanduser()
-    return SqliteCheckpointStore(path if path.is_absolute() else (base_dir / path).resolve())
+    return SqliteCheckpointStore(cfg.resolved(base_dir))
 
 
 PLUGINS = [Plugin("checkpoints", "sqlite", SqliteCheckpointsConfig, _open)]

@@ -9,11 +9,11 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-from logpull_dagster.config import StoreBase, cannot_create
+from logpull_dagster.config import LocalStoreBase
 from logpull_dagster.landing import LandedPage, current_copies
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.windows import Window
@@ -184,23 +184,15 @@ def _read_name(n: int, epoch: int) -> str:
     return f"read-{n:08d}.e{epoch:06d}.json"
 
 
-class LocalLandingConfig(StoreBase):
+class LocalLandingConfig(LocalStoreBase):
     """``landing: {type: local, path: ...}``: pages as JSON Lines files under ``path/<source>/<window>/``."""
 
     type: Literal["local"]
     path: str = ".logpull/landing"
 
-    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
-        why = cannot_create(resolve(self.path), "folder")
-        return [("path", why)] if why else []
-
-    def where(self, resolve: Callable[[str], Path]) -> str:
-        return str(resolve(self.path))
-
 
 def _open(cfg: LocalLandingConfig, base_dir: Path) -> LocalLandingStore:
-    path = Path(cfg.path).expanduser()
-    return LocalLandingStore(path if path.is_absolute() else (base_dir / path).resolve())
+    return LocalLandingStore(cfg.resolved(base_dir))
 
 
 PLUGINS = [Plugin("landing", "local", LocalLandingConfig, _open)]

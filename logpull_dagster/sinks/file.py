@@ -41,11 +41,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from logpull_dagster.config import StoreBase, cannot_create
+from logpull_dagster.config import LocalStoreBase
 from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.landing.local import write_bytes_atomic
 from logpull_dagster.plugins import Plugin
@@ -190,23 +189,15 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class FileSiemConfig(StoreBase):
+class FileSiemConfig(LocalStoreBase):
     """``siem: {type: file, path: ...}``: immutable JSON Lines batch files under ``path/<source>/``."""
 
     type: Literal["file"]
     path: str = ".logpull/siem"
 
-    def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
-        why = cannot_create(resolve(self.path), "folder")
-        return [("path", why)] if why else []
-
-    def where(self, resolve: Callable[[str], Path]) -> str:
-        return str(resolve(self.path))
-
 
 def _open(cfg: FileSiemConfig, base_dir: Path) -> FileSink:
-    path = Path(cfg.path).expanduser()
-    return FileSink(path if path.is_absolute() else (base_dir / path).resolve())
+    return FileSink(cfg.resolved(base_dir))
 
 
 PLUGINS = [Plugin("siem", "file", FileSiemConfig, _open)]
