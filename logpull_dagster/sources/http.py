@@ -326,8 +326,9 @@ class RetryingClient:
                 return False  # the wait would end past the caller's budget: fail now, the caller resumes later
             return wait
 
+        # A deadline already past: stamina's timeout=0 would only warn; backoff() refuses every retry then.
         for attempt in stamina.retry_context(
-            on=backoff, attempts=self.attempts, timeout=total,
+            on=backoff, attempts=self.attempts, timeout=total or None,
             wait_initial=self.backoff_initial, wait_max=self.backoff_max, wait_jitter=self.backoff_initial,
         ):
             with attempt:
