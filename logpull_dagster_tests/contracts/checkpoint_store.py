@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld, LeaseLost
+from logpull_dagster_tests.contracts.opening import closing_all
 
 OpenStore = Callable[[], CheckpointStore]
 
@@ -27,15 +28,7 @@ NEXT_START, NEXT_END = END, "2026-11-26T12:00:00Z"
 @pytest.fixture
 def open_checkpoints(checkpoint_backend: OpenStore) -> Iterator[OpenStore]:
     """``checkpoint_backend``, with every store it opened closed after the test."""
-    opened: list[CheckpointStore] = []
-
-    def open_one() -> CheckpointStore:
-        opened.append(checkpoint_backend())
-        return opened[-1]
-
-    yield open_one
-    for s in opened:
-        s.close()
+    yield from closing_all(checkpoint_backend)
 
 
 @pytest.fixture

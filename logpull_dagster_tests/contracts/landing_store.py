@@ -15,6 +15,7 @@ import pytest
 
 from logpull_dagster.landing import LandedPage, LandingStore
 from logpull_dagster.windows import UTC, Window
+from logpull_dagster_tests.contracts.opening import closing_all
 
 OpenLanding = Callable[[], LandingStore]
 
@@ -26,15 +27,7 @@ W_NEXT = Window(W.end, W.end + dt.timedelta(hours=1))
 @pytest.fixture
 def open_landing(landing_backend: OpenLanding) -> Iterator[OpenLanding]:
     """``landing_backend``, with every store it opened closed after the test."""
-    opened: list[LandingStore] = []
-
-    def open_one() -> LandingStore:
-        opened.append(landing_backend())
-        return opened[-1]
-
-    yield open_one
-    for s in opened:
-        s.close()
+    yield from closing_all(landing_backend)
 
 
 @pytest.fixture
