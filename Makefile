@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean chromium bench
+.PHONY: install demo ui test lint clean chromium postgres bench
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -23,8 +23,9 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(PY) -m logpull_dagster.demo ui
 
-## The whole test suite (starts its own simulators and servers; the UI test needs Debian's chromium).
-test: $(STAMP) chromium
+## The whole test suite (starts its own simulators and servers: moto for DynamoDB and S3, a private
+## PostgreSQL cluster; the UI test needs Debian's chromium, the postgres tests Debian's postgresql).
+test: $(STAMP) chromium postgres
 	$(PY) -m pytest
 
 ## Headless Chromium for the UI test, from Debian's packages (Playwright drives it; it downloads nothing).
@@ -33,6 +34,13 @@ chromium:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "The UI test needs Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) and retry."; exit 1; fi; }
+
+## PostgreSQL's server binaries from Debian's packages; the tests start their own cluster (initdb, pg_ctl).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql; \
+	  else echo "The postgres tests need PostgreSQL: run 'sudo apt-get install postgresql' (Debian/Ubuntu) and retry."; exit 1; fi; }
 
 ## Benchmarks against the read limit (not part of make test); rewrites BENCHMARKS.md. 6 to 13 minutes.
 bench: $(STAMP)

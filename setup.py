@@ -20,6 +20,11 @@ setup(
         # The `dg` CLI (dg check defs / list defs / launch) for the Component door, logpull_dagster.LogPullComponent.
         f"dagster-dg-cli=={DAGSTER}",
         f"dagster-dg-core=={DAGSTER}",
+        # Production state: Dagster's own storage on PostgreSQL, and the postgres checkpoint store.
+        f"dagster-postgres=={DAGSTER_LIBS}",
+        "psycopg[binary,pool]>=3.2,<4",
+        "boto3>=1.35",
+        "pyrate-limiter>=3.7",
         "httpx>=0.28,<0.29",
         "pandas>=2.2",
         "pyyaml>=6.0",
@@ -34,6 +39,8 @@ setup(
             "playwright>=1.45",
             "hypothesis>=6.100",
             "trustme>=1.1",
+            # DynamoDB and S3 for the tests: moto's server mode, a real HTTP server on 127.0.0.1.
+            "moto[server]>=5.1",
         ],
     },
     entry_points={

@@ -40,7 +40,10 @@ ENTRY_POINT_GROUP = "logpull_dagster.plugins"
 BUILTIN = (
     "logpull_dagster.sources.google_workspace",
     "logpull_dagster.checkpoints.sqlite",
+    "logpull_dagster.checkpoints.dynamodb",
+    "logpull_dagster.checkpoints.postgres",
     "logpull_dagster.landing.local",
+    "logpull_dagster.landing.s3",
     "logpull_dagster.sinks.file",
 )
 

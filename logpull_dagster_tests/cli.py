@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +14,44 @@ import dagster as dg
 import orjson
 import yaml
 
-from .conftest import TOKEN, ts
+from .conftest import TOKEN, Servers, ts
+from .servers import AWS_ENV
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 REPO = Path(__file__).resolve().parents[1]
-# Every checkpoint store the real-CLI tests run against: the built-in one and the example plug-in
-# (``example_plugins/json_checkpoints.py``), which the CLI finds through a real entry point.
-STORES = {"sqlite": {"type": "sqlite", "path": "state/checkpoints.db"},
-          "json_file": {"type": "json_file", "path": "state/checkpoints.json"}}
+# Every state backend the real-CLI tests run against: a function of the test's folder and the real
+# servers (conftest.Servers) returning the config's store keys and the environment they need. The
+# built-in sqlite store; the example plug-in (``example_plugins/json_checkpoints.py``), which the CLI
+# finds through a real entry point; AWS (DynamoDB checkpoints, S3 landing, both on moto's server);
+# self-hosted PostgreSQL checkpoints.
+StoreSetup = Callable[[Path, Servers], tuple[dict[str, Any], dict[str, str]]]
+
+
+def _aws(tmp: Path, servers: Servers) -> tuple[dict[str, Any], dict[str, str]]:
+    import boto3
+
+    url, run = servers.moto.url, uuid.uuid4().hex[:12]
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=f"logs-{run}")
+    return ({"checkpoints": {"type": "dynamodb", "table": f"cp_{run}", "region": "us-east-1", "endpoint_url": url,
+                             "create_table": True},
+             "landing": {"type": "s3", "bucket": f"logs-{run}", "prefix": "landing", "region": "us-east-1",
+                         "endpoint_url": url}},
+            dict(AWS_ENV))
+
+
+def _postgres(tmp: Path, servers: Servers) -> tuple[dict[str, Any], dict[str, str]]:
+    return ({"checkpoints": {"type": "postgres", "dsn": {"env": "LOGPULL_PG_DSN"}}},
+            {"LOGPULL_PG_DSN": servers.postgres.new_database("cp")})
+
+
+STORES: dict[str, StoreSetup] = {
+    "sqlite": lambda tmp, _: ({"checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"}}, {}),
+    "json_file": lambda tmp, _: ({"checkpoints": {"type": "json_file", "path": "state/checkpoints.json"}}, {}),
+    "dynamodb": _aws,
+    "postgres": _postgres,
+}
 
 
 def plugin_path(tmp_path: Path) -> str:
@@ -37,25 +67,29 @@ def plugin_path(tmp_path: Path) -> str:
 
 
 def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, store: str = "sqlite",
+                  servers: Servers | None = None, dagster_yaml: str | None = None,
                   **overrides: Any) -> dict[str, str]:
     """Write a config for one source ``gws`` (``overrides``: its keys; ``executor``: the top-level key;
-    ``store``: a key of STORES) and a DAGSTER_HOME; return the environment to run in."""
+    ``store``: a key of STORES, whose servers come from ``servers``) and a DAGSTER_HOME (``dagster_yaml``:
+    its dagster.yaml, default SQLite storage); return the environment to run in."""
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
            "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
            "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
-    cfg = {"sources": [src], "checkpoints": STORES[store],
-           "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
+    stores, store_env = STORES[store](tmp_path, servers)  # type: ignore[arg-type]
+    cfg = {"sources": [src], "checkpoints": stores["checkpoints"],
+           "landing": stores.get("landing", {"type": "local", "path": "state/landing"}),
+           "siem": {"type": "file", "path": "siem"}}
     if executor is not None:
         cfg["executor"] = executor
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(dagster_yaml or "telemetry:\n  enabled: false\n")
     # Create the instance's storage once: two CLI processes racing to create it on a fresh
     # DAGSTER_HOME fail with "table runs already exists" (dagster dev does this step for you).
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.get_runs(limit=1)
-    return {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "DAGSTER_HOME": str(home),
+    return {**os.environ, **store_env, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "DAGSTER_HOME": str(home),
             "LOGPULL_TEST_TOKEN": TOKEN, "PYTHONPATH": plugin_path(tmp_path)}
 
 

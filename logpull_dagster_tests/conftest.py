@@ -133,3 +133,53 @@ def instance() -> Iterator[dg.DagsterInstance]:
 def token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """The configs written by the tests name LOGPULL_TEST_TOKEN for the API token."""
     monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
+
+
+# ---- production backends: real servers on 127.0.0.1 (servers.py) ---------------------------------
+
+from logpull_dagster_tests.servers import AWS_ENV, MotoServer, PostgresServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto_server process (DynamoDB and S3) for the session; tests use their own table or prefix."""
+    server = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """moto's test credentials in this process's environment (boto3's usual chain reads them)."""
+    for k, v in AWS_ENV.items():
+        monkeypatch.setenv(k, v)
+    return dict(AWS_ENV)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session; tests take a fresh database each (``new_database``)."""
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+class Servers:
+    """The real servers a backend needs, each started on first use (the session fixtures above)."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+
+    @property
+    def moto(self) -> MotoServer:
+        self._request.getfixturevalue("aws_env")
+        return self._request.getfixturevalue("moto_server")
+
+    @property
+    def postgres(self) -> PostgresServer:
+        return self._request.getfixturevalue("postgres_server")
+
+
+@pytest.fixture
+def servers(request: pytest.FixtureRequest) -> Servers:
+    return Servers(request)

@@ -30,12 +30,14 @@ def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("store", sorted(STORES))
-def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store):
+def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store,
+                                                                                     servers):
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
     sim_process.control("page_latency", {"seconds": 0.03})
-    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store)
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store,
+                        servers=servers)
     log = tmp_path / "runs.log"
     cmd = materialize_cmd("logs/gws", KEY)
 

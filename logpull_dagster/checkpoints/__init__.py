@@ -172,6 +172,17 @@ class CheckpointStore(Protocol):
 
     def list(self, source: str, stage: Stage) -> list[Checkpoint]: ...
 
+    def reserve(self, account: str, *, interval: float, now: float) -> float:
+        """Reserve the next request slot of ``account``'s rate budget and return it (epoch seconds, >= ``now``).
+
+        The budget is shared by every process and machine using this store: slots of one account are
+        handed out at least ``interval`` seconds apart, in the order reserved (the next slot is
+        ``max(previous slot + interval, now)``), atomically like ``acquire``. The caller sends its
+        request no earlier than the slot, so an account never sees more than ``1 / interval`` requests
+        per second from all runs together. A slot reserved and not used is simply lost (conservative).
+        """
+        ...
+
     def close(self) -> None: ...
 
 

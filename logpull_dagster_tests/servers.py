@@ -1,0 +1,242 @@
+"""Real servers on 127.0.0.1 for the production backends: moto (DynamoDB, S3) and PostgreSQL.
+
+Each is a process of its own, started here on a free port and stopped by its pid, so a test can stop
+and restart it mid-run the way an outage would. Nothing is patched: boto3 and psycopg talk to them over
+TCP exactly as they talk to AWS or a managed PostgreSQL.
+
+PostgreSQL comes from Debian's packages (``.ci/run`` installs ``postgresql`` when it is missing). A
+missing installation fails the tests that need it with the command that fixes it, never a skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+# moto needs some credentials to sign with; these are moto's documented test values, no secret.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(ok, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            proc.kill()
+            raise RuntimeError(f"{what} did not start:\n{tail}")
+        time.sleep(0.05)
+
+
+class MotoServer:
+    """``moto_server`` (DynamoDB and S3 in one process) on a free loopback port.
+
+    ``stop()`` then ``start()`` is an outage with the same port; moto keeps its state in memory, so a
+    restart also empties it: tests of an outage that must keep data put a :class:`Gate` in front instead.
+    """
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> MotoServer:
+        exe = str(Path(sys.executable).parent / "moto_server")
+        log = self.workdir / f"moto-{self.port}.log"
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)], stdout=open(log, "ab"),  # noqa: SIM115
+                                     stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV})
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"{self.url}/moto-api/", timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+
+        _wait(up, "moto_server", self.proc, log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def reset(self) -> None:
+        """Forget every table and bucket (moto's own reset endpoint)."""
+        httpx.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+
+
+def _pg_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).resolve().parent
+    raise RuntimeError("PostgreSQL is not installed; the postgres tests need Debian's server: "
+                       "run 'sudo apt-get install -y --no-install-recommends postgresql' (.ci/run does this)")
+
+
+class PostgresServer:
+    """A PostgreSQL cluster of its own in a temporary folder, on a free loopback port (trust auth).
+
+    initdb refuses to run as root, so as root the cluster belongs to the ``postgres`` user Debian's
+    package creates; otherwise to the current user.
+    """
+
+    def __init__(self) -> None:
+        self.bin = _pg_bin()
+        # In the system temp folder, not pytest's: pytest's folders are private to root, and the
+        # server runs as ``postgres``.
+        self.dir = Path(tempfile.mkdtemp(prefix="logpull-pg-"))
+        self.data = self.dir / "data"
+        self.port = free_port()
+        self.log = self.dir / "server.log"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._sh(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+                 "--no-sync")
+
+    def _sh(self, *cmd: str) -> None:
+        done = subprocess.run([*self._as, *cmd], capture_output=True, text=True, cwd=self.dir)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
+
+    def start(self) -> PostgresServer:
+        # fsync stays on (the default): commit latency measured here is what a real server pays.
+        self._sh(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
+                 "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c max_connections=200",
+                 "start")
+        return self
+
+    @property
+    def pid(self) -> int:
+        return int((self.data / "postmaster.pid").read_text().split()[0])
+
+    def stop(self, mode: str = "fast") -> None:
+        with contextlib.suppress(RuntimeError, FileNotFoundError):
+            self._sh(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def new_database(self, prefix: str = "t") -> str:
+        """A fresh, empty database; its DSN."""
+        import psycopg
+
+        name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def close(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gate:
+    """A TCP forwarder in front of a server, to cut it off and bring it back with its state intact.
+
+    ``close()`` is an outage as a client sees it: the port refuses new connections and every open one
+    is reset. ``open()`` listens again on the same port.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        import threading
+
+        self.target = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._conns: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self.open()
+
+    def open(self) -> None:
+        import threading
+
+        with self._lock:
+            if self._listener is not None:
+                return
+            listener = socket.socket()
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", self.port))
+            listener.listen(64)
+            self._listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def close(self) -> None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+            conns, self._conns = self._conns, []
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                c.close()
+
+    def _accept(self, listener: socket.socket) -> None:
+        import threading
+
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._listener is not listener:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
