@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean chromium postgres bench
+.PHONY: install demo ui test lint clean chromium postgres bench bench-stores
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -51,3 +51,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf .logpull
+
+## What each state backend costs per page (SQLite, PostgreSQL, DynamoDB + S3 on moto); writes benchmarks/stores.md.
+bench-stores: $(STAMP) postgres
+	$(PY) benchmarks/bench_stores.py
