@@ -246,17 +246,23 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Store
     if not api.tls_verify:
         log("warning", f"{src.name}: tls_verify is false: the API's certificate is NOT checked, so anyone on the "
                        f"path can read the credential and forge events; use ca_file for a private CA")
+    # The account's request budget, kept in the run's checkpoint store: every run on every machine draws from it.
+    rate = api.rate_gate(stores.checkpoints.store)
     try:
-        source = api.open()
+        source = api.open(rate)
     except SourceError as e:  # the credential cannot be sent at all: no request was made
         raise dg.Failure(description=f"window {window} of {src.name!r}: {e}", allow_retries=False) from None
     try:
-        return pull_window(
+        result = pull_window(
             source, window, source_name=src.name, checkpoints=stores.checkpoints.store,
             landing=stores.landing.store, owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
             lease_wait=src.effective_lease_wait.total_seconds(),
-            time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(),
+            time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(), rate=rate,
         )
+        if result.tally.rate_wait:
+            log("info", f"{src.name} {key}: waited {result.tally.rate_wait:,.1f}s of {result.tally.elapsed:,.1f}s for "
+                        f"the rate budget of account {src.effective_rate_account!r} ({src.rate_limit})")
+        return result
     except BudgetExhausted as e:
         tally = e.result.tally
         if not e.progress:  # read nothing new: a fault, not a budget (see BudgetExhausted)
@@ -320,6 +326,8 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
         "duplicates_dropped": dg.MetadataValue.int(tally.duplicates_dropped),
         "outside_window_dropped": dg.MetadataValue.int(tally.outside_window_dropped),
         "elapsed_seconds": dg.MetadataValue.float(round(tally.elapsed, 3)),
+        # Of elapsed_seconds, the time its requests waited for the account's rate budget (rate_limit).
+        "rate_wait_seconds": dg.MetadataValue.float(round(tally.rate_wait, 3)),
         "events_per_second": dg.MetadataValue.float(
             round(tally.events_landed / tally.elapsed, 1) if tally.elapsed > 0 else 0.0),
         "landing": dg.MetadataValue.path(result.landed[0].rsplit("/", 1)[0] if result.landed else "(no new page)"),

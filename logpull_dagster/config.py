@@ -44,6 +44,7 @@ from pydantic import (
     model_validator,
 )
 
+from logpull_dagster.rate import RateLimit, parse_rate_limit
 from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_duration, parse_time, rfc3339
 
 DEFAULT_CONFIG_FILE = "logpull.yaml"
@@ -106,6 +107,14 @@ def _base_url(value: Any) -> str:
 BaseUrl = Annotated[str, BeforeValidator(_base_url)]
 
 
+def _rate_limit(value: Any) -> str:
+    return str(parse_rate_limit(value if isinstance(value, str) else repr(value)))
+
+
+# ``N/sec``, ``N/min`` or ``N/hour`` (also ``s``, ``m``, ``h``), written back in the long form.
+RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
+
+
 class SourceBase(_Strict):
     """What every source type shares: one API account and one stream of it, read window by window.
     Becomes ``logs/<name>`` and ``siem/<name>``. Each type (``sources/<type>.py``) subclasses this with
@@ -154,6 +163,16 @@ class SourceBase(_Strict):
     delivery_interval: Duration = dt.timedelta(seconds=30)
     # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.
     pool: str | None = None
+    # Requests per second, minute or hour to the API account, e.g. "600/min", drawn by every run on every
+    # machine from one budget kept in the checkpoint store (rate.py). Off by default.
+    rate_limit: RateLimitText | None = None
+    # The account whose budget this source draws from (default: its pool, effective_pool): sources
+    # naming the same one share one budget, and must state the same rate_limit.
+    rate_account: str | None = Field(default=None, max_length=200, pattern=r"^\S(.*\S)?$")
+
+    #: Whether this type sends its requests through the shared HTTP client, which keeps a rate_limit
+    #: (its factory takes ``rate=``; see plugins.Plugin). A type that does not refuses rate_limit.
+    supports_rate_limit: ClassVar[bool] = False
 
     # Set by LogpullConfig when it is validated (they depend on where the config came from).
     _demo: bool = PrivateAttr(default=False)
@@ -195,6 +214,21 @@ class SourceBase(_Strict):
         if value is not None and value <= dt.timedelta(0):
             raise ValueError("must be longer than 0s")
         return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_supported(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not cls.supports_rate_limit:
+            raise ValueError(f"type {info.data.get('type')!r} does not send its requests through the shared HTTP "
+                             f"client (sources/http.py), so it cannot keep a rate budget; remove rate_limit")
+        return value
+
+    @model_validator(mode="after")
+    def _rate_account_needs_a_limit(self) -> SourceBase:
+        if self.rate_account is not None and self.rate_limit is None:
+            raise ValueError(f"rate_account: names the budget of rate_limit, which is not set; add rate_limit "
+                             f"(e.g. rate_limit: 600/min) or remove rate_account: {self.rate_account}")
+        return self
 
     @field_validator("ca_file")
     @classmethod
@@ -259,6 +293,16 @@ class SourceBase(_Strict):
     @property
     def effective_pool(self) -> str:
         return self.pool or f"{self.type}:{self.name}"
+
+    @property
+    def effective_rate_account(self) -> str:
+        """The account whose rate budget this source draws from: ``rate_account``, else its pool."""
+        return self.rate_account or self.effective_pool
+
+    @property
+    def rate(self) -> RateLimit | None:
+        """``rate_limit`` parsed, or None (no budget)."""
+        return None if self.rate_limit is None else parse_rate_limit(self.rate_limit)
 
 
 class StoreBase(_Strict):
@@ -336,6 +380,7 @@ class LogpullConfig(_Strict):
             if s.name in seen:
                 raise ValueError(f"two sources are named {s.name!r}; names must be unique")
             seen.add(s.name)
+        _one_rate_per_account(self.sources)
         # Where the config came from, recorded on the sources too: the assets see only their source.
         self._demo = bool((info.context or {}).get("demo"))
         for s in self.sources:
@@ -357,6 +402,23 @@ class LogpullConfig(_Strict):
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def _one_rate_per_account(sources: list[SourceBase]) -> None:
+    """Sources drawing from one account's budget must agree on it: with two limits, each run would
+    space its requests by its own, and the account would see neither."""
+    first: dict[str, SourceBase] = {}
+    for s in sources:
+        account = s.effective_rate_account
+        other = first.setdefault(account, s)
+        if other is s:
+            continue
+        mine, theirs = s.rate, other.rate
+        if (None if mine is None else mine.interval) != (None if theirs is None else theirs.interval):
+            raise ValueError(
+                f"sources {other.name!r} and {s.name!r} draw from the rate budget of account {account!r} "
+                f"(rate_account, default: the pool) but state different rate_limit ({theirs or 'none'} and "
+                f"{mine or 'none'}); give them the same rate_limit, or different rate_account")
 
 
 def demo_config(base_url: str | None = None, state_dir: str = ".logpull") -> dict[str, Any]:

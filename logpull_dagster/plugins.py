@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from logpull_dagster.checkpoints import CheckpointStore
     from logpull_dagster.config import LogpullConfig, SourceBase, StoreBase
     from logpull_dagster.landing import LandingStore
+    from logpull_dagster.rate import RateGate
     from logpull_dagster.sinks import Sink
     from logpull_dagster.sources import LogSource
 
@@ -58,7 +59,9 @@ class Plugin:
     ``open`` builds the thing the config describes:
 
     * source: ``open(config, secrets) -> LogSource``, called at run time for each attempt; read every
-      secret through ``secrets(env_name)``, never from the config (it only names them);
+      secret through ``secrets(env_name)``, never from the config (it only names them). A type whose
+      config sets ``supports_rate_limit`` is also given ``rate=`` (a ``rate.RateGate``, when the source
+      has a ``rate_limit``) and hands it to its ``RetryingClient``;
     * checkpoints, landing, siem: ``open(config, base_dir) -> CheckpointStore | LandingStore | Sink``;
       relative paths of the config are relative to ``base_dir`` (the config file's folder).
     """
@@ -160,8 +163,13 @@ def _plugins_of(origin: str, obj: object) -> Iterable[Plugin]:
 
 # The one way to open what a config describes.
 
-def open_source(src: SourceBase, secrets: Secrets) -> LogSource:
-    return plugin("source", src.type).open(src, secrets)  # type: ignore[no-any-return]
+def open_source(src: SourceBase, secrets: Secrets, *, rate: RateGate | None = None) -> LogSource:
+    """The source of ``src``; ``rate``: its account's request budget (only for a source with a rate_limit,
+    so types that keep none are opened as they always were)."""
+    opener = plugin("source", src.type).open
+    if rate is None:
+        return opener(src, secrets)  # type: ignore[no-any-return]
+    return opener(src, secrets, rate=rate)  # type: ignore[no-any-return]
 
 
 def open_store(kind: Literal["checkpoints", "landing", "siem"], cfg: StoreBase, base_dir: str | Path) -> Any:

@@ -44,6 +44,7 @@ from logpull_dagster import journal, json_codec, skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.landing import LandingStore
+from logpull_dagster.rate import RateGate, RateWaitPastDeadline
 from logpull_dagster.redact import Redactor, error_text, redact
 from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
 from logpull_dagster.windows import Window, epoch_us, rfc3339, rfc3339_ms
@@ -96,7 +97,8 @@ class RunTally:
 
     ``faults``: attempts that failed on a fault or read nothing in their budget (bounded by the
     source's ``retries``); ``budget_retries``: attempts that spent their time budget having made
-    progress; ``done``: the window was read to its end in this run (a retry of the step skips it).
+    progress; ``done``: the window was read to its end in this run (a retry of the step skips it);
+    ``rate_wait``: seconds its requests waited for the account's rate budget (``rate.py``).
     """
 
     run: str = ""
@@ -111,6 +113,7 @@ class RunTally:
     duplicates_dropped: int = 0
     outside_window_dropped: int = 0
     elapsed: float = 0.0
+    rate_wait: float = 0.0
     resumed_from_page: int | None = None
     done: bool = False
 
@@ -135,6 +138,7 @@ class RunTally:
         self.duplicates_dropped += r.duplicates_dropped
         self.outside_window_dropped += r.outside_window_dropped
         self.elapsed = round(self.elapsed + r.elapsed, 3)
+        self.rate_wait = round(self.rate_wait + r.rate_wait, 3)
 
     def into(self, cp: Checkpoint) -> Checkpoint:
         return dataclasses.replace(cp, stats={**cp.stats, "run": dataclasses.asdict(self)})
@@ -159,6 +163,7 @@ class PullResult:
     token_restarts: int = 0
     pages_skipped: int = 0  # bad pages an operator skipped before, met again (skips.py)
     elapsed: float = 0.0
+    rate_wait: float = 0.0  # of elapsed, the seconds spent waiting for the rate budget (rate.py)
     landed: list[str] = field(default_factory=list)
     tally: RunTally = field(default_factory=RunTally)  # the run's attempts at the window, this one included
 
@@ -191,8 +196,13 @@ def pull_window(
     monotonic: Callable[[], float] = time.monotonic,
     on_page: Callable[[Progress], None] | None = None,
     redactor: Redactor | None = None,
+    rate: RateGate | None = None,
 ) -> PullResult:
     """Read ``window`` from its checkpoint until the API has no next page (see the module docstring).
+
+    ``rate``: the gate ``source`` draws its account's request budget from, if any; its waits are
+    counted in the result (``rate_wait``). A request whose slot lies past the time budget ends the
+    attempt as a spent budget does.
 
     Raises BudgetExhausted (retry: it resumes), PullFailed (a page could not be read or trusted, or
     anything else went wrong: its text redacted by ``redactor``), LeaseHeld (another run holds the
@@ -206,7 +216,7 @@ def pull_window(
     if "pass_cursors" in cp.stats:
         cp = dataclasses.replace(cp, stats={k: v for k, v in cp.stats.items() if k != "pass_cursors"})
     run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
-                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)))
+                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)), rate)
     if isinstance(kept, dict):
         run.seen.update({str(k): int(v) for k, v in kept.items() if isinstance(v, int)})
     result = run.result
@@ -235,7 +245,7 @@ def pull_window(
         if not last_page_landed:  # else the journal held the pass's last page: the pass is complete
             _read(run, on_page, t0, time_budget, monotonic)
         result.complete = True
-        result.elapsed = monotonic() - t0
+        run.stop_clock(monotonic() - t0)
         result.tally.add(result)
         result.tally.done = True
         result.checkpoint = checkpoints.release(result.tally.into(run.cp), now=clock())
@@ -253,7 +263,7 @@ def pull_window(
         failed = dataclasses.replace(
             run.cp, status="complete" if run.cp.status == "complete" else "failed", last_error=text, stats=stats,
         )
-        result.elapsed = monotonic() - t0
+        run.stop_clock(monotonic() - t0)
         tally = result.tally
         tally.add(result)
         if not (isinstance(e, PullFailed) and e.permanent):
@@ -278,15 +288,17 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
     result, window, source_name = run.result, run.window, run.source_name
     landing_page: Future[int] | None = None
     landing_page_no = 0
+    # Set when the rate budget's next slot lies past the budget: the attempt stops as if it were spent.
+    out_of_time = False
     with ThreadPoolExecutor(1, thread_name_prefix=f"logpull-land-{source_name}") as lander:
         try:
             while True:
-                if result.pages_read and monotonic() - t0 >= time_budget:
+                if result.pages_read and (out_of_time or monotonic() - t0 >= time_budget):
                     if landing_page is not None:
                         run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
                         landing_page = None
                     kept = dict(list(run.seen.items())[-MAX_KEPT_CURSORS:])
-                    result.elapsed = monotonic() - t0
+                    run.stop_clock(monotonic() - t0)
                     result.tally.add(result)
                     if result.pages_read:
                         result.tally.budget_retries += 1
@@ -314,8 +326,9 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                                                              stats=_bump(c.stats, "token_restarts", 1)))
                     continue
                 except SourceError as e:
-                    if deadline is not None and monotonic() >= deadline:
-                        continue  # retries cut short by the budget, not failed: the check above stops the attempt
+                    if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
+                        out_of_time = True  # cut short by the budget, not failed: the check above stops the attempt
+                        continue
                     body = e.body if isinstance(e, BadPage) else b""
                     entry = skips.approved(cp.stats, body) if body else None
                     if entry is None:
@@ -383,13 +396,19 @@ class _WindowRun:
     """One attempt at one window: the checkpoint both threads update, and steps 2-4 for one page."""
 
     def __init__(self, source: LogSource, window: Window, source_name: str, store: CheckpointStore,
-                 landing: LandingStore, lease_ttl: float, clock: Callable[[], float], result: PullResult) -> None:
-        self.source, self.window, self.source_name = source, window, source_name
+                 landing: LandingStore, lease_ttl: float, clock: Callable[[], float], result: PullResult,
+                 rate: RateGate | None = None) -> None:
+        self.source, self.window, self.source_name, self.rate = source, window, source_name, rate
         self.store, self.landing, self.lease_ttl, self.clock, self.result = store, landing, lease_ttl, clock, result
         self.cp = result.checkpoint
         self._lock = threading.Lock()
         # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
         self.seen: dict[str, int] = {}
+
+    def stop_clock(self, elapsed: float) -> None:
+        """The attempt ends: its time, and how much of it went to waiting for the rate budget."""
+        self.result.elapsed = elapsed
+        self.result.rate_wait = self.rate.waited if self.rate is not None else 0.0
 
     def commit(self, change: Callable[[Checkpoint], Checkpoint],
                landed_ids: list[tuple[int, bytes]] | None = None) -> None:

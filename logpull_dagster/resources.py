@@ -24,6 +24,7 @@ from logpull_dagster import plugins
 from logpull_dagster.checkpoints import CheckpointStore
 from logpull_dagster.config import SourceBase, StoreBase
 from logpull_dagster.landing import LandingStore
+from logpull_dagster.rate import RateGate
 from logpull_dagster.redact import Redactor, clean_secret
 from logpull_dagster.sinks import Sink
 from logpull_dagster.sources import InvalidSecret, LogSource
@@ -46,9 +47,17 @@ class LogSourceResource(dg.ConfigurableResource):
     def tls_verify(self) -> bool:
         return self.config.tls_verify
 
-    def open(self) -> LogSource:
-        """A source for one attempt; raises InvalidSecret if a credential is unset or cannot be sent."""
-        return plugins.open_source(self.config, _secret)
+    def open(self, rate: RateGate | None = None) -> LogSource:
+        """A source for one attempt, drawing from ``rate`` (see ``rate_gate``) before every request;
+        raises InvalidSecret if a credential is unset or cannot be sent."""
+        return plugins.open_source(self.config, _secret, rate=rate)
+
+    def rate_gate(self, store: CheckpointStore) -> RateGate | None:
+        """The source's share of its account's request budget, kept in ``store`` (the run's checkpoint
+        store, so every run and machine draws from one budget); None without ``rate_limit``. One per
+        attempt at a window: ``waited`` is that attempt's."""
+        limit = self.config.rate
+        return None if limit is None else RateGate(store, self.config.effective_rate_account, limit)
 
     def redactor(self) -> Redactor:
         """Masks every secret the config names (``secret_envs``) in any text."""

@@ -9,6 +9,10 @@ inode and the run would "succeed" into a file nobody can open. So every write tr
 the path's (device, inode) with the file opened, after its statements and before ``COMMIT``, and
 raises CheckpointStoreLost (after a ROLLBACK) when they differ: one ``stat``, measured at ~4 µs
 against ~600 µs for the commit itself (its fsync).
+
+``reserve`` (the shared rate budget, ``rate.py``) is one upsert of the account's last slot in the
+``rate_budget`` table, in its own ``BEGIN IMMEDIATE`` transaction: processes on this host take turns on
+the file's write lock, so no two of them are handed the same slot.
 """
 
 from __future__ import annotations
@@ -72,6 +76,18 @@ CREATE TABLE IF NOT EXISTS event_ids (
     PRIMARY KEY (window, time_us, id)
 ) WITHOUT ROWID
 """
+# The last slot handed out per account of the rate budget (rate.py): epoch seconds.
+_RATE = """
+CREATE TABLE IF NOT EXISTS rate_budget (
+    account TEXT PRIMARY KEY,
+    slot    REAL NOT NULL
+)
+"""
+# next slot = max(last slot + interval, now), computed by SQLite inside the write lock (rate.next_slot).
+_RESERVE = (
+    "INSERT INTO rate_budget (account, slot) VALUES (:account, :now) "
+    "ON CONFLICT (account) DO UPDATE SET slot = max(slot + :interval, excluded.slot) RETURNING slot"
+)
 T = TypeVar("T")
 _COLUMNS = [f.name for f in dataclasses.fields(Checkpoint)]
 _MUTABLE = [c for c in _COLUMNS if c not in ("source", "stage", "window_start", "window_end", "epoch", "lease_owner")]
@@ -107,6 +123,7 @@ class SqliteCheckpointStore:
                 self._db.execute(f"ALTER TABLE checkpoints ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         self._db.execute(_WINDOWS)
         self._db.execute(_IDS)
+        self._db.execute(_RATE)
         self._window_ids: dict[tuple[str, str], int] = {}
         # Files written before event_ids existed keep their ids, without times, in landed_ids. They stay
         # the record for the windows they cover (looked up by id there); no data migration is needed.
@@ -237,6 +254,18 @@ class SqliteCheckpointStore:
         new = dataclasses.replace(cp, lease_owner=None, lease_expires=0.0, heartbeat=now)
         self._write(new, owner=cp.lease_owner)
         return new
+
+    @_serialized
+    def reserve(self, account: str, *, interval: float, now: float) -> float:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            [(slot,)] = self._db.execute(_RESERVE, {"account": account, "now": now, "interval": interval}).fetchall()
+            self._check_file()
+            self._db.execute("COMMIT")
+            return float(slot)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
 
     @_serialized
     def count_ids(self, source: str, window_start: str) -> int:

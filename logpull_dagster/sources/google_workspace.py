@@ -10,7 +10,9 @@ What the API does that matters here (Google's docs and field reports):
 * Several events can share a millisecond: the event id is
   (``id.applicationName``, ``id.customerId``, ``id.time``, ``id.uniqueQualifier``).
 * An empty result has no ``items`` key at all; the last page has no ``nextPageToken``.
-* Throttling is 429 or 503, with or without Retry-After (retried by the shared client).
+* Throttling is 429 or 503, with or without Retry-After (retried by the shared client). The quota is
+  per Cloud project, counted per minute: ``rate_limit`` (one budget per ``rate_account``, see
+  ``rate.py``) keeps every run of every source on that project under it instead of meeting it as 429s.
 * Tokens are opaque and tied to their query; a rejected one is a 400. Known bug: the API can return
   the token it was sent with no items; that page fails as bad here instead of looping (a token that
   repeats *with* items, or any cycle of tokens, is caught by the pull loop for every source).
@@ -21,7 +23,7 @@ What the API does that matters here (Google's docs and field reports):
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
@@ -30,6 +32,7 @@ from pydantic import Field
 from logpull_dagster import json_codec
 from logpull_dagster.config import BaseUrl, SourceBase, secret
 from logpull_dagster.plugins import Plugin, Secrets
+from logpull_dagster.rate import RateGate
 from logpull_dagster.sources import (
     BadPage,
     CredentialsRefused,
@@ -58,14 +61,15 @@ class GoogleWorkspaceSource:
     def __init__(self, *, base_url: str, application: str, access_token: str, page_size: int = 1000,
                  timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
                  backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
-                 credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True) -> None:
+                 credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True,
+                 rate: RateGate | None = None) -> None:
         self.application, self.page_size = application, page_size
         self.path = f"/admin/reports/v1/activity/users/all/applications/{quote(application, safe='')}"
         self._auth = BearerAuth(access_token)
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=self._auth,
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
-            max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate=rate,
         )
 
     def close(self) -> None:
@@ -158,19 +162,21 @@ class GoogleWorkspaceConfig(SourceBase):
     access_token: secret("GWS_ACCESS_TOKEN")  # type: ignore[valid-type]
     page_size: int = Field(default=1000, ge=1, le=1000)
 
+    supports_rate_limit: ClassVar[bool] = True
+
     @property
     def stream(self) -> str:
         return f"Google Workspace `{self.application}` audit events"
 
 
-def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets) -> GoogleWorkspaceSource:
+def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets, *, rate: RateGate | None = None) -> GoogleWorkspaceSource:
     return GoogleWorkspaceSource(
         base_url=cfg.base_url, application=cfg.application, access_token=secrets(cfg.access_token.env),
         page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
         backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
         backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
         credential=cfg.access_token.env, ca_file=str(cfg.ca_path) if cfg.ca_path else None,
-        tls_verify=cfg.tls_verify,
+        tls_verify=cfg.tls_verify, rate=rate,
     )
 
 

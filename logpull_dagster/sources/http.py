@@ -17,6 +17,13 @@ What an API (or anything between us and it) may do, and what this client does ab
   ``rate_limit_wait`` (:func:`reset_epoch` for Okta's ``X-Rate-Limit-Reset`` and GitHub's
   ``x-ratelimit-reset``); what such a hook asks for is waited up to ``backoff_max``. No wait ends past
   the caller's deadline: a wait that would is not started, and the last error is raised at once.
+* **Counting us**: an API's quota per account and minute is kept before it is met: with ``rate`` (a
+  :class:`~logpull_dagster.rate.RateGate`, from the source's ``rate_limit``) every request this client
+  sends, first tries and retries alike, first takes a slot of the account's budget, shared by every
+  run through the checkpoint store, and waits for it. A slot past the caller's deadline raises
+  :class:`~logpull_dagster.rate.RateWaitPastDeadline` at once, which the pull loop treats as a spent
+  time budget. Requests to an OAuth token URL take no slot (they are another endpoint's quota), nor
+  does the resend of a request after a 401 (``auth.py``: once per token, riding on the request's slot).
 * **Refusing us**: 401/403 raise :class:`CredentialsRefused` at once (a refused credential does not get
   better in seconds, and a retry storm against an auth endpoint gets accounts locked), unless the
   source's ``rate_limit_wait`` calls a 403 a rate limit (GitHub's primary limit); a redirect is
@@ -56,6 +63,7 @@ import httpx
 import stamina
 import stamina.instrumentation
 
+from logpull_dagster.rate import RateGate
 from logpull_dagster.sources import BadPage, CredentialsRefused, SourceRequestError
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -266,19 +274,21 @@ class RetryingClient:
     adds the credential, and is driven by httpx (an OAuth token is fetched and refreshed inside it).
     ``rate_limit_wait`` computes the wait of a throttled answer; left None, ``Retry-After`` is obeyed
     up to RETRY_AFTER_MAX even past ``backoff_max`` (the Google source relies on it), while the waits of
-    a hook the source sets are obeyed up to ``backoff_max``.
+    a hook the source sets are obeyed up to ``backoff_max``. ``rate``: the account's request budget
+    (see the module docstring), drawn from before every request.
     """
 
     def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, *, timeout: float, attempts: int,
                  backoff_initial: float = 0.5, backoff_max: float = 60.0, max_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the API credential", ca_file: str | None = None,
                  tls_verify: bool = True, auth: httpx.Auth | None = None,
-                 rate_limit_wait: RateLimitWait | None = None) -> None:
+                 rate_limit_wait: RateLimitWait | None = None, rate: RateGate | None = None) -> None:
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.timeout, self.max_bytes, self.credential = timeout, max_bytes, credential
         self.origin = _origin(base_url)
         self._origin_key = _origin_key(httpx.URL(base_url))
         self.auth = auth
+        self.rate = rate
         self._rate_limit_wait = rate_limit_wait or retry_after()
         self._wait_max = backoff_max if rate_limit_wait is not None else RETRY_AFTER_MAX
         self._local = threading.local()
@@ -304,8 +314,9 @@ class RetryingClient:
         waited for past ``deadline`` (time.monotonic), if given. ``params`` are added to the URL's own
         query, except those it already has (a next link carries the query the API wants repeated).
         Raises RetryableStatus or httpx.TransportError once attempts or time run out, CredentialsRefused,
-        SourceRequestError (another origin, redirect, untrusted TLS, a request that cannot be sent) or
-        BadPage (body too large, unknown encoding); returns any other status."""
+        SourceRequestError (another origin, redirect, untrusted TLS, a request that cannot be sent),
+        BadPage (body too large, unknown encoding) or RateWaitPastDeadline (the rate budget's next slot
+        lies past ``deadline``); returns any other status."""
         url, query = self._target(path, params or {})
         reasons: list[str] = []
         total = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -333,6 +344,8 @@ class RetryingClient:
         ):
             with attempt:
                 num = self._local.attempts = attempt.num
+                if self.rate is not None:  # before the request's own deadline starts: waiting is not its time
+                    self.rate.wait(deadline)
                 now = time.monotonic()
                 self._deadline.seconds = self.timeout
                 self._deadline.at = now + self.timeout

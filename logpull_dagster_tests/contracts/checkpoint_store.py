@@ -308,6 +308,68 @@ def test_each_stage_reads_its_own_progress(checkpoints: CheckpointStore) -> None
         _ = deliver_row.landed_events
 
 
+# ---- reserve: the shared rate budget (rate.py) ----------------------------------------------------
+# Intervals and times are exact binary fractions, so every backend (REAL, double precision, DynamoDB's
+# decimal numbers) gives back exactly the slot the arithmetic says.
+
+def test_reserve_hands_out_now_first_then_slots_one_interval_apart(checkpoints: CheckpointStore) -> None:
+    assert checkpoints.reserve("acct", interval=0.25, now=100) == 100  # an account never seen: now
+    assert [checkpoints.reserve("acct", interval=0.25, now=100) for _ in range(3)] == [100.25, 100.5, 100.75]
+    # a caller whose clock has moved on, but not past the next slot, still gets the next slot
+    assert checkpoints.reserve("acct", interval=0.25, now=100.9) == 101
+
+
+def test_reserve_gives_now_once_now_is_past_the_next_slot(checkpoints: CheckpointStore) -> None:
+    checkpoints.reserve("acct", interval=0.5, now=100)
+    assert checkpoints.reserve("acct", interval=0.5, now=200) == 200  # the budget does not bank idle time
+    assert checkpoints.reserve("acct", interval=0.5, now=150) == 200.5  # a machine whose clock is behind
+
+
+def test_reserve_keeps_each_account_apart(checkpoints: CheckpointStore) -> None:
+    assert checkpoints.reserve("okta:prod", interval=1, now=100) == 100
+    assert checkpoints.reserve("github", interval=1, now=100) == 100
+    assert checkpoints.reserve("okta:prod", interval=1, now=100) == 101
+    assert checkpoints.reserve("github", interval=2, now=100) == 102  # each account's own interval
+    assert checkpoints.reserve("okta:prod", interval=1, now=100) == 102
+
+
+def test_reserve_concurrently_from_two_stores_and_many_threads_gives_distinct_slots_an_interval_apart(
+        open_checkpoints: OpenStore) -> None:
+    open_checkpoints()  # the backing storage exists before they race
+    stores = [open_checkpoints(), open_checkpoints()]  # two processes, each with several threads
+    per_thread, threads_per_store, interval = 8, 4, 0.25
+    drawn: list[list[float]] = [[] for _ in range(len(stores) * threads_per_store)]
+    go = threading.Barrier(len(drawn))
+
+    def draw(i: int) -> None:
+        store = stores[i % len(stores)]
+        go.wait()
+        drawn[i].extend(store.reserve("acct", interval=interval, now=100) for _ in range(per_thread))
+
+    threads = [threading.Thread(target=draw, args=(i,)) for i in range(len(drawn))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert all(mine == sorted(mine) and len(mine) == per_thread for mine in drawn)  # each caller moves forward
+    n = len(drawn) * per_thread
+    slots = sorted(slot for mine in drawn for slot in mine)
+    assert slots == [100 + interval * k for k in range(n)]  # none lost, none shared, none closer
+    assert stores[0].reserve("acct", interval=interval, now=100) == 100 + interval * n
+
+
+def test_reserve_survives_reopening_the_store(open_checkpoints: OpenStore) -> None:
+    first = open_checkpoints()
+    assert [first.reserve("acct", interval=0.5, now=100) for _ in range(2)] == [100, 100.5]
+    other = open_checkpoints()  # another process, beside the first
+    assert other.reserve("acct", interval=0.5, now=100) == 101
+    first.close()
+    reopened = open_checkpoints()  # after a restart
+    assert reopened.reserve("acct", interval=0.5, now=100) == 101.5
+    cp = reopened.acquire(S, "pull", START, END, owner="a", ttl=10, now=100)  # and the windows are untouched
+    assert cp.epoch == 1 and reopened.list(S, "pull") == [cp]
+
+
 # Exported by ``import *`` from the test_contract_*.py module: the tests and fixtures, nothing else,
 # computed so that a test added here needs no second edit.
 __all__ = [*sorted(n for n in list(globals()) if n.startswith("test_")), "checkpoints", "open_checkpoints"]

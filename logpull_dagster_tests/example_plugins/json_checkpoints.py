@@ -22,6 +22,7 @@ from logpull_dagster import json_codec
 from logpull_dagster.checkpoints import Checkpoint, LeaseHeld, LeaseLost, Stage
 from logpull_dagster.config import StoreBase
 from logpull_dagster.plugins import Plugin
+from logpull_dagster.rate import next_slot
 
 
 class JsonFileCheckpointStore:
@@ -103,6 +104,12 @@ class JsonFileCheckpointStore:
     def count_ids(self, source: str, window_start: str) -> int:
         with self._state(write=False) as state:
             return len(state["ids"].get(f"{source}|{window_start}", {}))
+
+    def reserve(self, account: str, *, interval: float, now: float) -> float:
+        with self._state(write=True) as state:
+            budget = state.setdefault("rate", {})
+            budget[account] = slot = next_slot(budget.get(account), interval=interval, now=now)
+        return float(slot)
 
     def close(self) -> None:
         pass
