@@ -331,3 +331,81 @@ def test_plain_http_to_any_host_stays_allowed(tmp_path):
     for url in ("http://127.0.0.1:8765", "http://10.1.2.3:8080", "http://reports-proxy.internal"):
         text = EXAMPLE.replace("https://admin.googleapis.com", url)
         assert load_config(write(tmp_path, text)).sources[0].base_url == url
+
+
+# ---- rate_limit / rate_account: one request budget per API account (rate.py) --------------------
+
+def second_source(**keys: str) -> str:
+    """EXAMPLE with a second Google Workspace source, ``gws_admin``, carrying ``keys``."""
+    extra = "".join(f"\n    {k}: {v}" for k, v in keys.items())
+    return EXAMPLE.replace("checkpoints:", "  - name: gws_admin\n    type: google_workspace\n    application: admin\n"
+                           "    access_token: {env: GWS_ACCESS_TOKEN}\n    start: '2026-11-01T00:00:00Z'"
+                           f"{extra}\ncheckpoints:")
+
+
+def test_rate_limit_is_read_in_every_unit_and_its_account_defaults_to_the_pool(tmp_path):
+    for text, count, per in (("600/min", 600, 60), ("600/m", 600, 60), ("10/s", 10, 1), ("10 / sec", 10, 1),
+                             ("5000/hour", 5000, 3600), ("1/h", 1, 3600)):
+        src = load_config(write(tmp_path, with_key(f"rate_limit: {text}"))).sources[0]
+        assert (src.rate.count, src.rate.per) == (count, per)
+        assert src.effective_rate_account == "google_workspace:gws_login" == src.effective_pool
+    src = load_config(write(tmp_path, with_key("rate_limit: 600/m\npool: okta"))).sources[0]
+    assert src.rate_limit == "600/min" and src.rate.interval == 0.1 and src.effective_rate_account == "okta"
+    src = load_config(write(tmp_path, with_key("rate_limit: 600/min\nrate_account: project-42"))).sources[0]
+    assert src.effective_rate_account == "project-42" and src.effective_pool == "google_workspace:gws_login"
+    src = load_config(write(tmp_path, EXAMPLE)).sources[0]
+    assert src.rate_limit is None and src.rate is None  # off by default
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("600 per minute", r"'600 per minute' is not a rate; write it as requests per sec, min or hour, "
+                       r"e\.g\. rate_limit: 600/min"),
+    ("600", r"'600' is not a rate; .*rate_limit: 600/min"),
+    ("600/day", r"'600/day' is not a rate; .*units: sec, s, min, m, hour, h"),
+    ("1.5/s", r"'1.5/s' is not a rate"),
+    ("0/min", r"'0/min' allows no request at all"),
+    ("-5/min", r"'-5/min' is not a rate"),
+    ("999999999/s", r"'999999999/s' is more than 100,000 requests a second"),
+])
+def test_a_wrong_rate_limit_is_named_with_its_form(tmp_path, value, message):
+    with pytest.raises(ConfigError, match=SRC + r"\.rate_limit: " + message):
+        load_config(write(tmp_path, with_key(f"rate_limit: '{value}'")))
+
+
+def test_rate_account_without_a_rate_limit_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=SRC + r": rate_account: names the budget of rate_limit, which is not set"):
+        load_config(write(tmp_path, with_key("rate_account: project-42")))
+
+
+def test_sources_sharing_an_account_share_one_rate_limit(tmp_path):
+    same = second_source(rate_limit="10/s", rate_account="project-42")
+    cfg = load_config(write(tmp_path, same.replace("lease_ttl: 60s", "lease_ttl: 60s\n    rate_limit: 600/min\n"
+                                                                     "    rate_account: project-42")))
+    assert {s.effective_rate_account for s in cfg.sources} == {"project-42"}  # 600/min is 10/s: one budget
+    for first, second, shown in (("300/min", "600/min", r"\(300/min and 600/min\)"),
+                                 (None, "600/min", r"\(none and 600/min\)")):
+        text = second_source(rate_limit=second, pool="okta")
+        mine = "lease_ttl: 60s\n    pool: okta" + (f"\n    rate_limit: {first}" if first else "")
+        with pytest.raises(ConfigError, match=r"sources 'gws_login' and 'gws_admin' draw from the rate budget of "
+                                              r"account 'okta' \(rate_account, default: the pool\) but state "
+                                              r"different rate_limit " + shown + r"; give them the same rate_limit, "
+                                              r"or different rate_account"):
+            load_config(write(tmp_path, text.replace("lease_ttl: 60s", mine)))
+    # without a shared pool or rate_account, each source is its own account
+    assert len(load_config(write(tmp_path, second_source(rate_limit="300/min"))).sources) == 2
+
+
+def test_a_source_type_that_keeps_no_rate_budget_refuses_rate_limit(tmp_path):
+    from logpull_dagster import plugins
+    from logpull_dagster_tests.example_plugins import counter_api
+
+    for p in counter_api.PLUGINS:
+        plugins.register(p)
+    try:
+        text = ("sources:\n  - {name: counter, type: counter_api, token: {env: COUNTER_TOKEN}, "
+                "start: '2026-11-01T00:00:00Z', rate_limit: 60/min}\n")
+        with pytest.raises(ConfigError, match=r"sources\[0\] \(counter\)\.rate_limit: type 'counter_api' does not "
+                                              r"send its requests through the shared HTTP client"):
+            load_config(write(tmp_path, text))
+    finally:
+        plugins.unregister("source", "counter_api")
