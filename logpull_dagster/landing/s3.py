@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.exceptions import ClientError, FlexibleChecksumError, NoCredentialsError
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import construct_boto_client_retry_config
 
@@ -198,12 +198,20 @@ class S3LandingStore:
             if int(out.get("ContentLength", 0)) > MAX_OBJECT_BYTES:
                 raise OSError(f"{self._url(key)} holds {out['ContentLength']} bytes, more than a landed page can "
                               f"({MAX_OBJECT_BYTES}); it is not one of this store's objects")
-            data: bytes = body.read(MAX_OBJECT_BYTES + 1)
+            # Read to the end (the empty chunk): botocore checks the checksum only then, not on a read
+            # of a given size that returns data.
+            chunks, size = [], 0
+            while chunk := body.read(8 * 2**20):
+                size += len(chunk)
+                if size > MAX_OBJECT_BYTES:
+                    raise OSError(f"{self._url(key)} is larger than {MAX_OBJECT_BYTES} bytes")
+                chunks.append(chunk)
+        except FlexibleChecksumError as e:
+            raise OSError(f"{self._url(key)}: its bytes do not match the checksum stored with it ({e}); "
+                          f"it was damaged after it was written, or written by something else") from e
         finally:
             body.close()
-        if len(data) > MAX_OBJECT_BYTES:
-            raise OSError(f"{self._url(key)} is larger than {MAX_OBJECT_BYTES} bytes")
-        return data
+        return b"".join(chunks)
 
     def _delete(self, keys: list[str]) -> int:
         for i in range(0, len(keys), _DELETE_BATCH):
