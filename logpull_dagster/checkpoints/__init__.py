@@ -49,7 +49,7 @@ class LeaseLost(RuntimeError):
 
 
 class CheckpointStoreLost(LeaseLost):
-    """The store's file was deleted or replaced while this run used it; stop without writing.
+    """The store's file or table was deleted or replaced while this run used it; stop without writing.
 
     A LeaseLost, because that is what it means for this run: the row its lease lives in is gone, so
     nothing it writes would count, and every caller already stops a window on LeaseLost without
@@ -60,7 +60,7 @@ class CheckpointStoreLost(LeaseLost):
         self.path = path
         super().__init__(
             f"the checkpoint database {path} was deleted or replaced while this run was using it; stopping "
-            f"without writing ({why}). A rerun uses the file now at that path (a new empty one if there is "
+            f"without writing ({why}). A rerun uses the one now at that place (a new empty one if there is "
             f"none): windows it does not know are read again from page one, and delivery sends only events "
             f"the SIEM folder does not have yet (docs/operations.md, 'The checkpoint database was lost')."
         )
