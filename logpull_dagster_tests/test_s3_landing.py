@@ -306,6 +306,7 @@ def test_an_s3_outage_mid_window_costs_a_retry_and_loses_nothing(tmp_path: Path,
     pages = Counter(r["pageToken"] for r in sim_process.requests())
     assert read_at_cut < len(pages), "the outage did not fall inside the window"
     run_tally = tally(tmp_path)
+    print(f"cut after {read_at_cut} of {len(pages)} pages; the run's tally: {run_tally}")
     assert run_tally["faults"] >= 1, f"the outage cost no retry: {run_tally}"  # it was felt, and survived
     truth = sim_process.truth_ids("login", START, END)
     ids = siem_ids(tmp_path)
