@@ -13,11 +13,37 @@ from collections import Counter
 
 import pytest
 
-from .cli import STORES, materialize_cmd, run, setup_project, siem_ids, start
-from .conftest import key, ts
+from .cli import REPO, STORES, materialize_cmd, run, setup_project, siem_ids, start
+from .conftest import Servers, key, ts
 
 KEY = key(10)
 START, END = ts(10), ts(11)
+
+# Dagster's own instance for the kill test: its default (SQLite in DAGSTER_HOME), or the production
+# example (examples/dagster.production.yaml: PostgreSQL storage, queued runs, run retries) used as it
+# ships, its DAGSTER_PG_* variables pointed at a fresh database of the session's cluster, so nothing
+# in the product assumes Dagster runs on SQLite.
+PRODUCTION_DAGSTER_YAML = REPO / "examples" / "dagster.production.yaml"
+
+
+def dagster_instance(kind: str, servers: Servers, monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """The dagster.yaml for ``kind`` (None: setup_project's default), its variables set in this process
+    (setup_project creates the instance's storage from here) and so in every CLI run it starts."""
+    if kind == "sqlite":
+        return None
+    pg = servers.postgres
+    monkeypatch.setenv("DAGSTER_PG_HOST", "127.0.0.1")
+    monkeypatch.setenv("DAGSTER_PG_PORT", str(pg.port))
+    monkeypatch.setenv("DAGSTER_PG_USER", "postgres")
+    monkeypatch.setenv("DAGSTER_PG_PASSWORD", "unused-the-test-cluster-trusts-loopback")
+    monkeypatch.setenv("DAGSTER_PG_DB", pg.new_database("dagster").rsplit("/", 1)[1])
+    return PRODUCTION_DAGSTER_YAML.read_text()
+
+
+# (checkpoint store, Dagster's instance storage): every store on Dagster's default, and the
+# all-PostgreSQL deployment.
+KILL_CASES = [pytest.param(s, "sqlite", id=s) for s in sorted(STORES)] + [
+    pytest.param("postgres", "dagster_pg", id="postgres+dagster_pg")]
 
 
 def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
@@ -29,15 +55,16 @@ def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("store", sorted(STORES))
+@pytest.mark.parametrize(("store", "instance_storage"), KILL_CASES)
 def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store,
-                                                                                     servers):
+                                                                                     instance_storage, servers,
+                                                                                     monkeypatch):
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
     sim_process.control("page_latency", {"seconds": 0.03})
     env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store,
-                        servers=servers)
+                        servers=servers, dagster_yaml=dagster_instance(instance_storage, servers, monkeypatch))
     log = tmp_path / "runs.log"
     cmd = materialize_cmd("logs/gws", KEY)
 
@@ -70,6 +97,12 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
     reread = sum(n - 1 for n in pages.values())
     print(f"{kills} kills, {sum(pages.values())} page reads for {len(pages)} pages, {reread} re-read")
     assert reread <= kills
+    if instance_storage == "dagster_pg":  # the CLI's runs really went to Dagster's PostgreSQL storage
+        import psycopg
+
+        dsn = servers.postgres.dsn(os.environ["DAGSTER_PG_DB"])
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] >= kills + 2
 
 
 @pytest.mark.timeout(300)

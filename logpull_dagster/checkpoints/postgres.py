@@ -120,6 +120,7 @@ _DDL = (
 # read-only transaction: after a failover the old primary answers as a standby until DNS moves).
 _TRANSIENT = ("08", "57P01", "57P02", "57P03", "25006")
 _GONE = "3D000"  # invalid_catalog_name: the database does not exist (dropped)
+_POOL_WAIT = 2.0  # seconds a call waits for a pooled connection before it probes the server itself
 
 log = logging.getLogger(__name__)
 
@@ -169,8 +170,6 @@ def _redactor(dsn: str) -> Callable[[str], str]:
 
 
 def _transient(e: BaseException, conn: Conn | None) -> bool:
-    if isinstance(e, PoolTimeout):
-        return True
     if not isinstance(e, psycopg.OperationalError):
         return False
     if conn is not None and (conn.broken or conn.closed):
@@ -182,9 +181,9 @@ def _transient(e: BaseException, conn: Conn | None) -> bool:
 class _Transient(Exception):
     """A connection failure inside a call, carried out of the pool's context to the retry loop."""
 
-    def __init__(self, cause: BaseException) -> None:
-        self.cause = cause
-        super().__init__(str(cause))
+    def __init__(self, why: str) -> None:
+        self.why = why
+        super().__init__(why)
 
 
 class PostgresCheckpointStore:
@@ -209,7 +208,7 @@ class PostgresCheckpointStore:
         except psycopg.Error as e:
             raise PostgresStoreError(
                 f"checkpoints.dsn: the value of {DSN_ENV} (or the variable the config names) is not a PostgreSQL "
-                f"DSN libpq can read ({self._redact(str(e))}); write it as postgresql://user:password@host:5432/"
+                f"DSN libpq can read ({self._say(e)}); write it as postgresql://user:password@host:5432/"
                 f"dbname") from None
         # Defaults for what the DSN leaves unset: the DSN's own settings win.
         defaults: dict[str, Any] = {"connect_timeout": max(1, round(connect_timeout)), "application_name": "logpull",
@@ -245,9 +244,13 @@ class PostgresCheckpointStore:
             conn = psycopg.connect(self._dsn, **self._kwargs, autocommit=True)
         except psycopg.Error as e:
             if e.sqlstate == _GONE or re.search(r'database "[^"]*" does not exist', str(e)):
-                raise _Lost(f"the database is gone ({self._redact(str(e)).strip()})") from None
-            raise _Unreachable(self._redact(str(e)).strip()) from None
-        conn.execute(self._session)
+                raise _Lost(f"the database was dropped: {self._say(e)}") from None
+            raise _Unreachable(self._say(e)) from None
+        try:
+            conn.execute(self._session)
+        except psycopg.Error as e:  # the server went away again right after accepting us
+            conn.close()
+            raise _Unreachable(self._say(e)) from None
         return conn
 
     def _prepare(self) -> str:
@@ -278,7 +281,7 @@ class PostgresCheckpointStore:
             except psycopg.errors.InsufficientPrivilege as e:
                 raise PostgresStoreError(
                     f"checkpoints: the role in checkpoints.dsn may not create or use the tables in {self.where} "
-                    f"({self._redact(str(e)).strip()}); grant it CREATE on the schema for the first run, or create "
+                    f"({self._say(e)}); grant it CREATE on the schema for the first run, or create "
                     f"the tables beforehand, and SELECT, INSERT, UPDATE on them") from None
         if row is None:
             raise PostgresStoreError(f"checkpoints: the table logpull_meta in {self.where} is empty; another "
@@ -303,36 +306,51 @@ class PostgresCheckpointStore:
         deadline = time.monotonic() + self._reconnect_timeout
         tries = 0
         while True:
+            down = False
             try:
-                with self._pool.connection(timeout=max(0.5, min(self._connect_timeout,
-                                                                deadline - time.monotonic()))) as conn:
-                    try:
-                        return fn(conn, tries > 0)
-                    except psycopg.errors.UndefinedTable as e:
-                        raise self._lost(f"a table is gone ({self._redact(str(e)).strip()})") from None
-                    except psycopg.Error as e:
-                        if _transient(e, conn):
-                            raise _Transient(e) from None
-                        raise
-            except (_Transient, PoolTimeout) as e:
-                cause = e.cause if isinstance(e, _Transient) else e
-                why = self._redact(str(cause)).strip() or type(cause).__name__
-            tries += 1
-            try:  # is it down, or gone? A dropped database is not coming back: stop at once.
-                self._connect_once().close()
+                if tries == 0:
+                    # A short wait for a pooled connection: while the server is down the pool only
+                    # reconnects in the background, with its own growing delays.
+                    with self._pool.connection(timeout=min(_POOL_WAIT, self._connect_timeout)) as conn:
+                        return self._call(fn, conn, retrying=False)
+                # Retries run on a connection of their own, so they do not wait for the pool's delays;
+                # opening it also tells "down" (retry) from "dropped" (stop at once).
+                with self._connect_once() as conn:
+                    return self._call(fn, conn, retrying=True)
             except _Lost as lost:
                 raise self._lost(str(lost)) from None
-            except _Unreachable as down:
-                why = str(down)
+            except _Unreachable as unreachable:
+                why, down = str(unreachable), True
+            except _Transient as e:
+                why = e.why
+            except PoolTimeout:
+                why = f"no pooled connection within {min(_POOL_WAIT, self._connect_timeout):g}s"
+            tries += 1
             left = deadline - time.monotonic()
             if left <= 0:
                 raise CheckpointStoreUnavailable(
                     f"checkpoints: {what} failed: {self.where} stayed unreachable for {self._reconnect_timeout:g}s "
                     f"({why}); nothing of this call was written, so the next attempt resumes from the last "
                     f"checkpoint once the server is back (checkpoints.reconnect_timeout sets how long to wait)")
-            log.warning("checkpoints: %s on %s failed (%s); retrying on a new connection (%d)", what, self.where,
-                        why, tries)
-            time.sleep(min(0.1 * 2 ** (tries - 1), 2.0, max(left, 0.0)))
+            log.warning("checkpoints: %s on %s failed (%s); retrying on a new connection (try %d, up to %gs)",
+                        what, self.where, why, tries, self._reconnect_timeout)
+            if down:
+                time.sleep(min(0.1 * 2 ** (tries - 1), 2.0, max(left, 0.0)))
+
+    def _call(self, fn: Callable[[Conn, bool], T], conn: Conn, *, retrying: bool) -> T:
+        """``fn`` on ``conn``, its psycopg errors sorted: a table gone, the connection gone, or raised as they are."""
+        try:
+            return fn(conn, retrying)
+        except psycopg.errors.UndefinedTable as e:
+            raise self._lost(f"a table is gone ({self._say(e)})") from None
+        except psycopg.Error as e:
+            if _transient(e, conn):
+                raise _Transient(self._say(e) or type(e).__name__) from None
+            raise
+
+    def _say(self, e: BaseException) -> str:
+        """``e``'s message on one line, the password masked."""
+        return " ".join(self._redact(str(e)).split())
 
     def _lost(self, why: str) -> CheckpointStoreLost:
         return CheckpointStoreLost(self.where, why)
