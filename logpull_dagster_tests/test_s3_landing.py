@@ -2,8 +2,8 @@
 longer than one response, and S3 outages through the real ``dagster`` CLI.
 
 Everything talks to moto's server over TCP (``servers.py``); an outage is a :class:`Gate` in front
-of it, closed for the landing store only, so the checkpoints (SQLite) carry on and moto keeps its
-state.
+of it, closed for the landing store's endpoint only, so the checkpoints (DynamoDB on the same moto,
+or SQLite) carry on and moto keeps its state.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import boto3
 import pytest
 import yaml
 
-from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
-from logpull_dagster.config import ConfigError, parse_config
+from logpull_dagster.config import ConfigError, load_config, parse_config
 from logpull_dagster.landing import LandedPage
 from logpull_dagster.landing.s3 import S3LandingConfig, S3LandingError, S3LandingStore
+from logpull_dagster.plugins import open_checkpoints
 from logpull_dagster_tests.cli import materialize_cmd, run, setup_project, siem_ids, start
 from logpull_dagster_tests.conftest import Servers, SimProcess, hour, key, ts
 from logpull_dagster_tests.contracts.landing_store import W, lines
@@ -252,11 +252,12 @@ def test_pages_and_discard_go_past_one_listing_and_one_delete_request(servers: S
 
 # ---- outages through the real CLI -------------------------------------------------------------------
 
-def s3_project(tmp_path: Path, sim: SimProcess, servers: Servers, endpoint: str, **source: Any) -> tuple[
-        dict[str, str], str]:
-    """SQLite checkpoints, S3 landing at ``endpoint`` (moto, or a gate in front of it); the env and the bucket."""
+def s3_project(tmp_path: Path, sim: SimProcess, servers: Servers, endpoint: str, store: str = "sqlite",
+               **source: Any) -> tuple[dict[str, str], str]:
+    """The checkpoints of ``store`` (cli.STORES: dynamodb talks to moto directly), S3 landing at
+    ``endpoint`` (moto, or a gate in front of it); the env and the bucket."""
     bucket = new_bucket(servers.moto.url)
-    env = setup_project(tmp_path, sim.url, page_size=50, **source)
+    env = setup_project(tmp_path, sim.url, page_size=50, store=store, servers=servers, **source)
     cfg_file = tmp_path / "logpull.yaml"
     cfg = yaml.safe_load(cfg_file.read_text())
     cfg["landing"] = {"type": "s3", "bucket": bucket, "prefix": "landing", "region": "us-east-1",
@@ -274,7 +275,8 @@ def wait_for(cond: Any, timeout: float = 90) -> None:
 
 
 def tally(tmp_path: Path) -> dict[str, Any]:
-    store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+    """The run's tally in the window's pull checkpoint, read from whichever store the config names."""
+    store = open_checkpoints(load_config(tmp_path / "logpull.yaml"))
     try:
         cp = store.get("gws", "pull", START)
     finally:
@@ -289,12 +291,14 @@ def test_an_s3_outage_mid_window_costs_a_retry_and_loses_nothing(tmp_path: Path,
     sim_process.control("page_latency", {"seconds": 0.05})  # ~50 pages: ~3 s of reading
     gate = Gate(servers.moto.port)
     try:
-        # Fault retries 2 s, 4 s, 8 s apart: the window outlasts an outage of a few seconds.
-        env, bucket = s3_project(tmp_path, sim_process, servers, gate.url, retries=4, retry_delay="2s")
+        # DynamoDB checkpoints on moto itself, S3 landing through the gate: only S3 goes away. Fault
+        # retries 2 s, 4 s, 8 s apart: the window outlasts an outage of a few seconds.
+        env, bucket = s3_project(tmp_path, sim_process, servers, gate.url, store="dynamodb", retries=4,
+                                 retry_delay="2s")
         log = tmp_path / "runs.log"
         proc = start(materialize_cmd("logs/gws", KEY), env, log)
         wait_for(lambda: proc.poll() is not None or len(sim_process.requests()) >= 10)
-        gate.close()  # S3 is gone mid-window; the checkpoints (SQLite) are not
+        gate.close()  # S3 is gone mid-window; the checkpoints (DynamoDB, same moto, no gate) are not
         read_at_cut = len(sim_process.requests())
         time.sleep(4)
         gate.open()
