@@ -25,7 +25,7 @@ import yaml
 
 from logpull_dagster.config import ConfigError, load_config, parse_config
 from logpull_dagster.landing import LandedPage
-from logpull_dagster.landing.s3 import S3LandingConfig, S3LandingError, S3LandingStore
+from logpull_dagster.landing.s3 import S3LandingConfig, S3LandingError, S3LandingStore, S3Unreachable
 from logpull_dagster.plugins import open_checkpoints
 from logpull_dagster_tests.cli import materialize_cmd, run, setup_project, siem_ids, start
 from logpull_dagster_tests.conftest import Servers, SimProcess, hour, key, ts
@@ -123,6 +123,21 @@ def test_missing_credentials_name_boto3s_chain(servers: Servers, monkeypatch: py
         assert "AWS_ACCESS_KEY_ID" in str(e.value) and "never holds credentials" in str(e.value)
         with pytest.raises(S3LandingError, match="no AWS credentials"):
             store.read_lines(LandedPage(0, 1, f"s3://{bucket}/x"))
+    finally:
+        store.close()
+
+
+def test_an_unreachable_endpoint_fails_within_seconds_naming_the_keys_to_check(servers: Servers) -> None:
+    gate = Gate(servers.moto.port)
+    gate.close()  # nothing listens there now
+    store = S3LandingStore(new_bucket(servers.moto.url), region="us-east-1", endpoint_url=gate.url)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(S3Unreachable, match="S3 did not answer in 3 attempts") as e:
+            store.put_page("s", W, 0, 1, lines("a"))
+        assert time.monotonic() - t0 < 15  # three refused connections and two jittered waits (<= 1 s, 2 s)
+        assert "landing.endpoint_url" in str(e.value) and gate.url in str(e.value)
+        assert isinstance(e.value, ConnectionError)
     finally:
         store.close()
 

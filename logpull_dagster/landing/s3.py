@@ -44,7 +44,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from botocore.config import Config
-from botocore.exceptions import ClientError, FlexibleChecksumError, NoCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    FlexibleChecksumError,
+    NoCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
 from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import construct_boto_client_retry_config
 
@@ -72,6 +81,14 @@ _DELETE_BATCH = 1000  # DeleteObjects takes at most 1,000 keys
 
 class S3LandingError(RuntimeError):
     """The bucket cannot be used as configured; the message names the config key and the fix."""
+
+
+class S3Unreachable(S3LandingError, ConnectionError):
+    """S3 did not answer within the retries and timeouts: an outage (the attempt is retried) or a wrong
+    ``landing.endpoint_url`` / ``landing.region``."""
+
+
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 
 
 class BoundedS3Resource(S3Resource):
@@ -122,15 +139,23 @@ class S3LandingStore:
     # ---- S3 calls, each with its errors turned into ones that name the config key
 
     def _call(self, what: str, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        """``fn(**kwargs)``; errors that a config key explains say so. Transport failures that outlast the
-        retries (connection refused, timeouts) stay as botocore raises them: they name the endpoint, and
-        the pull loop's fault retries own them."""
+        """``fn(**kwargs)``; errors that a config key explains say so."""
         try:
             return fn(**kwargs)
         except NoCredentialsError:
             raise self._no_credentials(what) from None
         except ClientError as e:
             raise self._explained(what, e) from e
+        except _UNREACHABLE as e:
+            raise self._unreachable(what, e) from e
+
+    def _unreachable(self, what: str, e: Exception) -> S3Unreachable:
+        # Usually an outage, which the pull loop's fault retries ride out; said so, with the keys to
+        # check when it lasts.
+        return S3Unreachable(
+            f"landing (s3://{self.bucket}/{self._base}): {what}: S3 did not answer in {MAX_ATTEMPTS + 1} attempts "
+            f"({type(e).__name__}: {e}); the attempt is retried from its checkpoint. If this persists, check "
+            f"the network and landing.endpoint_url ({self.endpoint_url or 'AWS'}) and landing.region")
 
     def _no_credentials(self, what: str) -> S3LandingError:
         return S3LandingError(
@@ -146,7 +171,8 @@ class S3LandingStore:
         if code == "NoSuchBucket":
             return S3LandingError(
                 f"landing.bucket: the bucket {self.bucket!r} does not exist{at} ({what}); create it "
-                f"(aws s3 mb s3://{self.bucket}) or set landing.bucket to an existing bucket")
+                f"(aws s3 mb s3://{self.bucket}{f' --region {self.region}' if self.region else ''}) or set "
+                f"landing.bucket to an existing bucket")
         if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
             return S3LandingError(
                 f"landing.region: the bucket {self.bucket!r} is in another region than "
@@ -193,6 +219,8 @@ class S3LandingStore:
             raise self._explained("reading", e) from e
         except NoCredentialsError:
             raise self._no_credentials("reading") from None
+        except _UNREACHABLE as e:
+            raise self._unreachable("reading", e) from e
         body = out["Body"]
         try:
             if int(out.get("ContentLength", 0)) > MAX_OBJECT_BYTES:
@@ -209,6 +237,8 @@ class S3LandingStore:
         except FlexibleChecksumError as e:
             raise OSError(f"{self._url(key)}: its bytes do not match the checksum stored with it ({e}); "
                           f"it was damaged after it was written, or written by something else") from e
+        except (*_UNREACHABLE, ResponseStreamingError) as e:  # botocore retries a request, not a body cut off
+            raise self._unreachable("reading", e) from e
         finally:
             body.close()
         return b"".join(chunks)
@@ -346,4 +376,4 @@ def _open(cfg: S3LandingConfig, base_dir: Path) -> S3LandingStore:
 
 PLUGINS = [Plugin("landing", "s3", S3LandingConfig, _open)]
 
-__all__ = ["PLUGINS", "BoundedS3Resource", "S3LandingConfig", "S3LandingError", "S3LandingStore"]
+__all__ = ["PLUGINS", "BoundedS3Resource", "S3LandingConfig", "S3LandingError", "S3LandingStore", "S3Unreachable"]
