@@ -244,7 +244,9 @@ def test_a_postgres_restart_in_the_middle_of_a_run_loses_and_duplicates_nothing(
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, "the run read no pages"
         time.sleep(0.02)
-    postgres_server.restart()
+    pid = postgres_server.pid
+    postgres_server.restart()  # a fast shutdown: every session of the run's pool is cut
+    assert postgres_server.pid != pid
     pages_at_restart = len(sim_process.requests())
     code = proc.wait(timeout=180)
     assert pages_at_restart < len(sim_process.requests()), "the run had finished before the restart"
