@@ -256,7 +256,7 @@ def test_a_failed_condition_is_not_retried(proxy: Proxy) -> None:
 def test_known_ids_of_a_late_page_reads_only_the_pages_whose_time_overlaps_it(proxy: Proxy) -> None:
     store = DynamoDbCheckpointStore(table_name(), region="us-east-1", endpoint_url=proxy.url, create_table=True)
     cp = store.acquire("s", "pull", START, END, owner="a", ttl=600, now=100)
-    n_pages = 120
+    n_pages = 60
     for k in range(n_pages):  # page k: ten events at k*1000 .. k*1000+9
         cp = store.commit(dataclasses.replace(cp, page_seq=k + 1), ttl=600, now=100,
                           landed_ids=pairs(range(k * 1000, k * 1000 + 10)))
@@ -273,10 +273,10 @@ def test_known_ids_of_a_late_page_reads_only_the_pages_whose_time_overlaps_it(pr
             (58_001, (58_001).to_bytes(16, "big")), (57_500, b"n" * 16)]
     found, items_read, queries = scanned(late)
     assert found == {d for t, d in late if t != 57_500}
-    assert queries == 1 and items_read <= 2  # pages 57 and 58 of 120
-    found, items_read, _ = scanned(pairs(range(119_000, 119_010)))  # the newest page
+    assert queries == 1 and items_read <= 2  # pages 57 and 58 of 60
+    found, items_read, _ = scanned(pairs(range(59_000, 59_010)))  # the newest page
     assert len(found) == 10 and items_read == 1
-    found, items_read, _ = scanned(pairs(range(0, 120_000, 1000)))  # one event of every page: all are read
+    found, items_read, _ = scanned(pairs(range(0, 60_000, 1000)))  # one event of every page: all are read
     assert len(found) == n_pages and items_read == n_pages
     store.close()
 
@@ -353,7 +353,7 @@ def test_the_contracts_races_hold_when_moto_applies_one_request_at_a_time(moto: 
         return opened[-1]
 
     try:
-        for _ in range(3):  # a race can be won by luck once; three rounds on fresh tables
+        for _ in range(2 if "acquirers" in race else 1):  # the acquire race can be won by luck once: twice
             getattr(contract, race)(open_store)
             table = table_name()
     finally:
