@@ -9,8 +9,8 @@ Guarantees (the contract of ``checkpoints/__init__.py``):
   carries ids is one ``TransactWriteItems``: the window row's update (with that condition), the window's
   id summary (count, span levels) and one item per ~300 KB of the page's packed ``(time_us, digest)``
   pairs. Either all of it is written or none; a fenced-off run gets :class:`LeaseLost` and wrote nothing.
-  Each transaction carries a ``ClientRequestToken``, so a commit retried after a lost response is applied
-  once. A commit returns after DynamoDB acknowledged it (durable across AZs).
+  Each transaction carries a ``ClientRequestToken`` (botocore resends it with every retry), so a commit
+  retried after a lost response is applied once. A commit returns after DynamoDB acknowledged it (durable across AZs).
 * Every read is strongly consistent (``ConsistentRead``): a run that takes over sees the last commit.
 * ``known_ids`` reads only the id items whose time span can overlap the page's ``[min, max]`` time
   (a key range bounded by the window's largest item span, rounded up to a power of two), so its cost
@@ -231,10 +231,19 @@ class DynamoDbCheckpointStore:
                 return fn(**kwargs)
         raise AssertionError("unreachable: stamina re-raises the last error")
 
-    def _call(self, op: str, **kwargs: Any) -> dict[str, Any]:
-        """One request (retried while throttled); the table gone is this run's store lost."""
+    def _call(self, op: str, *, token: bool = False, **kwargs: Any) -> dict[str, Any]:
+        """One request (retried while throttled); the table gone is this run's store lost.
+
+        ``token``: a new ``ClientRequestToken`` for each of our retries. botocore's own retries resend
+        the same one, so a transaction whose response was lost is applied once; ours follow only a
+        definite refusal (throttled, cancelled), after which a new token cannot apply anything twice.
+        """
+        fn = getattr(self._client, op)
+        if token:
+            def fn(**kw: Any) -> dict[str, Any]:
+                return getattr(self._client, op)(ClientRequestToken=str(uuid.uuid4()), **kw)
         try:
-            return self._retrying(getattr(self._client, op), **kwargs)
+            return self._retrying(fn, **kwargs)
         except ClientError as e:
             if _code(e) == "ResourceNotFoundException":
                 raise CheckpointStoreLost(self.where, f"{op}: the table is gone") from None
@@ -372,9 +381,7 @@ class DynamoDbCheckpointStore:
                 raise
             return
         try:
-            # One token for every retry of this commit: DynamoDB applies a token's transaction once.
-            self._call("transact_write_items", TransactItems=[{"Update": row}, *items],
-                       ClientRequestToken=str(uuid.uuid4()))
+            self._call("transact_write_items", token=True, TransactItems=[{"Update": row}, *items])
         except ClientError as e:
             if _code(e) == "TransactionCanceledException" and _reasons(e)[:1] == ["ConditionalCheckFailed"]:
                 raise self._lost(cp) from None
