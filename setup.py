@@ -24,7 +24,6 @@ setup(
         f"dagster-postgres=={DAGSTER_LIBS}",
         "psycopg[binary,pool]>=3.2,<4",
         "boto3>=1.35",
-        "pyrate-limiter>=3.7",
         "httpx>=0.28,<0.29",
         "pandas>=2.2",
         "pyyaml>=6.0",

@@ -24,7 +24,6 @@ import pytest
 from logpull_dagster import plugins
 from logpull_dagster.checkpoints import CheckpointStoreLost, LeaseLost
 from logpull_dagster.checkpoints.dynamodb import DynamoDbCheckpointsConfig, DynamoDbCheckpointStore, DynamoDbStoreError
-from logpull_dagster_tests.contracts import checkpoint_store as contract
 from logpull_dagster_tests.servers import MotoServer
 
 START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
@@ -33,18 +32,12 @@ Fault = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]] | None]
 
 
 class Proxy:
-    """An HTTP proxy in front of moto: forwards every request, except those a fault answers itself.
+    """An HTTP proxy in front of moto: forwards every request, except those a fault answers itself."""
 
-    ``serial=True`` forwards one request at a time, which makes moto linearizable: moto_server checks
-    a condition and applies the write without a lock, so two concurrent conditional writes can both pass
-    there; DynamoDB itself applies each item's writes one at a time.
-    """
-
-    def __init__(self, upstream: str, *, serial: bool = False) -> None:
+    def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.faults: list[Fault] = []
         self.seen: list[tuple[str, int, dict[str, Any]]] = []  # (operation, status, response body)
-        self._serial = threading.Lock() if serial else None
         self._http = httpx.Client(timeout=30)
         proxy = self
 
@@ -76,11 +69,7 @@ class Proxy:
                 self.seen.append((op, status, payload))
                 return status, {"Content-Type": "application/x-amz-json-1.0"}, json.dumps(payload).encode()
         keep = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length", "connection")}
-        if self._serial is not None:
-            with self._serial:
-                resp = self._http.post(self.upstream, content=body, headers=keep)
-        else:
-            resp = self._http.post(self.upstream, content=body, headers=keep)
+        resp = self._http.post(self.upstream, content=body, headers=keep)
         out = {k: v for k, v in resp.headers.items()
                if k.lower() in ("content-type", "x-amzn-requestid", "x-amz-crc32")}
         self.seen.append((op, resp.status_code, resp.json() if resp.content else {}))
@@ -334,32 +323,6 @@ def test_the_table_recreated_under_a_run_is_a_lost_store_too(moto: MotoServer) -
         store.commit(dataclasses.replace(cp, page_seq=1), ttl=60, now=101)
     assert store.get("s", "pull", START) is None  # nothing was written into the new table
     store.close()
-
-
-# ---- compare-and-set between processes, on a server that applies one write at a time ------------------------
-
-@pytest.mark.parametrize("race", ["test_only_one_of_many_concurrent_acquirers_wins",
-                                  "test_reserve_concurrently_from_two_stores_and_many_threads_gives_distinct_slots_"
-                                  "an_interval_apart"])
-def test_the_contracts_races_hold_when_moto_applies_one_request_at_a_time(moto: MotoServer, race: str) -> None:
-    """The contract's two races, with moto made linearizable (see Proxy): the store's conditions alone
-    decide them. (Against moto_server directly, moto's unlocked check-then-write lets two writers pass.)"""
-    serial = Proxy(moto.url, serial=True)
-    table = table_name()
-    opened: list[DynamoDbCheckpointStore] = []
-
-    def open_store() -> DynamoDbCheckpointStore:
-        opened.append(DynamoDbCheckpointStore(table, region="us-east-1", endpoint_url=serial.url, create_table=True))
-        return opened[-1]
-
-    try:
-        for _ in range(2 if "acquirers" in race else 1):  # the acquire race can be won by luck once: twice
-            getattr(contract, race)(open_store)
-            table = table_name()
-    finally:
-        for s in opened:
-            s.close()
-        serial.close()
 
 
 def test_floats_come_back_bit_for_bit(moto: MotoServer) -> None:
