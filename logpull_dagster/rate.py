@@ -102,6 +102,11 @@ class RateGate:
     def __init__(self, store: Reserves, account: str, limit: RateLimit, *,
                  clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
+        if not callable(getattr(store, "reserve", None)):
+            # A third-party checkpoint store written before the budget existed: say so, not AttributeError.
+            raise TypeError(f"rate_limit needs a checkpoint store that keeps a shared rate budget "
+                            f"(CheckpointStore.reserve); {type(store).__name__} has none: use checkpoints type "
+                            f"sqlite, postgres or dynamodb, or remove rate_limit from the source")
         self.store, self.account, self.limit = store, account, limit
         self._clock, self._monotonic, self._sleep = clock, monotonic, sleep
         self._lock = threading.Lock()

@@ -105,6 +105,16 @@ def test_a_slot_past_the_deadline_raises_at_once_and_sleeps_nothing(store):
     assert g.wait(deadline=clock.mono + 121) == 120  # the refused slot is lost: the account is under-used
 
 
+
+def test_a_store_without_a_rate_budget_is_named_with_the_fix():
+    class OldStore:  # a third-party store written before CheckpointStore.reserve existed
+        pass
+
+    with pytest.raises(TypeError, match=r"OldStore has none: use checkpoints type sqlite, postgres or dynamodb, "
+                                        r"or remove rate_limit"):
+        RateGate(OldStore(), "acct", parse_rate_limit("1/s"))  # type: ignore[arg-type]
+
+
 # ---- the HTTP client and the pull loop, over real HTTP ---------------------------------------------------
 
 class CountingStore:
