@@ -24,6 +24,9 @@ setup(
         f"dagster-postgres=={DAGSTER_LIBS}",
         "psycopg[binary,pool]>=3.2,<4",
         "boto3>=1.35",
+        # Google service accounts (domain-wide delegation) for the Reports API; also signs Okta's
+        # private_key_jwt client assertions (google.auth.crypt / google.auth.jwt).
+        "google-auth>=2.30,<3",
         "httpx>=0.28,<0.29",
         "pandas>=2.2",
         "pyyaml>=6.0",
@@ -40,6 +43,9 @@ setup(
             "trustme>=1.1",
             # DynamoDB and S3 for the tests: moto's server mode, a real HTTP server on 127.0.0.1.
             "moto[server]>=5.1",
+            # Ships Google's discovery document of the Reports API (admin.reports_v1.json): the tests
+            # check the source and the simulator against it. Not imported by the package.
+            "google-api-python-client>=2.150",
         ],
     },
     entry_points={
