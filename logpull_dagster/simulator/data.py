@@ -275,6 +275,34 @@ class EventStore:
                 i += 1
             hour -= HOUR_MS
 
+    def scan_ascending(
+        self,
+        stream: str,
+        lo_ms: int,
+        hi_ms: int,
+        *,
+        after: Key | None = None,
+        visible_at: int | None = None,
+    ) -> Iterator[tuple[Bucket, int]]:
+        """``scan`` oldest first (for APIs that list in ascending order, Okta's): events with
+        lo_ms <= time <= hi_ms, strictly above ``after`` when given, published by ``visible_at``."""
+        bound: Key = (lo_ms, INT64_MIN - 1)  # exclusive: every event at lo_ms is above it
+        if after is not None and after > bound:
+            bound = after
+        hour = bound[0] - bound[0] % HOUR_MS
+        while hour <= hi_ms:
+            b = self.bucket(stream, hour)
+            times, pubs = b.times, b.pubs
+            # Columns are newest first: the events above ``bound`` are those before the first at or below it.
+            i = b.first_below((bound[0], bound[1] + 1)) - 1
+            while i >= 0:
+                if times[i] > hi_ms:
+                    return
+                if visible_at is None or pubs[i] <= visible_at:
+                    yield b, i
+                i -= 1
+            hour += HOUR_MS
+
     def window(
         self, stream: str, start_us: int, end_us: int, *, now_us: int, include_unpublished: bool = False
     ) -> list[tuple[Bucket, int]]:

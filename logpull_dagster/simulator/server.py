@@ -247,7 +247,9 @@ class Simulator:
         self._in_flight = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
-        self._ctx = ApiContext(seed, token, self.store, self._now_us, {"customer_id": customer_id})
+        # ``scheme``: for APIs whose next links are absolute URLs (Okta's), built from the request's Host.
+        self._ctx = ApiContext(seed, token, self.store, self._now_us,
+                               {"customer_id": customer_id, "scheme": "https" if self._tls is not None else "http"})
         self._apis: tuple[EmulatedApi, ...] = tuple(
             factory(self._ctx) for factory in (EMULATED_APIS if apis is None else apis)
         )

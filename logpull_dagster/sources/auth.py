@@ -29,12 +29,19 @@ an access token arrives at run time, so it is in no config and only ``secrets()`
 Only sync clients: httpx's async flow would need an async lock, and nothing here is async.
 A JWT variant (``private_key_jwt`` client authentication, or a Google service account's JWT-bearer
 grant) is a subclass that overrides one method; see :class:`OAuthToken`.
+:class:`OAuthPrivateKeyJwt` is the first: the client-credentials grant with the client authenticated
+by an RS256 JWT signed with its private key (RFC 7523 §2.2; Okta's service apps). The private key never
+leaves the process: only each assertion, made fresh (new ``jti``, short ``exp``) for every token
+request, goes to ``token_url``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, Generator, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,7 +49,7 @@ import httpx
 
 from logpull_dagster import json_codec
 from logpull_dagster.redact import Redactor
-from logpull_dagster.sources import BadPage, CredentialsRefused, SourceRequestError
+from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
 from logpull_dagster.sources.http import ERROR_BODY_MAX, RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
 
 TOKEN_BODY_MAX = ERROR_BODY_MAX  # a token answer is a few hundred bytes to a few KiB (a JWT)
@@ -228,6 +235,72 @@ class OAuthClientCredentials(OAuthToken):
     def secrets(self) -> tuple[str, ...]:
         """The client secret and the access tokens held now."""
         return (self._client_secret, *super().secrets())
+
+
+def pem_private_key(value: str) -> str:
+    """A private key as PEM, from a PEM, or from the base64 of a PEM file or of its DER bytes.
+
+    Why the base64 forms: a secret is read from an environment variable and must fit an HTTP header
+    (``redact.clean_secret`` refuses spaces and line breaks, which every PEM has), so the key is set as
+    ``base64 -w0 key.pem``. Anything else is returned unchanged (the signer then refuses it clearly).
+    """
+    text = value.strip()
+    if text.startswith("-----BEGIN"):
+        return text
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return text
+    if raw.lstrip().startswith(b"-----BEGIN"):
+        return raw.decode("ascii", "replace").strip()
+    body = base64.encodebytes(raw).decode("ascii").replace("\n", "")
+    lines = "\n".join(body[i:i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN PRIVATE KEY-----\n{lines}\n-----END PRIVATE KEY-----"
+
+
+CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+class OAuthPrivateKeyJwt(OAuthClientCredentials):
+    """The client-credentials grant with ``private_key_jwt`` client authentication (RFC 7523 §2.2, OIDC
+    Core §9): ``client_assertion`` is a JWT signed RS256 with ``private_key`` (PEM), with ``iss`` =
+    ``sub`` = ``client_id``, ``aud`` = ``token_url``, ``iat``, ``exp`` = ``iat`` + ``assertion_lifetime``
+    (Okta refuses more than an hour) and a fresh ``jti`` (Okta refuses a replayed one); ``key_id`` is
+    the header's ``kid``. A key that is not an RSA private key in PEM fails here, naming ``key_name``,
+    before any request: retrying cannot fix it.
+    """
+
+    def __init__(self, token_url: str, client_id: str, private_key: str, scope: str | Iterable[str] | None = None,
+                 *, key_id: str | None = None, assertion_lifetime: float = 300.0, refresh_margin: float = 60.0,
+                 max_bytes: int = TOKEN_BODY_MAX, key_name: str = "the private key",
+                 credential: str = "the OAuth client id and its private key") -> None:
+        private_key = pem_private_key(private_key)
+        super().__init__(token_url, client_id, private_key, scope, refresh_margin=refresh_margin,
+                         max_bytes=max_bytes, credential=credential)
+        from google.auth import crypt  # google-auth: the signer Google's own clients use
+
+        try:
+            self._signer = crypt.RSASigner.from_string(private_key, key_id=key_id)
+        except Exception:  # its text may quote the key: say what it is not, never what it is
+            raise InvalidSecret(f"{key_name} is not an RSA private key in PEM form (-----BEGIN PRIVATE KEY----- "
+                                f"or -----BEGIN RSA PRIVATE KEY-----); set it to the private key whose public "
+                                f"key is registered with the app") from None
+        self.key_id, self.assertion_lifetime = key_id, assertion_lifetime
+        self._assertion: str | None = None
+
+    def client_authentication(self) -> dict[str, str]:
+        from google.auth import jwt
+
+        now = int(time.time())
+        payload = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url, "iat": now,
+                   "exp": now + int(self.assertion_lifetime), "jti": uuid.uuid4().hex}
+        self._assertion = jwt.encode(self._signer, payload, key_id=self.key_id).decode()
+        return {"client_id": self.client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": self._assertion}
+
+    def secrets(self) -> tuple[str, ...]:
+        """The private key, the last assertion (usable until it expires) and the access tokens held now."""
+        return tuple(s for s in (*super().secrets(), self._assertion) if s)
 
 
 def _lifetime(expires_in: object) -> float:
