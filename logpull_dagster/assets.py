@@ -100,7 +100,8 @@ def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
         key=logs_key(src.name),
         partitions_def=partitions_def(src),
         required_resource_keys={api_key, keys.checkpoints, keys.landing},
-        group_name="logs",
+        # One group per config source: the streams of one account (Google's applications) sit together.
+        group_name=src.group,
         kinds={src.type},
         description=f"{src.demo_notice}{src.stream}, pulled window by window with a checkpoint after every "
                     f"page (source `{src.name}`).",
@@ -348,7 +349,7 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
         deps=[logs_key(src.name)],
         partitions_def=partitions_def(src),
         required_resource_keys={keys.checkpoints, keys.landing, keys.siem},
-        group_name="siem",
+        group_name=src.group,
         kinds={"jsonl"},
         description=f"{src.demo_notice}The window's landed `{src.name}` events delivered to the SIEM sink, "
                     f"each once.",

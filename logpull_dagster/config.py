@@ -177,6 +177,8 @@ class SourceBase(_Strict):
     # Set by LogpullConfig when it is validated (they depend on where the config came from).
     _demo: bool = PrivateAttr(default=False)
     _ca_path: Path | None = PrivateAttr(default=None)
+    # The name of the source a stream was expanded from (``streams``); None: the stream is the source.
+    _group: str | None = PrivateAttr(default=None)
 
     @field_validator("start", mode="before")
     @classmethod
@@ -274,6 +276,18 @@ class SourceBase(_Strict):
     def stream(self) -> str:
         """What the stream is, for descriptions (e.g. ``login`` audit events); types override it."""
         return f"{self.type} audit events"
+
+    @property
+    def group(self) -> str:
+        """The config source this stream belongs to: its asset group in the UI (its own name, unless it
+        is one of several streams of one source)."""
+        return self._group or self.name
+
+    def streams(self) -> list[SourceBase]:
+        """The plain streams this source stands for, each one ``logs/<name>``: itself, unless its type
+        expands one source into several (Google Workspace ``applications:``). ``LogpullConfig`` calls it
+        once, when it is validated, so everything downstream sees only streams."""
+        return [self]
 
     def secret_refs(self) -> list[EnvRef]:
         """Every secret this source names (each ``{env: NAME}`` among its keys)."""
@@ -375,11 +389,22 @@ class LogpullConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique_names(self, info: ValidationInfo) -> LogpullConfig:
-        seen: set[str] = set()
-        for s in self.sources:
-            if s.name in seen:
-                raise ValueError(f"two sources are named {s.name!r}; names must be unique")
-            seen.add(s.name)
+        # Expanded once, here: definitions, schedules, sensors, the CLI and the Component see streams only.
+        seen: dict[str, tuple[int, SourceBase]] = {}
+        streams: list[SourceBase] = []
+        for i, src in enumerate(self.sources):
+            for s in src.streams():
+                if s.name in seen:
+                    j, other = seen[s.name]
+                    if other.group == other.name and s.group == s.name:
+                        raise ValueError(f"two sources are named {s.name!r} (sources[{j}] and sources[{i}]); "
+                                         f"names must be unique")
+                    raise ValueError(f"{_origin(j, other)} and {_origin(i, s)} both make a stream named {s.name!r} "
+                                     f"(a source's applications become streams <name>_<application>); stream names "
+                                     f"must be unique: rename one of the sources")
+                seen[s.name] = (i, s)
+                streams.append(s)
+        object.__setattr__(self, "sources", streams)  # frozen model: set once, before anyone reads it
         _one_rate_per_account(self.sources)
         # Where the config came from, recorded on the sources too: the assets see only their source.
         self._demo = bool((info.context or {}).get("demo"))
@@ -402,6 +427,13 @@ class LogpullConfig(_Strict):
             if s.name == name:
                 return s
         raise KeyError(name)
+
+
+def _origin(i: int, stream: SourceBase) -> str:
+    """Where a stream comes from, for messages: ``sources[1] (gws)`` or ``sources[1] (gws, application login)``."""
+    if stream.group == stream.name:
+        return f"sources[{i}] ({stream.name})"
+    return f"sources[{i}] ({stream.group}, application {getattr(stream, 'application', '?')})"
 
 
 def _one_rate_per_account(sources: list[SourceBase]) -> None:

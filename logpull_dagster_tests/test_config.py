@@ -50,7 +50,7 @@ def test_the_documented_example_loads(tmp_path):
      r"access_token: secrets are never written in the config; .*\{env: GWS_ACCESS_TOKEN\}"),
     (('start: "2026-11-01T00:00:00Z"', 'start: "2026-11-01T00:30:00Z"'), r"must be a whole UTC hour"),
     (('start: "2026-11-01T00:00:00Z"', 'start: "yesterday"'), r"start: must be an RFC 3339 time"),
-    (("type: google_workspace", "type: okta"), r"type: 'okta' is not allowed"),
+    (("type: google_workspace", "type: no_such_type"), r"type: 'no_such_type' is not allowed"),
     (("{type: sqlite,", "{type: dynamo,"), r"checkpoints.type: 'dynamo' is not allowed; .*'sqlite'"),
     (("base_url: https://admin.googleapis.com", "base_url: admin.googleapis.com"), r"base_url: must be an http"),
     (("lease_ttl: 60s", "lease_ttl: 60s\n    schedule: '61 * * * *'"),

@@ -9,6 +9,15 @@ millisecond (so time alone is no id); opaque page tokens bound to their query (a
 the cursor side of the shared faults (stuck and repeated tokens, which item fields the damaging kinds
 spoil). Everything around a request (auth order, fault rules, latency, request log) is the shared
 server's.
+
+It also serves Google's OAuth token endpoint (``POST /token``) for the JWT-bearer grant a service
+account with domain-wide delegation makes: a service account trusted with
+:meth:`GoogleReportsApi.trust_service_account` (its public key, the subjects it may act for, the
+scopes its client ID is authorised for) gets an access token that the Reports API then accepts until
+it expires (``token_lifetime``, real seconds). The checks and their answers are Google's: a bad
+signature or unknown key is ``invalid_grant``/"Invalid JWT Signature.", a ``sub`` that is no admin
+``invalid_grant``/"Invalid email or User ID", a scope not delegated ``unauthorized_client`` (401), an
+assertion living more than an hour ``invalid_grant``. The static ``token`` keeps working beside it.
 """
 
 from __future__ import annotations
@@ -16,11 +25,21 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import re
+import secrets
 import struct
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, json_bytes, json_error
 from .data import INT64_MIN, Bucket, EventKind, Key, ceil_div, format_ms, name_table, parse_rfc3339_us
@@ -34,6 +53,17 @@ _TOKEN_MAC_BYTES = 6
 _WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')
 _DAMAGE = DamageTargets(id_key="id", name=("events", 0, "name"), text=("actor", "email"))
 _DEFAULT_CUSTOMER_ID = "C03demo"
+_TOKEN_PATH = "/token"
+_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_REPORTS_SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
+
+
+@dataclass
+class _ServiceAccount:
+    email: str
+    keys: dict[str, rsa.RSAPublicKey]  # by private_key_id (the assertion's `kid`)
+    subjects: frozenset[str]
+    scopes: frozenset[str]
 
 
 # -- the event catalogs: what goes into events[0] of an item ------------------------------------------
@@ -138,22 +168,66 @@ class GoogleReportsApi(EmulatedApi):
         503: "The service is currently unavailable.", 504: "Deadline exceeded",
     }
 
+    methods: ClassVar[frozenset[str]] = frozenset({"GET", "POST"})  # POST: the token endpoint only
+
     def __init__(self, ctx: ApiContext) -> None:
         super().__init__(ctx)
         self.customer_id: str = ctx.settings.get("customer_id", _DEFAULT_CUSTOMER_ID)
         self._token_key = f"logpull-simulator-token|{ctx.seed}".encode()
         self._etag_prefix = _hash(f"etag|{ctx.seed}|{self.customer_id}", 12)
+        #: Seconds an issued access token is accepted (Google: 3599).
+        self.token_lifetime = 3599.0
+        self._oauth_lock = threading.Lock()
+        self._accounts: dict[str, _ServiceAccount] = {}
+        self._issued: dict[str, float] = {}  # access token -> time.time() it expires
+        self.tokens_issued = 0
+
+    # -- the token endpoint's trust (what the Cloud console and the Admin console hold) --------------
+
+    def trust_service_account(self, email: str, public_key_pem: bytes, key_id: str, *, subjects: Iterable[str],
+                              scopes: Iterable[str] = (_REPORTS_SCOPE,)) -> None:
+        """Accept assertions signed by this key of ``email`` (the service account's key, as the Cloud
+        console registers it), acting for ``subjects`` (the domain's admins), for ``scopes`` (what the
+        Admin console's domain-wide delegation authorises its client ID for)."""
+        key = serialization.load_pem_public_key(public_key_pem)
+        if not isinstance(key, rsa.RSAPublicKey):
+            raise ValueError("a service account key is an RSA key")
+        with self._oauth_lock:
+            account = self._accounts.setdefault(email, _ServiceAccount(email, {}, frozenset(), frozenset()))
+            account.keys[key_id] = key
+            account.subjects, account.scopes = frozenset(subjects), frozenset(scopes)
+
+    def revoke_tokens(self) -> None:
+        """Forget every access token issued (the next request with one is a 401)."""
+        with self._oauth_lock:
+            self._issued.clear()
 
     # -- reading a request --------------------------------------------------------------------------
 
     def match(self, path: str) -> Mapping[str, str] | None:
+        if path == _TOKEN_PATH:
+            return {"endpoint": "token"}
         m = _PATH.match(path)
         return {"application": m.group("app")} if m else None
 
     def has_cursor(self, request: ApiRequest) -> bool:
         return bool(request.query.get("pageToken"))
 
+    def check_auth(self, request: ApiRequest) -> Reply | None:
+        if request.params.get("endpoint") == "token":
+            return None  # the assertion is the credential: checked by the token endpoint itself
+        scheme, _, value = (request.authorization or "").partition(" ")
+        if scheme.lower() == "bearer":
+            with self._oauth_lock:
+                expires = self._issued.get(value.strip())
+            if expires is not None and time.time() < expires:
+                return None
+        return super().check_auth(request)
+
     def log_fields(self, request: ApiRequest) -> dict[str, Any]:
+        if request.params.get("endpoint") == "token":  # never the assertion: it is a credential
+            form = _form(request.body)
+            return {"application": None, "endpoint": "token", "grant_type": form.get("grant_type")}
         query = request.query
         max_results: Any = query.get("maxResults")
         if isinstance(max_results, str) and max_results.isdigit():
@@ -185,6 +259,10 @@ class GoogleReportsApi(EmulatedApi):
         return Reply(200, json_bytes(body))
 
     def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool = False) -> Reply:
+        if request.params.get("endpoint") == "token":
+            return self._token(request) if request.method == "POST" else self.error(405, "Method GET not allowed")
+        if request.method != "GET":
+            return self.error(405, f"Method {request.method} not allowed")
         next_token = (request.query.get("pageToken") or self._fresh_token(request)) if repeat_cursor else None
         try:
             return self._page(request.params["application"], request.query, damage, next_token)
@@ -252,6 +330,54 @@ class GoogleReportsApi(EmulatedApi):
         if spliced is not None:
             raw = splice(raw, spliced)
         return Reply(200, raw, items=len(items))
+
+    # -- the OAuth token endpoint -------------------------------------------------------------------
+
+    def _token(self, request: ApiRequest) -> Reply:
+        form = _form(request.body)
+        grant = form.get("grant_type", "")
+        if grant != _JWT_BEARER:
+            return _oauth_error(400, "unsupported_grant_type", f"Invalid grant_type: {grant}")
+        parts = form.get("assertion", "").split(".")
+        try:
+            header, claims = (json.loads(_b64(p)) for p in parts[:2])
+            signature = _b64(parts[2])
+        except (ValueError, IndexError):
+            return _oauth_error(400, "invalid_grant", "Invalid JWT: malformed assertion.")
+        if not isinstance(header, dict) or not isinstance(claims, dict) or header.get("alg") != "RS256":
+            return _oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        with self._oauth_lock:
+            account = self._accounts.get(str(claims.get("iss")))
+            key = account.keys.get(str(header.get("kid"))) if account else None
+        if account is None or key is None:
+            return _oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        try:
+            key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256())
+        except InvalidSignature:
+            return _oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
+        now = time.time()
+        iat, exp = claims.get("iat"), claims.get("exp")
+        if (not isinstance(iat, int) or not isinstance(exp, int) or exp - iat > 3600 or exp < now
+                or iat > now + 300):
+            return _oauth_error(400, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) "
+                                "and in a reasonable timeframe. Check your iat and exp values in the JWT claim.")
+        host = request.headers.get("Host", "")
+        aud = str(claims.get("aud", ""))
+        if not re.fullmatch(rf"https?://{re.escape(host)}{_TOKEN_PATH}", aud):
+            return _oauth_error(400, "invalid_grant", f"Invalid JWT: Failed audience check. The right audience "
+                                f"is http://{host}{_TOKEN_PATH}")
+        if claims.get("sub") not in account.subjects:
+            return _oauth_error(400, "invalid_grant", "Invalid email or User ID")
+        asked = set(str(claims.get("scope", "")).split())
+        if not asked or not asked <= account.scopes:
+            return _oauth_error(401, "unauthorized_client", "Client is unauthorized to retrieve access tokens "
+                                "using this method, or client not authorized for any of the scopes requested.")
+        token = "ya29.sim-" + secrets.token_urlsafe(24)
+        with self._oauth_lock:
+            self._issued[token] = now + self.token_lifetime
+            self.tokens_issued += 1
+        body = {"access_token": token, "expires_in": int(self.token_lifetime), "token_type": "Bearer"}
+        return Reply(200, json_bytes(body))
 
     # -- page tokens --------------------------------------------------------------------------------
 
@@ -330,3 +456,16 @@ def _query_hash(application: str, start_us: int, end_us: int | None) -> bytes:
 def _hash(text: str, nbytes: int) -> str:
     digest = hashlib.blake2b(text.encode(), digest_size=nbytes).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def _form(body: bytes) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+
+
+def _b64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _oauth_error(status: int, error: str, description: str) -> Reply:
+    """The token endpoint's error body (RFC 6749 section 5.2, as Google sends it)."""
+    return Reply(status, json_bytes({"error": error, "error_description": description}))

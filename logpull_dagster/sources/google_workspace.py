@@ -1,4 +1,10 @@
-"""Google Workspace Admin SDK Reports API, ``activities.list``, one application per source.
+"""Google Workspace Admin SDK Reports API, ``activities.list``: one stream per application.
+
+A source names one application (``application: login``: the stream is the source) or several
+(``applications: [login, admin, drive]``: one stream each, named ``<name>_<application>``, with its own
+checkpoints, schedule, health and Google's documented lag as its ``settle_lag``/``lookback``; see
+``APPLICATION_LAG`` and ``GoogleWorkspaceConfig.streams``). Credentials: a service account with
+domain-wide delegation (``service_account:``, ``google_auth.py``) or a static ``access_token``.
 
 What the API does that matters here (Google's docs and field reports):
 
@@ -22,15 +28,18 @@ What the API does that matters here (Google's docs and field reports):
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from logpull_dagster import json_codec
-from logpull_dagster.config import BaseUrl, SourceBase, secret
+from logpull_dagster.config import BaseUrl, Duration, SourceBase, secret
 from logpull_dagster.plugins import Plugin, Secrets
 from logpull_dagster.rate import RateGate
 from logpull_dagster.sources import (
@@ -42,7 +51,8 @@ from logpull_dagster.sources import (
     SourceUnavailable,
     TokenRejected,
 )
-from logpull_dagster.sources.auth import BearerAuth
+from logpull_dagster.sources.auth import BearerAuth, OAuthToken
+from logpull_dagster.sources.google_auth import service_account_auth
 from logpull_dagster.sources.http import DEFAULT_MAX_BYTES, RetryableStatus, RetryingClient, describe
 from logpull_dagster.windows import Window, parse_time, rfc3339
 
@@ -58,14 +68,19 @@ class GoogleWorkspaceSource:
     ordering: Literal["newest_first", "oldest_first"] = "newest_first"
     journal_headers: tuple[str, ...] = ()  # the next token is in the body
 
-    def __init__(self, *, base_url: str, application: str, access_token: str, page_size: int = 1000,
-                 timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
+    def __init__(self, *, base_url: str, application: str, access_token: str | None = None,
+                 auth: BearerAuth | OAuthToken | None = None, customer_id: str | None = None,
+                 page_size: int = 1000, timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
                  backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True,
                  rate: RateGate | None = None) -> None:
-        self.application, self.page_size = application, page_size
+        """``access_token`` (a static token) or ``auth`` (e.g. ``google_auth.ServiceAccountAuth``, which may
+        be shared with the other streams of its account)."""
+        if (access_token is None) == (auth is None):
+            raise TypeError("give exactly one of access_token and auth")
+        self.application, self.page_size, self.customer_id = application, page_size, customer_id
         self.path = f"/admin/reports/v1/activity/users/all/applications/{quote(application, safe='')}"
-        self._auth = BearerAuth(access_token)
+        self._auth: BearerAuth | OAuthToken = auth if auth is not None else BearerAuth(access_token or "")
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=self._auth,
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
@@ -82,6 +97,8 @@ class GoogleWorkspaceSource:
         params: dict[str, str | int] = {
             "startTime": rfc3339(window.start), "endTime": rfc3339(window.end), "maxResults": self.page_size,
         }
+        if self.customer_id is not None:
+            params["customerId"] = self.customer_id
         if cursor is not None:
             params["pageToken"] = cursor
         try:
@@ -153,29 +170,193 @@ def _error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
+# ---- the config ------------------------------------------------------------------------------------
+
+_DOC = "Google, \"Data retention and lag times\" (support.google.com/a/answer/7061566)"
+_SAML_DOC = ("Google, \"SAML log events\" (support.google.com/a/answer/7007375): \"Entries usually appear within "
+             "an hour\"")
+_UNREAD = ("not in the rows of Google's table we could read (support.google.com/a/answer/7061566); a conservative "
+           "default: field reports put Google's lag at minutes to hours, rarely days")
+
+
+@dataclass(frozen=True)
+class AppLag:
+    """An application's documented lag, and the ``settle_lag``/``lookback`` its stream gets by default."""
+
+    documented: str
+    settle_lag: dt.timedelta
+    lookback: dt.timedelta
+    source: str
+
+
+_M, _H = dt.timedelta(minutes=1), dt.timedelta(hours=1)
+# Near real time: pulled 10 min after the window ends, re-read for 2 h for what Google's table calls "a
+# small chance ... delayed beyond the specified times". Longer lags: settle about the documented time,
+# re-read for a few times it.
+_NEAR = AppLag("near real time (couple of minutes)", 10 * _M, 2 * _H, _DOC)
+_DEFAULT_LAG = AppLag("unknown", 1 * _H, 12 * _H, _UNREAD)
+APPLICATION_LAG: dict[str, AppLag] = {
+    **{app: _NEAR for app in ("access_evaluation", "access_transparency", "admin", "admin_data_action",
+                              "assignments", "chat", "chrome", "classroom", "context_aware_access",
+                              "data_migration", "mobile")},
+    "calendar": AppLag("tens of minutes (can also go up to a couple of hours)", 1 * _H, 4 * _H, _DOC),
+    "cloud_search": AppLag("up to a few hours", 4 * _H, 12 * _H, _DOC),
+    "saml": AppLag("usually within an hour", 1 * _H, 6 * _H, _SAML_DOC),
+}
+"""Google's documented lag per Reports API application (``applicationName``), as read from its "Data
+retention and lag times" page. Applications not listed here (login, drive, token, groups, gmail, ...)
+get ``_DEFAULT_LAG``: their rows were not in the copy of the table we could read, so the README tells
+operators to check the live page and set ``overrides``."""
+
+
+def application_lag(application: str) -> AppLag:
+    """The lag defaults of ``application`` (``_DEFAULT_LAG`` for one Google's table does not list)."""
+    return APPLICATION_LAG.get(application, _DEFAULT_LAG)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_timedelta="float")
+
+
+class StreamOverrides(_Model):
+    """``overrides: {<application>: {...}}``: what one application's stream sets differently."""
+
+    settle_lag: Duration | None = None
+    lookback: Duration | None = None
+    lookback_every: Duration | None = None
+    max_delay: Duration | None = None
+
+    @field_validator("lookback_every", "max_delay")
+    @classmethod
+    def _positive(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+def _email(value: Any) -> Any:
+    if not isinstance(value, str) or not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", value):
+        raise ValueError("must be an email address, e.g. admin@example.com")
+    return value
+
+
+Email = Annotated[str, BeforeValidator(_email)]
+
+
+class ServiceAccountConfig(_Model):
+    """``service_account:``: a Google service account with domain-wide delegation, acting for ``subject``.
+
+    ``file``: the environment variable naming the path of its JSON key (read when an attempt opens the
+    source). ``email`` (keyless, signing through the IAM Credentials API ``signJwt``) is refused for now.
+    ``token_uri``: where tokens are asked for (default: the key file's own, https://oauth2.googleapis.com/token)."""
+
+    file: secret("GWS_SA_FILE") | None = None  # type: ignore[valid-type]
+    email: Email | None = None
+    subject: Email
+    token_uri: BaseUrl | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ServiceAccountConfig:
+        if self.email is not None:
+            raise ValueError(
+                "email: keyless delegation (signing through the IAM Credentials API signJwt with application "
+                "default credentials) is not supported yet; create a JSON key for the service account and name "
+                "it instead: file: {env: GWS_SA_FILE}")
+        if self.file is None:
+            raise ValueError("file: required key is missing; name the environment variable that holds the path "
+                             "of the service account's JSON key: file: {env: GWS_SA_FILE}")
+        return self
+
+
 class GoogleWorkspaceConfig(SourceBase):
-    """``type: google_workspace``: one application's audit events (``activities.list``)."""
+    """``type: google_workspace``: audit events of one application (``application``) or of several
+    (``applications``, one stream each, see :meth:`streams`)."""
 
     type: Literal["google_workspace"]
-    application: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    application: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
+    applications: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] | None = Field(default=None, min_length=1)
+    overrides: dict[str, StreamOverrides] = Field(default_factory=dict)
+    customer_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")
     base_url: BaseUrl = "https://admin.googleapis.com"
-    access_token: secret("GWS_ACCESS_TOKEN")  # type: ignore[valid-type]
+    access_token: secret("GWS_ACCESS_TOKEN") | None = None  # type: ignore[valid-type]
+    service_account: ServiceAccountConfig | None = None
     page_size: int = Field(default=1000, ge=1, le=1000)
 
     supports_rate_limit: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> GoogleWorkspaceConfig:
+        if (self.application is None) == (self.applications is None):
+            raise ValueError("name the application to read, application: login, or several, "
+                             "applications: [login, admin, drive] (one of the two)")
+        if (self.access_token is None) == (self.service_account is None):
+            raise ValueError("give exactly one credential: service_account: {file: {env: GWS_SA_FILE}, subject: "
+                             "admin@example.com} (domain-wide delegation), or access_token: {env: GWS_ACCESS_TOKEN}")
+        if self.applications is not None:
+            twice = sorted({a for a in self.applications if self.applications.count(a) > 1})
+            if twice:
+                raise ValueError(f"applications: {', '.join(twice)} listed twice; list each application once")
+            if len(self.name) + 1 + max(map(len, self.applications)) > 63:
+                raise ValueError(f"the stream names {self.name}_<application> would be longer than 63 characters; "
+                                 f"shorten name")
+        listed = self.applications or []
+        for app in self.overrides:
+            if app not in listed:
+                where = f"applications: [{', '.join(listed)}]" if listed else "application: (one application)"
+                raise ValueError(f"overrides.{app}: {app!r} is not one of {where}; overrides apply to "
+                                 f"the streams of applications:, so add {app} there or remove overrides.{app}")
+        return self
 
     @property
     def stream(self) -> str:
         return f"Google Workspace `{self.application}` audit events"
 
+    def streams(self) -> list[GoogleWorkspaceConfig]:
+        """The source as plain one-application streams: itself for ``application:``; one per entry of
+        ``applications:``, named ``<name>_<application>``, each with the settle lag and lookback of its
+        application (Google's documented lag, ``APPLICATION_LAG``) unless the source sets them, then its
+        ``overrides``. The streams share the source's pool (its Dagster pool and rate budget: one API
+        account), and its group."""
+        if self.applications is None:
+            return [self]
+        explicit = self.model_fields_set
+        out = []
+        for app in self.applications:
+            lag = application_lag(app)
+            update: dict[str, Any] = {
+                "name": f"{self.name}_{app}", "application": app, "applications": None, "overrides": {},
+                "settle_lag": self.settle_lag if "settle_lag" in explicit else lag.settle_lag,
+                "lookback": self.lookback if "lookback" in explicit else lag.lookback,
+                "pool": self.effective_pool,
+            }
+            own = self.overrides.get(app)
+            if own is not None:
+                update.update({k: v for k, v in own.model_dump().items() if v is not None})
+            stream = self.model_copy(update=update)
+            stream._group = self.group
+            out.append(stream)
+        return out
+
 
 def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets, *, rate: RateGate | None = None) -> GoogleWorkspaceSource:
+    if cfg.application is None:
+        raise TypeError(f"source {cfg.name!r} names several applications; open its streams() instead")
+    auth: OAuthToken | None = None
+    token: str | None = None
+    sa = cfg.service_account
+    if sa is not None:
+        assert sa.file is not None  # the model refuses a service account without one
+        auth = service_account_auth(secrets(sa.file.env), sa.subject, env=sa.file.env, token_uri=sa.token_uri)
+        credential = auth.credential
+    else:
+        assert cfg.access_token is not None
+        token, credential = secrets(cfg.access_token.env), cfg.access_token.env
     return GoogleWorkspaceSource(
-        base_url=cfg.base_url, application=cfg.application, access_token=secrets(cfg.access_token.env),
-        page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
-        backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
+        base_url=cfg.base_url, application=cfg.application, access_token=token, auth=auth,
+        customer_id=cfg.customer_id, page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(),
+        http_attempts=cfg.http_attempts, backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
         backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        credential=cfg.access_token.env, ca_file=str(cfg.ca_path) if cfg.ca_path else None,
+        credential=credential, ca_file=str(cfg.ca_path) if cfg.ca_path else None,
         tls_verify=cfg.tls_verify, rate=rate,
     )
 
