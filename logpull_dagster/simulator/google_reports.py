@@ -232,13 +232,16 @@ class GoogleReportsApi(EmulatedApi):
         max_results: Any = query.get("maxResults")
         if isinstance(max_results, str) and max_results.isdigit():
             max_results = int(max_results)
-        return {
+        fields = {
             "application": request.params["application"],
             "startTime": query.get("startTime"),
             "endTime": query.get("endTime"),
             "maxResults": max_results,
             "pageToken": query.get("pageToken") or None,
         }
+        if query.get("customerId"):  # only when sent, so the log of a request without it is as it was
+            fields["customerId"] = query["customerId"]
+        return fields
 
     # -- answers ------------------------------------------------------------------------------------
 

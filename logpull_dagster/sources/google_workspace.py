@@ -276,7 +276,8 @@ class GoogleWorkspaceConfig(SourceBase):
     application: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]*$")
     applications: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]] | None = Field(default=None, min_length=1)
     overrides: dict[str, StreamOverrides] = Field(default_factory=dict)
-    customer_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_]{1,64}$")
+    # The discovery document's pattern for customerId: an account id (C...) or my_customer.
+    customer_id: str | None = Field(default=None, pattern=r"^(C[A-Za-z0-9]{1,63}|my_customer)$")
     base_url: BaseUrl = "https://admin.googleapis.com"
     access_token: secret("GWS_ACCESS_TOKEN") | None = None  # type: ignore[valid-type]
     service_account: ServiceAccountConfig | None = None
