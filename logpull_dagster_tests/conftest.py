@@ -101,6 +101,16 @@ class SimProcess:
         return ["/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
                 for i in items]
 
+    def okta_truth_ids(self, start: str, end: str) -> list[str]:
+        """The ``uuid`` of every Okta System Log event of ``[start, end)`` (the emulated Okta API's truth)."""
+        ids = self.http.get("/_sim/events", params={"application": "system_log", "api": "okta_system_log",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return [i[0] for i in ids]
+
+    def okta_requests(self) -> list[dict]:
+        """The request log's entries for Okta's ``/api/v1/logs`` (its ``after`` column is the cursor sent)."""
+        return [r for r in self.requests() if r.get("path") == "/api/v1/logs"]
+
     def stop(self) -> None:
         self.http.close()
         self.proc.send_signal(signal.SIGTERM)

@@ -42,8 +42,23 @@ def dagster_instance(kind: str, servers: Servers, monkeypatch: pytest.MonkeyPatc
 
 # (checkpoint store, Dagster's instance storage): every store on Dagster's default, and the
 # all-PostgreSQL deployment.
-KILL_CASES = [pytest.param(s, "sqlite", id=s) for s in sorted(STORES)] + [
-    pytest.param("postgres", "dagster_pg", id="postgres+dagster_pg")]
+KILL_CASES = [pytest.param(s, "sqlite", "gws", id=s) for s in sorted(STORES)] + [
+    pytest.param("postgres", "dagster_pg", "gws", id="postgres+dagster_pg"),
+    pytest.param("sqlite", "sqlite", "okta", id="okta-sqlite")]
+
+
+def truth_of(sim_process, source: str) -> list[str]:  # type: ignore[no-untyped-def]
+    """The event ids the SIEM must hold for the window, as the source names them."""
+    if source == "okta":
+        return sim_process.okta_truth_ids(START, END)
+    return sim_process.truth_ids("login", START, END)
+
+
+def page_reads(sim_process, source: str) -> Counter:  # type: ignore[no-untyped-def]
+    """How often each page was requested, by the cursor sent (Google's pageToken, Okta's after)."""
+    if source == "okta":
+        return Counter(r["after"] for r in sim_process.okta_requests())
+    return Counter(r["pageToken"] for r in sim_process.requests())
 
 
 def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
@@ -55,18 +70,18 @@ def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize(("store", "instance_storage"), KILL_CASES)
+@pytest.mark.parametrize(("store", "instance_storage", "source"), KILL_CASES)
 def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store,
-                                                                                     instance_storage, servers,
-                                                                                     monkeypatch):
+                                                                                     instance_storage, source,
+                                                                                     servers, monkeypatch):
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
     sim_process.control("page_latency", {"seconds": 0.03})
-    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store,
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store, source=source,
                         servers=servers, dagster_yaml=dagster_instance(instance_storage, servers, monkeypatch))
     log = tmp_path / "runs.log"
-    cmd = materialize_cmd("logs/gws", KEY)
+    cmd = materialize_cmd(f"logs/{source}", KEY)
 
     kills = 0
     for _ in range(4):
@@ -86,14 +101,14 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
             break
     else:
         pytest.fail(f"the rerun did not succeed:\n{log.read_text()[-3000:]}")
-    assert run(materialize_cmd("siem/gws", KEY), env, log) == 0
+    assert run(materialize_cmd(f"siem/{source}", KEY), env, log) == 0
 
-    truth = sim_process.truth_ids("login", START, END)
+    truth = truth_of(sim_process, source)
     ids = siem_ids(tmp_path)
     assert len(truth) > 2000
     assert len(ids) == len(set(ids)), "an event reached the SIEM twice"
     assert sorted(ids) == sorted(truth), "an event is missing from the SIEM"
-    pages = Counter(r["pageToken"] for r in sim_process.requests())
+    pages = page_reads(sim_process, source)
     reread = sum(n - 1 for n in pages.values())
     print(f"{kills} kills, {sum(pages.values())} page reads for {len(pages)} pages, {reread} re-read")
     assert reread <= kills

@@ -75,7 +75,7 @@ from logpull_dagster.sources import (
     SourceUnavailable,
     TokenRejected,
 )
-from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, SswsAuth
+from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, SswsAuth, TokenRefused
 from logpull_dagster.sources.http import (
     DEFAULT_MAX_BYTES,
     RateLimitWait,
@@ -197,8 +197,11 @@ class OktaSystemLogSource:
         except (RetryableStatus, httpx.TransportError) as e:
             raise SourceUnavailable(f"Okta System Log: still failing after {self._http.last_attempts} attempts "
                                     f"(last: {describe(e)})") from None
+        except TokenRefused:
+            raise  # the token endpoint's refusal already says what it said, and which key to check
         except CredentialsRefused as e:
-            raise CredentialsRefused(f"{e}; Okta said: {_error_message(e.api_message)}", status=e.status) from None
+            said = _error_message(e.api_message)
+            raise CredentialsRefused(f"{e}; Okta said: {said}" if said else str(e), status=e.status) from None
         self._note_rate(res.headers)
         if res.status == 400 and cursor is not None:
             raise TokenRejected(f"Okta rejected the next link's cursor: {_error_message(res.content)}")
