@@ -197,6 +197,11 @@ class GoogleReportsApi(EmulatedApi):
             account.keys[key_id] = key
             account.subjects, account.scopes = frozenset(subjects), frozenset(scopes)
 
+    def issued_tokens(self) -> list[str]:
+        """Every access token issued and not revoked (a test looks for them where they must not be)."""
+        with self._oauth_lock:
+            return list(self._issued)
+
     def revoke_tokens(self) -> None:
         """Forget every access token issued (the next request with one is a 401)."""
         with self._oauth_lock:

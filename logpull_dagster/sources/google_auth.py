@@ -89,9 +89,9 @@ def service_account_auth(path: str, subject: str, *, env: str, token_uri: str | 
             _cache.move_to_end(key)
             return found
     try:
-        creds = service_account.Credentials.from_service_account_info(info, scopes=[REPORTS_SCOPE], subject=subject,
-                                                                      token_uri=uri)
-    except (ValueError, TypeError):  # its text may quote the key
+        creds = service_account.Credentials.from_service_account_info(
+            info, scopes=[REPORTS_SCOPE], subject=subject).with_token_uri(uri)
+    except (ValueError, TypeError):  # its text may quote the key; a malformed PEM is either
         raise InvalidSecret(f"{env} names {path}, which is not a usable service-account key (its private_key "
                             f"cannot be read); download a new JSON key of the service account and point {env} "
                             f"at it") from None
