@@ -40,6 +40,7 @@ ENTRY_POINT_GROUP = "logpull_dagster.plugins"
 # The built-in types: each module holds a PLUGINS list.
 BUILTIN = (
     "logpull_dagster.sources.google_workspace",
+    "logpull_dagster.sources.okta",
     "logpull_dagster.checkpoints.sqlite",
     "logpull_dagster.checkpoints.dynamodb",
     "logpull_dagster.checkpoints.postgres",

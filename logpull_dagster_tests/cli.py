@@ -14,8 +14,6 @@ import dagster as dg
 import orjson
 import yaml
 
-from logpull_dagster import plugins
-
 from .conftest import TOKEN, Servers, ts
 from .servers import AWS_ENV
 
@@ -23,7 +21,6 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 
 
 REPO = Path(__file__).resolve().parents[1]
-OKTA_MODULE = "logpull_dagster.sources.okta"
 # Every state backend the real-CLI tests run against: a function of the test's folder and the real
 # servers (conftest.Servers) returning the config's store keys and the environment they need. The
 # built-in sqlite store; the example plug-in (``example_plugins/json_checkpoints.py``), which the CLI
@@ -63,11 +60,9 @@ def plugin_path(tmp_path: Path) -> str:
     dist = site / "logpull_examples-0.1.dist-info"
     dist.mkdir(parents=True, exist_ok=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: logpull-examples\nVersion: 0.1\n")
-    entry_points = ("[logpull_dagster.plugins]\ncounter = logpull_dagster_tests.example_plugins.counter_api\n"
-                    "json_file = logpull_dagster_tests.example_plugins.json_checkpoints\n")
-    if OKTA_MODULE not in plugins.BUILTIN:  # until it is built in, the CLI finds the Okta source this way
-        entry_points += f"okta = {OKTA_MODULE}\n"
-    (dist / "entry_points.txt").write_text(entry_points)
+    (dist / "entry_points.txt").write_text(
+        "[logpull_dagster.plugins]\ncounter = logpull_dagster_tests.example_plugins.counter_api\n"
+        "json_file = logpull_dagster_tests.example_plugins.json_checkpoints\n")
     return os.pathsep.join([str(site), str(REPO)])
 
 

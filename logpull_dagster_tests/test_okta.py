@@ -32,7 +32,6 @@ from logpull_dagster.simulator import Simulator
 from logpull_dagster.simulator.okta_system_log import OktaSystemLogApi
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
 from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, TokenRefused
-from logpull_dagster.sources.okta import PLUGINS as OKTA_PLUGINS
 from logpull_dagster.sources.okta import (
     OktaConfig,
     OktaSystemLogSource,
@@ -427,18 +426,6 @@ def test_a_scope_the_app_was_not_granted_is_refused(okta_sim, keys):
 
 # ---- the config --------------------------------------------------------------------------------------
 
-@pytest.fixture
-def okta_type() -> Iterator[None]:
-    """The okta type registered (until it is in plugins.BUILTIN), and only for the test."""
-    built_in = "okta" in plugins.plugins("source")
-    if not built_in:
-        for p in OKTA_PLUGINS:
-            plugins.register(p)
-    yield
-    if not built_in:
-        plugins.unregister("source", "okta")
-
-
 def write_config(folder: Path, **source: object) -> Path:
     src = {"name": "okta", "type": "okta", "base_url": "https://acme.okta.com", "start": ts(-24), **source}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/cp.db"},
@@ -447,7 +434,7 @@ def write_config(folder: Path, **source: object) -> Path:
     return folder / "logpull.yaml"
 
 
-def test_exactly_one_of_token_and_oauth_is_a_clear_config_error(tmp_path, okta_type):
+def test_exactly_one_of_token_and_oauth_is_a_clear_config_error(tmp_path):
     for keys_ in ({}, {"token": {"env": "OKTA_TOKEN"},
                        "oauth": {"client_id": CLIENT_ID, "private_key": {"env": "OKTA_PRIVATE_KEY"}}}):
         with pytest.raises(ConfigError, match=r"sources\[0\] \(okta\).*set exactly one of `token` and `oauth`"):
@@ -462,7 +449,7 @@ def test_exactly_one_of_token_and_oauth_is_a_clear_config_error(tmp_path, okta_t
 
 
 def test_an_oauth_config_opens_a_source_that_reads_through_the_token_url_it_names(okta_sim, keys, tmp_path,
-                                                                                  okta_type, store, landing):
+                                                                                  store, landing):
     private, public = keys
     api_of(okta_sim).register_client(CLIENT_ID, public)
     oauth_keys = {"client_id": CLIENT_ID, "private_key": {"env": "OKTA_PRIVATE_KEY"},
