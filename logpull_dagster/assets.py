@@ -335,6 +335,8 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
     }
     if stats.get("last_read_at"):
         meta["last_read_at"] = dg.MetadataValue.text(stats["last_read_at"])
+    if stats.get("quota_remaining_min") is not None:  # the API reports its rate-limit headroom (Okta)
+        meta["rate_limit_remaining_min"] = dg.MetadataValue.int(int(stats["quota_remaining_min"]))
     if stats.get("first_event_time"):
         meta["first_event_time"] = dg.MetadataValue.text(stats["first_event_time"])
         meta["last_event_time"] = dg.MetadataValue.text(stats["last_event_time"])

@@ -386,6 +386,10 @@ def _journaled(cp: Checkpoint, page: Page) -> Checkpoint:
     stats = _bump(cp.stats, "http_retries", page.http_retries) if page.http_retries else cp.stats
     if "bad_page" in stats:  # the page that failed before has been read now
         stats = {k: v for k, v in stats.items() if k != "bad_page"}
+    if page.quota_remaining is not None:
+        low = stats.get("quota_remaining_min")
+        if low is None or page.quota_remaining < low:
+            stats = {**stats, "quota_remaining_min": page.quota_remaining}
     return dataclasses.replace(
         cp, cursor=page.next_cursor, pages_read=cp.pages_read + 1, reads=cp.reads + 1, journaled=cp.journaled + 1,
         stats=stats,

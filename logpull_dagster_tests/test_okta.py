@@ -259,6 +259,20 @@ def test_x_rate_limit_remaining_is_kept_for_the_operator(okta_sim):
     # Journaled with each page, so it is in the read journal (and for the metadata) with the Link header.
     assert all(set(p.headers) == {"link", "x-rate-limit-limit", "x-rate-limit-remaining"} for p in pages)
     assert int(pages[-1].headers["x-rate-limit-remaining"]) == seen["remaining_last"]
+    assert pages[-1].quota_remaining == seen["remaining_last"]
+
+
+def test_the_lowest_remaining_count_of_a_window_reaches_its_checkpoint_for_the_metadata(okta_sim, store, landing):
+    api_of(okta_sim).rate_limit = 1000
+    src = source(okta_sim)
+    try:
+        result = pull(src, W10, store, landing)
+        seen = src.rate_limit_seen
+    finally:
+        src.close()
+    assert result.complete and result.pages_read >= 2
+    # assets._pull_metadata shows this as rate_limit_remaining_min
+    assert result.checkpoint.stats["quota_remaining_min"] == seen["remaining_min"] <= 1000 - result.pages_read
 
 
 # ---- HTTP faults and a rejected after --------------------------------------------------------------

@@ -41,6 +41,10 @@ class Page:
     # The response headers named by the source's ``journal_headers`` (lower-case names), journaled
     # with the body: all the source needs to read the page again (``parse_page``).
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Requests the API account has left in its current rate-limit window, when the API says
+    # (Okta: X-Rate-Limit-Remaining): the window's metadata shows the lowest, so operators see how
+    # close the account runs to its limit.
+    quota_remaining: int | None = None
 
 
 class SourceError(RuntimeError):

@@ -212,7 +212,9 @@ class OktaSystemLogSource:
             items, nxt = self.parse_page(res.content, headers)
         except BadPage as e:
             raise BadPage(str(e), res.content) from None
-        return Page(items, nxt, res.content, res.retries, res.reasons, headers)
+        remaining = res.headers.get("x-rate-limit-remaining", "")
+        return Page(items, nxt, res.content, res.retries, res.reasons, headers,
+                    quota_remaining=int(remaining) if remaining.strip().isdigit() else None)
 
     def _note_rate(self, headers: httpx.Headers) -> None:
         try:
