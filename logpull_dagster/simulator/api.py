@@ -9,7 +9,11 @@ log, clock, latency, auth order, fault rules); the API only answers the question
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -217,3 +221,35 @@ class EmulatedApi(ABC):
 
 #: How the server builds an API: the API class itself, or any callable of the same shape.
 ApiFactory = Callable[[ApiContext], EmulatedApi]
+
+
+class SignedCursor:
+    """The opaque page cursors an emulated API hands out: a position in its event order (time ms, tie
+    breaker) bound to one query by the query's hash and signed, so a client can only send back a cursor
+    it was given for that query. ``invalid``: the API's own message for anything else."""
+
+    _STRUCT = struct.Struct(">B8sqq")  # version, query hash, cursor time ms, cursor tie breaker
+    _MAC_BYTES = 6
+
+    def __init__(self, key: bytes, invalid: str) -> None:
+        self._key, self._invalid = key, invalid
+
+    def encode(self, qhash: bytes, position: tuple[int, int]) -> str:
+        payload = self._STRUCT.pack(1, qhash, position[0], position[1])
+        mac = hashlib.blake2b(payload, key=self._key, digest_size=self._MAC_BYTES).digest()
+        return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+
+    def decode(self, token: str, qhash: bytes) -> tuple[int, int]:
+        """The position of ``token``, or BadRequest when it is garbage or belongs to another query."""
+        try:
+            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
+        except (binascii.Error, ValueError):
+            raise BadRequest(self._invalid) from None
+        if len(raw) != self._STRUCT.size + self._MAC_BYTES:
+            raise BadRequest(self._invalid)
+        payload, mac = raw[: self._STRUCT.size], raw[self._STRUCT.size:]
+        expected = hashlib.blake2b(payload, key=self._key, digest_size=self._MAC_BYTES).digest()
+        version, token_qhash, t, tie = self._STRUCT.unpack(payload)
+        if mac != expected or version != 1 or token_qhash != qhash:
+            raise BadRequest(self._invalid)
+        return (t, tie)

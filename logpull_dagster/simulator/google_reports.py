@@ -23,12 +23,10 @@ assertion living more than an hour ``invalid_grant``. The static ``token`` keeps
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import re
 import secrets
-import struct
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -41,15 +39,13 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, json_bytes, json_error
+from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, SignedCursor, json_bytes, json_error
 from .data import INT64_MIN, Bucket, EventKind, Key, ceil_div, format_ms, name_table, parse_rfc3339_us
 from .faults import DamageTargets, damage_item, splice
 
 _PATH = re.compile(r"^/admin/reports/v1/activity/users/all/applications/(?P<app>[A-Za-z0-9_]+)$")
 _KIND = "admin#reports#activities"
 _MAX_RESULTS = 1000
-_TOKEN_STRUCT = struct.Struct(">B8sqq")  # version, query hash, cursor time ms, cursor uniqueQualifier
-_TOKEN_MAC_BYTES = 6
 _WWW_AUTHENTICATE = ("WWW-Authenticate", 'Bearer realm="https://accounts.google.com/"')
 _DAMAGE = DamageTargets(id_key="id", name=("events", 0, "name"), text=("actor", "email"))
 _DEFAULT_CUSTOMER_ID = "C03demo"
@@ -173,7 +169,7 @@ class GoogleReportsApi(EmulatedApi):
     def __init__(self, ctx: ApiContext) -> None:
         super().__init__(ctx)
         self.customer_id: str = ctx.settings.get("customer_id", _DEFAULT_CUSTOMER_ID)
-        self._token_key = f"logpull-simulator-token|{ctx.seed}".encode()
+        self._tokens = SignedCursor(f"logpull-simulator-token|{ctx.seed}".encode(), "Invalid pageToken")
         self._etag_prefix = _hash(f"etag|{ctx.seed}|{self.customer_id}", 12)
         #: Seconds an issued access token is accepted (Google: 3599).
         self.token_lifetime = 3599.0
@@ -403,24 +399,11 @@ class GoogleReportsApi(EmulatedApi):
         return self._encode_token(qhash, (top, INT64_MIN))
 
     def _encode_token(self, qhash: bytes, key: Key) -> str:
-        payload = _TOKEN_STRUCT.pack(1, qhash, key[0], key[1])
-        mac = hashlib.blake2b(payload, key=self._token_key, digest_size=_TOKEN_MAC_BYTES).digest()
-        return base64.urlsafe_b64encode(payload + mac).decode().rstrip("=")
+        return self._tokens.encode(qhash, key)
 
     def _decode_token(self, token: str, qhash: bytes) -> Key:
         """The cursor of a token, or BadRequest when it is garbage or belongs to another query."""
-        try:
-            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("Invalid pageToken") from None
-        if len(raw) != _TOKEN_STRUCT.size + _TOKEN_MAC_BYTES:
-            raise BadRequest("Invalid pageToken")
-        payload, mac = raw[: _TOKEN_STRUCT.size], raw[_TOKEN_STRUCT.size:]
-        expected = hashlib.blake2b(payload, key=self._token_key, digest_size=_TOKEN_MAC_BYTES).digest()
-        version, token_qhash, t, uq = _TOKEN_STRUCT.unpack(payload)
-        if mac != expected or version != 1 or token_qhash != qhash:
-            raise BadRequest("Invalid pageToken")
-        return (t, uq)
+        return self._tokens.decode(token, qhash)
 
     # -- items --------------------------------------------------------------------------------------
 

@@ -28,12 +28,9 @@ The rest (auth order, fault rules, latency, request log, ground truth) is the sh
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import math
 import secrets
-import struct
 import threading
 import time
 import uuid
@@ -42,7 +39,7 @@ from itertools import islice
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode
 
-from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, json_bytes
+from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, SignedCursor, json_bytes
 from .data import Bucket, EventKind, Key, ceil_div, format_ms, name_table, parse_rfc3339_us
 from .faults import DamageTargets, damage_item, splice
 
@@ -51,8 +48,6 @@ LOGS_PATH = "/api/v1/logs"
 TOKEN_PATH = "/oauth2/v1/token"
 _MAX_LIMIT = 1000
 _DEFAULT_LIMIT = 100
-_AFTER_STRUCT = struct.Struct(">B8sqq")  # version, query hash, cursor time ms, cursor uniqueQualifier
-_AFTER_MAC_BYTES = 6
 _DAMAGE = DamageTargets(id_key="uuid", name=("eventType",), text=("actor", "alternateId"))
 _ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -87,7 +82,7 @@ class OktaSystemLogApi(EmulatedApi):
     def __init__(self, ctx: ApiContext) -> None:
         super().__init__(ctx)
         self.scheme: str = ctx.settings.get("scheme", "http")
-        self._after_key = f"logpull-simulator-okta-after|{ctx.seed}".encode()
+        self._afters = SignedCursor(f"logpull-simulator-okta-after|{ctx.seed}".encode(), "Invalid parameter: after")
         self._lock = threading.Lock()
         #: ``scheme://host:port`` next links point at instead of the request's own Host (origin tests).
         self.link_base: str | None = None
@@ -277,24 +272,10 @@ class OktaSystemLogApi(EmulatedApi):
         return self._encode_after(_query_hash(q.get("since", ""), q.get("until", ""), order), start)
 
     def _encode_after(self, qhash: bytes, key: Key) -> str:
-        t, uq = key
-        payload = _AFTER_STRUCT.pack(1, qhash, t, uq)
-        mac = hashlib.blake2b(payload, key=self._after_key, digest_size=_AFTER_MAC_BYTES).digest()
-        return f"{t}_{base64.urlsafe_b64encode(payload + mac).decode().rstrip('=')}"
+        return f"{key[0]}_{self._afters.encode(qhash, key)}"
 
     def _decode_after(self, after: str, qhash: bytes) -> Key:
-        _, _, token = after.partition("_")
-        try:
-            raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True)
-        except (binascii.Error, ValueError):
-            raise BadRequest("Invalid parameter: after") from None
-        if len(raw) != _AFTER_STRUCT.size + _AFTER_MAC_BYTES:
-            raise BadRequest("Invalid parameter: after")
-        payload, mac = raw[: _AFTER_STRUCT.size], raw[_AFTER_STRUCT.size:]
-        expected = hashlib.blake2b(payload, key=self._after_key, digest_size=_AFTER_MAC_BYTES).digest()
-        version, token_qhash, t, uq = _AFTER_STRUCT.unpack(payload)
-        if mac != expected or version != 1 or token_qhash != qhash:
-            raise BadRequest("Invalid parameter: after")
+        t, uq = self._afters.decode(after.partition("_")[2], qhash)
         if uq == -(2**63):  # a fresh cursor "before the first event": nothing at t is excluded
             return (t, uq - 1)
         return (t, uq)
