@@ -78,7 +78,8 @@ def _queued(config: LogpullConfig, src: SourceBase) -> set[str]:
 def status(args: argparse.Namespace, config: LogpullConfig) -> int:
     now = dt.datetime.now(UTC)
     store = open_checkpoints(config)
-    sources = [config.source(args.source)] if args.source else config.sources
+    # --source names a stream, or a config source whose `applications` made several (all of them)
+    sources = [s for s in config.sources if args.source in (s.name, s.group)] if args.source else config.sources
     report, ok = [], True
     for src in sources:
         rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src))
@@ -268,9 +269,15 @@ def _config(args: argparse.Namespace) -> LogpullConfig | str:
     except ConfigError as e:
         return f"config error: {e}"
     if getattr(args, "source", None):
+        streams = [s.name for s in config.sources if s.group == args.source and s.name != args.source]
+        if streams and args.command == "status":
+            return config
         try:
             src = config.source(args.source)
         except KeyError:
+            if streams:
+                return (f"source {args.source!r} in {path} reads several streams ({', '.join(streams)}); "
+                        f"{args.command} works on one window of one stream: name it, e.g. --source {streams[0]}")
             names = ", ".join(s.name for s in config.sources)
             return f"no source named {args.source!r} in {path}; sources: {names}"
         if args.command != "status" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):

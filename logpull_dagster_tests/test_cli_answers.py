@@ -126,3 +126,22 @@ def test_status_answers_on_the_state_of_a_config_written_like_make_demo(tmp_path
     SqliteCheckpointStore(state / "checkpoints.db").close()  # as the demo's first run leaves it
     assert main(["status"]) == 1  # answers (its windows are missing here), not a usage error
     assert "gws_login: 0 of" in capsys.readouterr().out
+
+
+def test_a_source_of_several_applications_is_answered_for_all_its_streams_and_refused_for_one_window(
+        tmp_path, monkeypatch, capsys):
+    cfg = demo_config("http://127.0.0.1:1", state_dir=str(tmp_path))
+    [src] = cfg["sources"]
+    del src["application"]
+    src.update(name="gws", applications=["login", "admin"])
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    monkeypatch.setenv("LOGPULL_CONFIG", str(tmp_path / "logpull.yaml"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    SqliteCheckpointStore(tmp_path / "checkpoints.db").close()
+    assert main(["status", "--source", "gws"]) == 1  # answers: nothing pulled yet
+    out = capsys.readouterr().out
+    assert "gws_login: 0 of" in out and "gws_admin: 0 of" in out
+    window = hkey(top_of_this_hour() - 3 * H)
+    assert main(["reset", "--source", "gws", "--window", window]) == 2
+    err = capsys.readouterr().err
+    assert "reads several streams (gws_login, gws_admin)" in err and "--source gws_login" in err
