@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean chromium postgres bench bench-stores
+.PHONY: install demo ui test lint clean chromium postgres bench bench-stores bench-rate
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -55,3 +55,7 @@ clean:
 ## What each state backend costs per page (SQLite, PostgreSQL, DynamoDB + S3 on moto); writes benchmarks/stores.md.
 bench-stores: $(STAMP) postgres
 	$(PY) benchmarks/bench_stores.py
+
+## Four concurrent runs on one rate budget (rate_limit 120/min, about 2 minutes); writes benchmarks/rate_budget.md.
+bench-rate: $(STAMP)
+	$(PY) benchmarks/bench_rate.py
