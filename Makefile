@@ -26,7 +26,7 @@ ui: $(STAMP)
 ## The whole test suite (starts its own simulators and servers: moto for DynamoDB and S3, a private
 ## PostgreSQL cluster; the UI test needs Debian's chromium, the postgres tests Debian's postgresql).
 test: $(STAMP) chromium postgres
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2
 
 ## Headless Chromium for the UI test, from Debian's packages (Playwright drives it; it downloads nothing).
 chromium:

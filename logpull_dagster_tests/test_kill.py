@@ -40,11 +40,17 @@ def dagster_instance(kind: str, servers: Servers, monkeypatch: pytest.MonkeyPatc
     return PRODUCTION_DAGSTER_YAML.read_text()
 
 
-# (checkpoint store, Dagster's instance storage): every store on Dagster's default, and the
-# all-PostgreSQL deployment.
-KILL_CASES = [pytest.param(s, "sqlite", "gws", id=s) for s in sorted(STORES)] + [
+# (checkpoint store, Dagster's instance storage, source): every store once, both sources, and the
+# all-PostgreSQL deployment; each case is a minute of real CLI runs, so the pairs share cases: the
+# example plug-in store (found through its entry point) under Okta, DynamoDB with S3 landing (the AWS
+# config), PostgreSQL checkpoints with Dagster itself on PostgreSQL (the self-hosted config).
+KILL_CASES = [
+    pytest.param("sqlite", "sqlite", "gws", id="sqlite"),
+    pytest.param("json_file", "sqlite", "okta", id="okta+json_file"),
+    pytest.param("dynamodb", "sqlite", "gws", id="dynamodb+s3"),
     pytest.param("postgres", "dagster_pg", "gws", id="postgres+dagster_pg"),
-    pytest.param("sqlite", "sqlite", "okta", id="okta-sqlite")]
+]
+assert {p.values[0] for p in KILL_CASES} == set(STORES), "every checkpoint store of cli.STORES has a kill case"
 
 
 def truth_of(sim_process, source: str) -> list[str]:  # type: ignore[no-untyped-def]
