@@ -1,4 +1,7 @@
-"""The Google Workspace source and the pull loop against the simulator, over real HTTP."""
+"""The sources and the pull loop against the simulator, over real HTTP.
+
+The HTTP fault tests (transient faults, faults outlasting the retries, a rejected cursor) run for every
+source (``SOURCES``); the rest are Google's (its inclusive bounds, its page-level messages)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ import pytest
 
 from logpull_dagster.pull import PullFailed, pull_window
 from logpull_dagster.simulator import Simulator
+from logpull_dagster.sources import LogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.windows import Window
 
 from .conftest import TOKEN, hour, ms, ts
@@ -18,15 +23,22 @@ W10 = Window(hour(10), hour(11))
 W11 = Window(hour(11), hour(12))
 
 
-def source(sim: Simulator, **kw) -> GoogleWorkspaceSource:  # type: ignore[no-untyped-def]
+def source(sim: Simulator, kind: str = "google_workspace", **kw) -> LogSource:  # type: ignore[no-untyped-def]
     kw.setdefault("page_size", 50)
     kw.setdefault("backoff_initial", 0.01)
     kw.setdefault("backoff_max", 0.05)
+    if kind == "okta":
+        return OktaSystemLogSource(base_url=sim.url, token=TOKEN, **kw)
     return GoogleWorkspaceSource(base_url=sim.url, application="login", access_token=TOKEN, **kw)
 
 
-def truth(sim: Simulator, w: Window) -> list[str]:
+def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str]:
+    if kind == "okta":
+        return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
+
+
+SOURCES = ["google_workspace", "okta"]
 
 
 def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-def]
@@ -34,8 +46,8 @@ def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-d
     return [orjson.loads(line)["id"] for p in landing.pages("gws", w, cp.page_seq) for line in landing.read_lines(p)]
 
 
-def run(sim: Simulator, w: Window, store, landing, **kw):  # type: ignore[no-untyped-def]
-    src = source(sim, **{k: kw.pop(k) for k in list(kw) if k in ("timeout", "http_attempts", "page_size")})
+def run(sim: Simulator, w: Window, store, landing, kind: str = "google_workspace", **kw):  # type: ignore[no-untyped-def]
+    src = source(sim, kind, **{k: kw.pop(k) for k in list(kw) if k in ("timeout", "http_attempts", "page_size")})
     try:
         return pull_window(src, w, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60, **kw)
     finally:
@@ -71,11 +83,12 @@ def test_events_sharing_a_millisecond_all_land(sim, store, landing):
     {"kind": "drop", "count": 2, "after": 2},
     {"kind": "slow", "delay": 1.0, "after": 2},
 ], ids=lambda r: r["kind"])
-def test_transient_faults_are_retried_and_the_window_is_exact(sim, store, landing, rule):
+@pytest.mark.parametrize("kind", SOURCES)
+def test_transient_faults_are_retried_and_the_window_is_exact(sim, store, landing, rule, kind):
     sim.set_faults([rule])
-    res = run(sim, W10, store, landing, timeout=0.4)
+    res = run(sim, W10, store, landing, kind, timeout=0.4)
     assert res.complete and res.http_retries == rule.get("count", 1)
-    assert sorted(landed(landing, store, W10)) == truth(sim, W10)
+    assert sorted(landed(landing, store, W10)) == truth(sim, W10, kind)
     assert sum(f["fired"] for f in sim.faults()) == rule.get("count", 1)
 
 
@@ -86,22 +99,24 @@ def test_retry_after_is_honoured(sim, store, landing):
     assert res.http_retries == 1 and t[2] - t[1] >= 0.95  # backoff_max is 0.05 s: the header won
 
 
-def test_faults_outlasting_the_retries_fail_without_advancing_then_resume(sim, store, landing):
+@pytest.mark.parametrize("kind", SOURCES)
+def test_faults_outlasting_the_retries_fail_without_advancing_then_resume(sim, store, landing, kind):
     sim.set_faults([{"kind": "503", "count": 4, "after": 2}])
     with pytest.raises(PullFailed, match=r"page 3: .*still failing after 3 attempts \(last: HTTP 503\)"):
-        run(sim, W10, store, landing, http_attempts=3)
+        run(sim, W10, store, landing, kind, http_attempts=3)
     cp = store.get("gws", "pull", ts(10))
     assert (cp.status, cp.pages_read) == ("failed", 2)
-    res = run(sim, W10, store, landing, http_attempts=3)
-    assert res.resumed_from_page == 3 and sorted(landed(landing, store, W10)) == truth(sim, W10)
+    res = run(sim, W10, store, landing, kind, http_attempts=3)
+    assert res.resumed_from_page == 3 and sorted(landed(landing, store, W10)) == truth(sim, W10, kind)
 
 
-def test_a_rejected_token_restarts_the_window_and_nothing_is_lost_or_doubled(sim, store, landing):
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_rejected_token_restarts_the_window_and_nothing_is_lost_or_doubled(sim, store, landing, kind):
     sim.set_faults([{"kind": "reject_token", "after": 2}])
-    res = run(sim, W10, store, landing)
+    res = run(sim, W10, store, landing, kind)
     assert res.token_restarts == 1 and res.duplicates_dropped > 0
     ids = landed(landing, store, W10)
-    assert sorted(ids) == truth(sim, W10) and len(ids) == len(set(ids))
+    assert sorted(ids) == truth(sim, W10, kind) and len(ids) == len(set(ids))
 
 
 @pytest.mark.parametrize(("kind", "message"), [
