@@ -39,6 +39,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from . import google_iam
 from .api import ApiContext, ApiRequest, BadRequest, EmulatedApi, Reply, SignedCursor, json_bytes, json_error
 from .data import INT64_MIN, Bucket, EventKind, Key, ceil_div, format_ms, name_table, parse_rfc3339_us
 from .faults import DamageTargets, damage_item, splice
@@ -177,6 +178,9 @@ class GoogleReportsApi(EmulatedApi):
         self._accounts: dict[str, _ServiceAccount] = {}
         self._issued: dict[str, float] = {}  # access token -> time.time() it expires
         self.tokens_issued = 0
+        #: Keyless delegation: the metadata server, the ADC refresh grant and IAM signJwt (google_iam.py).
+        self.iam = google_iam.GoogleIam(
+            lambda email, pem, kid, subjects: self.trust_service_account(email, pem, kid, subjects=subjects))
 
     # -- the token endpoint's trust (what the Cloud console and the Admin console hold) --------------
 
@@ -208,6 +212,9 @@ class GoogleReportsApi(EmulatedApi):
     def match(self, path: str) -> Mapping[str, str] | None:
         if path == _TOKEN_PATH:
             return {"endpoint": "token"}
+        iam = google_iam.match(path)
+        if iam is not None:
+            return iam
         m = _PATH.match(path)
         return {"application": m.group("app")} if m else None
 
@@ -215,8 +222,8 @@ class GoogleReportsApi(EmulatedApi):
         return bool(request.query.get("pageToken"))
 
     def check_auth(self, request: ApiRequest) -> Reply | None:
-        if request.params.get("endpoint") == "token":
-            return None  # the assertion is the credential: checked by the token endpoint itself
+        if request.params.get("endpoint") in ("token", "sts", "signJwt", "metadata"):
+            return None  # each checks its own credential (an assertion, a workload token, an ADC token, a header)
         scheme, _, value = (request.authorization or "").partition(" ")
         if scheme.lower() == "bearer":
             with self._oauth_lock:
@@ -229,6 +236,10 @@ class GoogleReportsApi(EmulatedApi):
         if request.params.get("endpoint") == "token":  # never the assertion: it is a credential
             form = _form(request.body)
             return {"application": None, "endpoint": "token", "grant_type": form.get("grant_type")}
+        if request.params.get("endpoint") == "sts":  # never the workload's token
+            return {"application": None, "endpoint": "sts", "grant_type": _form(request.body).get("grant_type")}
+        if request.params.get("endpoint") in ("signJwt", "metadata"):  # never the claims or a token
+            return {"application": None, **request.params}
         query = request.query
         max_results: Any = query.get("maxResults")
         if isinstance(max_results, str) and max_results.isdigit():
@@ -263,8 +274,15 @@ class GoogleReportsApi(EmulatedApi):
         return Reply(200, json_bytes(body))
 
     def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool = False) -> Reply:
-        if request.params.get("endpoint") == "token":
-            return self._token(request) if request.method == "POST" else self.error(405, "Method GET not allowed")
+        endpoint = request.params.get("endpoint")
+        if endpoint in ("token", "sts", "signJwt"):
+            if request.method != "POST":
+                return self.error(405, f"Method {request.method} not allowed")
+            if endpoint == "token":
+                return self._token(request)
+            return self.iam.exchange(_form(request.body)) if endpoint == "sts" else self.iam.sign_jwt(request)
+        if endpoint == "metadata":
+            return self.iam.metadata(request) if request.method == "GET" else self.error(405, "Method not allowed")
         if request.method != "GET":
             return self.error(405, f"Method {request.method} not allowed")
         next_token = (request.query.get("pageToken") or self._fresh_token(request)) if repeat_cursor else None

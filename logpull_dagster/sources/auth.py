@@ -121,6 +121,13 @@ class OAuthToken(httpx.Auth):
         """The form fields of the token request (grant type and client authentication)."""
         raise NotImplementedError
 
+    def token_form_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, dict[str, str]]:
+        """The form, for a subclass that needs requests of its own to make it (a remote signer, e.g.
+        Google's IAM ``signJwt``): it yields them as an auth flow does, on the API request's client and
+        within its deadline. The default makes none and returns :meth:`token_form`."""
+        return self.token_form()
+        yield request  # pragma: no cover  (makes this a generator)
+
     def secrets(self) -> tuple[str, ...]:
         """The access tokens held now (current, and the one it replaced)."""
         return tuple(t for t in (self._token, self._previous) if t)
@@ -151,8 +158,9 @@ class OAuthToken(httpx.Auth):
             if self._token is not None and self._token != refused and time.monotonic() < self._renew_at:
                 return self._token
             sent = time.monotonic()
+            form = yield from self.token_form_flow(request)
             token_request = httpx.Request(
-                "POST", self.token_url, data=self.token_form(), headers={"Accept": "application/json"},
+                "POST", self.token_url, data=form, headers={"Accept": "application/json"},
                 extensions={"timeout": request.extensions.get("timeout", {})},
             )
             response = yield token_request
@@ -167,7 +175,7 @@ class OAuthToken(httpx.Auth):
         """(access token, lifetime in seconds) of a token answer; raises on anything else."""
         status = response.status_code
         try:
-            body = _take_body(response, self.max_bytes)
+            body = take_body(response, self.max_bytes)
         except BadPage as e:
             raise SourceRequestError(f"the token endpoint {self._where} answered HTTP {status}, unreadable: {e}") \
                 from None
@@ -318,7 +326,7 @@ def _lifetime(expires_in: object) -> float:
 # httpx reads in full, unbounded, every response an auth flow moves past (``response.read()`` in
 # ``Client._send_handling_auth``). These hand httpx an empty stream instead and deal with the real one here.
 
-def _take_body(response: httpx.Response, limit: int) -> bytes:
+def take_body(response: httpx.Response, limit: int) -> bytes:
     """At most ``limit`` decoded bytes of ``response`` (more raises BadPage)."""
     detached = httpx.Response(response.status_code, headers=response.headers, stream=response.stream)
     response.stream = httpx.ByteStream(b"")

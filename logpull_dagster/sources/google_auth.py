@@ -20,27 +20,57 @@ account share its access token (:func:`service_account_auth`). That cache is onl
 fresh process builds its own. The key file is read when an attempt opens its source, never when the
 config loads, so a rotated key is picked up by the next attempt (its contents are part of the cache key).
 
+Keyless (:class:`KeylessServiceAccountAuth`, ``service_account: {email, subject}``): the same grant,
+but no key file exists anywhere. The assertion is signed by Google with the service account's
+Google-held key, through the IAM Service Account Credentials API (``POST {iam_endpoint}/v1/projects/-/
+serviceAccounts/{email}:signJwt``, body ``{"payload": "<claims as JSON>"}``, answer ``{"keyId",
+"signedJwt"}``; Google refuses an ``exp`` more than 12 hours ahead). The caller proves who it is with
+an access token from application default credentials (``google.auth.default()``: the GKE / Cloud Run /
+Compute Engine metadata server, a workload identity federation file, or ``gcloud auth
+application-default login`` on a laptop), and that identity needs ``roles/iam.serviceAccountTokenCreator``
+(the ``iam.serviceAccounts.signJwt`` permission) on the service account. The signJwt request goes through
+the source's HTTP client like the token request (deadline, TLS trust, retries of 429/5xx, bounded
+answer); a 401 refreshes the ADC token once; a 403/404 fails naming the role and the API to enable.
+ADC's own refresh runs through :class:`BoundedTransport` (httpx, no proxy from the environment, no
+redirects, answers read up to 64 KiB, every request within the source's ``http_timeout``); its
+transport errors and retryable refresh errors are retried by the source's client, its refusals fail the
+window naming ADC. (google-auth's compute-engine credentials retry the metadata server a few times
+themselves before that.)
+
 Never in a message, a log or the checkpoint store: the key file's contents, the signed assertions,
-the access tokens (``secrets()`` lists them for the redactor).
+the access tokens, ADC's token (``secrets()`` lists them for the redactor).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Generator, Mapping
 from typing import Any
+from urllib.parse import quote, urlsplit
 
+import google.auth
+import google.auth.exceptions
+import google.auth.transport
+import httpx
 from google.auth import crypt, jwt
 from google.oauth2 import service_account
 
-from logpull_dagster.sources import InvalidSecret
-from logpull_dagster.sources.auth import OAuthToken
+from logpull_dagster import json_codec
+from logpull_dagster.redact import Redactor
+from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
+from logpull_dagster.sources.auth import TOKEN_BODY_MAX, OAuthToken, take_body
+from logpull_dagster.sources.http import RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
 
 REPORTS_SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+IAM_CREDENTIALS = "https://iamcredentials.googleapis.com"
+# What ADC's token is asked for: signJwt accepts cloud-platform or iam.
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Google accepts an assertion that lives at most an hour.
 ASSERTION_LIFETIME = 3600
@@ -71,7 +101,7 @@ class ServiceAccountAuth(OAuthToken):
 
 
 _cache_lock = threading.Lock()
-_cache: OrderedDict[tuple[str, str, str, str], ServiceAccountAuth] = OrderedDict()
+_cache: OrderedDict[tuple[str, str, str, str], OAuthToken] = OrderedDict()
 _CACHE_MAX = 32
 
 
@@ -85,7 +115,7 @@ def service_account_auth(path: str, subject: str, *, env: str, token_uri: str | 
     key = (digest, subject, uri, env)
     with _cache_lock:
         found = _cache.get(key)
-        if found is not None:
+        if isinstance(found, ServiceAccountAuth):
             _cache.move_to_end(key)
             return found
     try:
@@ -98,10 +128,11 @@ def service_account_auth(path: str, subject: str, *, env: str, token_uri: str | 
     auth = ServiceAccountAuth(creds, subject, token_uri=uri, credential=f"the service account key named by {env} "
                               f"({creds.service_account_email}) and its domain-wide delegation for {subject}")
     with _cache_lock:
-        auth = _cache.setdefault(key, auth)
+        stored = _cache.setdefault(key, auth)
         while len(_cache) > _CACHE_MAX:
             _cache.popitem(last=False)
-    return auth
+    assert isinstance(stored, ServiceAccountAuth)
+    return stored
 
 
 def _read_key(path: str, env: str) -> tuple[dict[str, Any], str]:
@@ -129,3 +160,201 @@ def _read_key(path: str, env: str) -> tuple[dict[str, Any], str]:
     if missing:
         raise InvalidSecret(f"{env} names {path}, a service-account key without {' and '.join(missing)}; {fix}")
     return info, hashlib.sha256(raw).hexdigest()
+
+
+# -- keyless: signJwt with application default credentials -------------------------------------------
+
+class KeylessServiceAccountAuth(OAuthToken):
+    """Access tokens for ``subject`` by the JWT-bearer grant, the assertion signed by Google's IAM
+    ``signJwt`` for ``email`` (the service account with domain-wide delegation), authorised by ``adc``."""
+
+    def __init__(self, email: str, subject: str, adc: ApplicationDefaultCredentials, *, token_uri: str,
+                 iam_endpoint: str = IAM_CREDENTIALS, scope: str = REPORTS_SCOPE) -> None:
+        super().__init__(token_uri, credential=f"the domain-wide delegation of {email} for {subject}")
+        self.email, self.subject, self.scope, self.adc = email, subject, scope, adc
+        self.sign_url = f"{iam_endpoint.rstrip('/')}/v1/projects/-/serviceAccounts/{quote(email, safe='@')}:signJwt"
+        parts = urlsplit(self.sign_url)
+        self._sign_where = f"{parts.scheme}://{parts.netloc}"
+        self._assertion: str | None = None
+        self.assertions_signed = 0
+
+    def token_form_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, dict[str, str]]:
+        now = int(time.time())
+        claims = {"iss": self.email, "sub": self.subject, "scope": self.scope, "aud": self.token_url,
+                  "iat": now, "exp": now + ASSERTION_LIFETIME}
+        payload = json.dumps({"payload": json.dumps(claims, separators=(",", ":"))}).encode()
+        timeout = request.extensions.get("timeout", {})
+        refused: str | None = None
+        while True:
+            adc_token = self.adc.token(refused=refused)
+            response = yield httpx.Request(
+                "POST", self.sign_url, content=payload, extensions={"timeout": timeout},
+                headers={"Authorization": f"Bearer {adc_token}", "Content-Type": "application/json",
+                         "Accept": "application/json"})
+            if response.status_code == 401 and refused is None:
+                take_body(response, TOKEN_BODY_MAX)
+                refused = adc_token  # expired or revoked under us: one fresh ADC token, then the answer stands
+                continue
+            break
+        self._assertion = self._signed_jwt(response)
+        self.assertions_signed += 1
+        return {"grant_type": JWT_BEARER, "assertion": self._assertion}
+
+    def _signed_jwt(self, response: httpx.Response) -> str:
+        status = response.status_code
+        try:
+            body = take_body(response, TOKEN_BODY_MAX)
+        except BadPage as e:
+            raise SourceRequestError(f"IAM signJwt at {self._sign_where} answered HTTP {status}, unreadable: {e}") \
+                from None
+        if status in RETRY_STATUS:
+            raise RetryableStatus(status, parse_retry_after(response.headers.get("retry-after")), where="IAM signJwt ")
+        try:
+            doc = json_codec.loads(body)
+        except json_codec.JSONError:
+            doc = None
+        doc = doc if isinstance(doc, dict) else {}
+        if status == 200:
+            signed = doc.get("signedJwt")
+            if not isinstance(signed, str) or signed.count(".") != 2:
+                raise SourceRequestError(f"IAM signJwt at {self._sign_where} answered HTTP 200 without a signedJwt")
+            return signed
+        error = doc.get("error") if isinstance(doc.get("error"), dict) else {}
+        said = " ".join(str(error.get(k) or "") for k in ("status", "message")).strip()
+        said = Redactor(self.secrets())(" ".join(said.split())[:300])
+        message = f"IAM signJwt for {self.email} at {self._sign_where} answered HTTP {status}" + \
+            (f", {said}" if said else "")
+        if 300 <= status < 400:
+            raise SourceRequestError(f"{message} (a redirect, not followed: check iam_endpoint)")
+        if status in (401, 403, 404):
+            raise CredentialsRefused(
+                f"{message}; the identity that application default credentials resolve to needs the role "
+                f"Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on {self.email}, and the "
+                f"project needs the IAM Service Account Credentials API enabled", status=status)
+        raise SourceRequestError(f"{message}; check service_account.email and iam_endpoint")
+
+    def secrets(self) -> tuple[str, ...]:
+        return (*super().secrets(), *((self._assertion,) if self._assertion else ()), *self.adc.secrets())
+
+
+class _Answer(google.auth.transport.Response):
+    def __init__(self, status: int, headers: Mapping[str, str], data: bytes) -> None:
+        self._status, self._headers, self._data = status, headers, data
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+
+class BoundedTransport(google.auth.transport.Request):
+    """google-auth's transport interface on httpx, bounded: every request within ``timeout`` seconds
+    (google-auth's own, shorter, timeouts are kept), answers up to ``max_bytes``, no redirects, no proxy
+    settings from the environment. Transport failures are google-auth's TransportError, as its
+    credentials expect (the compute-engine ping treats one as "not on Google Cloud")."""
+
+    def __init__(self, timeout: float, *, max_bytes: int = TOKEN_BODY_MAX) -> None:
+        self.timeout, self.max_bytes = timeout, max_bytes
+        self._client = httpx.Client(trust_env=False, follow_redirects=False, timeout=timeout)
+
+    def __call__(self, url: str, method: str = "GET", body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float | None = None,
+                 **kwargs: Any) -> _Answer:
+        seconds = self.timeout if timeout is None else min(float(timeout), self.timeout)
+        try:
+            with self._client.stream(method, url, content=body, headers=dict(headers or {}), timeout=seconds) as r:
+                data = read_body(r, self.max_bytes, truncate=False)
+                return _Answer(r.status_code, dict(r.headers), data)
+        except (httpx.HTTPError, BadPage) as e:
+            # The type only: an httpx error's text can hold the request's headers.
+            raise google.auth.exceptions.TransportError(f"{type(e).__name__} from {_origin_of(url)}") from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+class ApplicationDefaultCredentials:
+    """The caller's own identity for signJwt: ``google.auth.default()`` found on first use, its token
+    refreshed when google-auth says it is due (or was just refused), one refresh at a time."""
+
+    _FIX = ("run where application default credentials exist (on GKE, Cloud Run or Compute Engine the "
+            "workload's service account; elsewhere GOOGLE_APPLICATION_CREDENTIALS naming a workload identity "
+            "federation file, or `gcloud auth application-default login`)")
+
+    def __init__(self, *, timeout: float) -> None:
+        self._transport = BoundedTransport(timeout)
+        self._lock = threading.Lock()
+        self._credentials: Any = None
+        self._tokens: tuple[str, ...] = ()
+
+    def token(self, *, refused: str | None = None) -> str:
+        with self._lock:
+            try:
+                if self._credentials is None:
+                    self._credentials, _ = google.auth.default(scopes=[CLOUD_PLATFORM_SCOPE], request=self._transport)
+                creds = self._credentials
+                if not creds.valid or creds.token == refused:
+                    creds.refresh(self._transport)
+            except google.auth.exceptions.DefaultCredentialsError as e:
+                if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):  # google-auth's text names the file and why
+                    raise InvalidSecret(f"service_account.email needs application default credentials, and "
+                                        f"GOOGLE_APPLICATION_CREDENTIALS names no usable ones ({self._say(e)}); "
+                                        f"{self._FIX}") from None
+                raise InvalidSecret(f"service_account.email needs application default credentials, and none were "
+                                    f"found; {self._FIX}") from None
+            except google.auth.exceptions.TransportError as e:
+                # A dropped or timed-out request: the source's client retries the attempt, as for the API.
+                raise httpx.TransportError(f"application default credentials: {self._say(e)}") from None
+            except google.auth.exceptions.GoogleAuthError as e:  # RefreshError, OAuthError (an STS refusal), ...
+                if e.retryable:
+                    raise RetryableStatus(503, None, where="application default credentials ") from None
+                raise CredentialsRefused(f"application default credentials could not be refreshed "
+                                         f"({self._say(e)}); {self._FIX}", status=401) from None
+            token = str(creds.token)
+            self._tokens = (token, *self._tokens[:1])
+            return token
+
+    def _say(self, e: Exception) -> str:
+        text = " ".join(str(e).split())[:300]
+        return Redactor(self._tokens)(text) or type(e).__name__
+
+    def secrets(self) -> tuple[str, ...]:
+        return self._tokens
+
+
+_adc_lock = threading.Lock()
+_adc: dict[float, ApplicationDefaultCredentials] = {}
+
+
+def keyless_auth(email: str, subject: str, *, timeout: float, token_uri: str | None = None,
+                 iam_endpoint: str | None = None) -> KeylessServiceAccountAuth:
+    """The keyless auth of ``email`` acting for ``subject``, shared in this process like
+    :func:`service_account_auth`; the process's application default credentials are found on first use."""
+    uri, iam = token_uri or GOOGLE_TOKEN_URI, iam_endpoint or IAM_CREDENTIALS
+    key = ("keyless:" + email, subject, uri, iam)
+    with _cache_lock:
+        found = _cache.get(key)
+        if isinstance(found, KeylessServiceAccountAuth):
+            _cache.move_to_end(key)
+            return found
+    with _adc_lock:
+        adc = _adc.setdefault(timeout, ApplicationDefaultCredentials(timeout=timeout))
+    auth = KeylessServiceAccountAuth(email, subject, adc, token_uri=uri, iam_endpoint=iam)
+    with _cache_lock:
+        stored = _cache.setdefault(key, auth)  # type: ignore[arg-type]
+        while len(_cache) > _CACHE_MAX:
+            _cache.popitem(last=False)
+    assert isinstance(stored, KeylessServiceAccountAuth)
+    return stored

@@ -4,7 +4,8 @@ A source names one application (``application: login``: the stream is the source
 (``applications: [login, admin, drive]``: one stream each, named ``<name>_<application>``, with its own
 checkpoints, schedule, health and Google's documented lag as its ``settle_lag``/``lookback``; see
 ``APPLICATION_LAG`` and ``GoogleWorkspaceConfig.streams``). Credentials: a service account with
-domain-wide delegation (``service_account:``, ``google_auth.py``) or a static ``access_token``.
+domain-wide delegation (``service_account:``, by key file or keyless; ``google_auth.py``) or a static
+``access_token``.
 
 What the API does that matters here (Google's docs and field reports):
 
@@ -52,7 +53,7 @@ from logpull_dagster.sources import (
     TokenRejected,
 )
 from logpull_dagster.sources.auth import BearerAuth, OAuthToken
-from logpull_dagster.sources.google_auth import service_account_auth
+from logpull_dagster.sources.google_auth import keyless_auth, service_account_auth
 from logpull_dagster.sources.http import DEFAULT_MAX_BYTES, RetryableStatus, RetryingClient, describe
 from logpull_dagster.windows import Window, parse_time, rfc3339
 
@@ -246,25 +247,28 @@ Email = Annotated[str, BeforeValidator(_email)]
 class ServiceAccountConfig(_Model):
     """``service_account:``: a Google service account with domain-wide delegation, acting for ``subject``.
 
-    ``file``: the environment variable naming the path of its JSON key (read when an attempt opens the
-    source). ``email`` (keyless, signing through the IAM Credentials API ``signJwt``) is refused for now.
-    ``token_uri``: where tokens are asked for (default: the key file's own, https://oauth2.googleapis.com/token)."""
+    Either ``file``: the environment variable naming the path of its JSON key (read when an attempt opens
+    the source); or ``email`` (keyless: no key file anywhere; Google signs each assertion through the IAM
+    Credentials API ``signJwt``, which the run's application default credentials are allowed to call).
+    ``token_uri``: where tokens are asked for (default: the key file's own, https://oauth2.googleapis.com/token);
+    ``iam_endpoint``: where signJwt is called (default https://iamcredentials.googleapis.com). Both are
+    overridable for an emulator."""
 
     file: secret("GWS_SA_FILE") | None = None  # type: ignore[valid-type]
     email: Email | None = None
     subject: Email
     token_uri: BaseUrl | None = None
+    iam_endpoint: BaseUrl | None = None
 
     @model_validator(mode="after")
     def _one_way(self) -> ServiceAccountConfig:
-        if self.email is not None:
-            raise ValueError(
-                "email: keyless delegation (signing through the IAM Credentials API signJwt with application "
-                "default credentials) is not supported yet; create a JSON key for the service account and name "
-                "it instead: file: {env: GWS_SA_FILE}")
-        if self.file is None:
-            raise ValueError("file: required key is missing; name the environment variable that holds the path "
-                             "of the service account's JSON key: file: {env: GWS_SA_FILE}")
+        if (self.file is None) == (self.email is None):
+            raise ValueError("give the service account one way: file: {env: GWS_SA_FILE} (the environment variable "
+                             "naming the path of its JSON key), or email: sa@project.iam.gserviceaccount.com "
+                             "(keyless: signed through IAM signJwt with application default credentials)")
+        if self.file is not None and self.iam_endpoint is not None:
+            raise ValueError("iam_endpoint: only used with email: (keyless signing); a key file signs locally, "
+                             "so remove iam_endpoint")
         return self
 
 
@@ -345,7 +349,11 @@ def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets, *, rate: RateGate 
     auth: OAuthToken | None = None
     token: str | None = None
     sa = cfg.service_account
-    if sa is not None:
+    if sa is not None and sa.email is not None:
+        auth = keyless_auth(sa.email, sa.subject, timeout=cfg.http_timeout.total_seconds(), token_uri=sa.token_uri,
+                            iam_endpoint=sa.iam_endpoint)
+        credential = auth.credential
+    elif sa is not None:
         assert sa.file is not None  # the model refuses a service account without one
         auth = service_account_auth(secrets(sa.file.env), sa.subject, env=sa.file.env, token_uri=sa.token_uri)
         credential = auth.credential
