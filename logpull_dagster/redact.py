@@ -41,6 +41,8 @@ class Redactor:
             if len(s) < _MIN_SECRET:
                 continue
             forms |= {s, repr(s)[1:-1], quote(s, safe=""), s.encode("unicode_escape").decode("ascii")}
+            # A multi-line secret (a PEM key) is masked line by line too: a message may quote one line.
+            forms |= {ln.strip() for ln in s.splitlines()[1:] if len(ln.strip()) >= 16 and not ln.startswith("-----")}
         # Longest first, so a secret that contains another is masked whole.
         self._secrets = sorted(forms, key=len, reverse=True)
 
@@ -74,15 +76,25 @@ def error_text(exc: BaseException, redactor: Redactor | None = None, limit: int 
 _PATTERNS_ONLY = Redactor()
 
 
+_PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----\n[\x20-\x7e\n]*\n-----END [A-Z0-9 ]+-----")
+
+
 def clean_secret(name: str, value: str | None) -> str:
     """The secret read from environment variable ``name``, ready for a header: surrounding whitespace
     stripped (a secret mounted from a file ends with a newline), anything else that cannot go in a
-    header refused. Messages name the variable, never the value."""
+    header refused. Messages name the variable, never the value.
+
+    One exception: a PEM block (``-----BEGIN ...-----`` to ``-----END ...-----``, as ``$(cat key.pem)``
+    or a mounted key file gives it) keeps its line breaks, CRLF made LF: it is a private key, which signs
+    and is never sent, and every PEM has line breaks. (A PEM given as one line of base64 works too.)"""
     from logpull_dagster.sources import InvalidSecret
 
     secret = (value or "").strip()
     if not secret:
         raise InvalidSecret(f"the environment variable {name} is empty or unset; set it to the API credential")
+    pem = secret.replace("\r\n", "\n")
+    if pem.startswith("-----BEGIN ") and _PEM.fullmatch(pem):
+        return pem
     for i, ch in enumerate(secret):
         if not "\x21" <= ch <= "\x7e":
             kind = "a space" if ch == " " else "a control character" if ord(ch) < 0x20 or ord(ch) == 0x7F \

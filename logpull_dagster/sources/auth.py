@@ -248,9 +248,9 @@ class OAuthClientCredentials(OAuthToken):
 def pem_private_key(value: str) -> str:
     """A private key as PEM, from a PEM, or from the base64 of a PEM file or of its DER bytes.
 
-    Why the base64 forms: a secret is read from an environment variable and must fit an HTTP header
-    (``redact.clean_secret`` refuses spaces and line breaks, which every PEM has), so the key is set as
-    ``base64 -w0 key.pem``. Anything else is returned unchanged (the signer then refuses it clearly).
+    A secret comes from an environment variable: ``$(cat key.pem)`` (a PEM keeps its line breaks,
+    ``redact.clean_secret``) or, where a one-line value is easier to store, ``base64 -w0 key.pem``.
+    Anything else is returned unchanged (the signer then refuses it clearly).
     """
     text = value.strip()
     if text.startswith("-----BEGIN"):
