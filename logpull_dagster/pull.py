@@ -329,10 +329,10 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
                         out_of_time = True  # cut short by the budget, not failed: the check above stops the attempt
                         continue
-                    body = e.body if isinstance(e, BadPage) else b""
+                    body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
                     entry = skips.approved(cp.stats, body) if body else None
                     if entry is None:
-                        bad = skips.bad_page(body, page_no, redact(str(e))) if body else None
+                        bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
                         raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; nothing of this "
                                          f"page was landed or checkpointed", permanent=e.permanent,
                                          bad_page=bad) from None

@@ -5,8 +5,9 @@ with the parser's reason and byte offset, and the window stays failed: reading i
 same bytes. Only an operator can decide that its events are lost, with ``logpull skip-page``:
 
 * the failing page is recorded on the window's checkpoint when it fails (``stats.bad_page``: its page
-  number, the SHA-256 and size of its body, the error, and the next page token if one can be found
-  in the broken body: ``"nextPageToken": "..."`` written exactly once);
+  number, the SHA-256 and size of its body, the error, and the next cursor if the source read it
+  outside the body (``BadPage.next_cursor``: Okta's ``Link`` header) or it can be found in the broken
+  body: ``"nextPageToken": "..."`` written exactly once);
 * ``skip-page`` moves the cursor past it to that token (the next run reads on), or, with no token to
   be found, ends the pass there (the rest of the pass is not read);
 * either way the skip is kept in ``stats.skipped_pages`` with the operator's reason, who and when;
@@ -48,10 +49,11 @@ def salvage_next_cursor(body: bytes) -> str | None:
     return token if isinstance(token, str) and token else None
 
 
-def bad_page(body: bytes, page: int, error: str) -> dict[str, Any]:
-    """What the checkpoint keeps of a page that failed as unreadable (not the body: it is in no state)."""
+def bad_page(body: bytes, page: int, error: str, next_cursor: str | None = None) -> dict[str, Any]:
+    """What the checkpoint keeps of a page that failed as unreadable (not the body: it is in no state);
+    ``next_cursor``: the one the source read outside the body, else the one salvaged from it."""
     return {"page": page, "sha256": digest(body), "bytes": len(body), "error": error[:300],
-            "next_cursor": salvage_next_cursor(body)}
+            "next_cursor": next_cursor or salvage_next_cursor(body)}
 
 
 def approved(stats: dict[str, Any], body: bytes) -> dict[str, Any] | None:

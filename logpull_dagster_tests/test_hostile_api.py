@@ -1,5 +1,9 @@
-"""A hostile Reports API, over real HTTP (the simulator's fault modes): every bad answer is bounded in
-seconds and bytes, fails clearly, and loses nothing (issue 10)."""
+"""A hostile API, over real HTTP (the simulator's fault modes): every bad answer is bounded in seconds
+and bytes, fails clearly, and loses nothing (issue 10).
+
+Every test runs for each source (``SOURCES``: Google Workspace and Okta) unchanged: the bounds are the
+shared HTTP client's and the pull loop's, not a source's. What differs between the two is in ``Case``
+(the source's class, its ids, and how to fetch a page by hand)."""
 
 from __future__ import annotations
 
@@ -10,73 +14,127 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import dagster as dg
+import httpx
 import pytest
+import yaml
 
 from logpull_dagster import json_codec
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.config import load_config
+from logpull_dagster.definitions import build_definitions
 from logpull_dagster.deliver import deliver_window
 from logpull_dagster.landing.local import LocalLandingStore
 from logpull_dagster.pull import BudgetExhausted, PullFailed, pull_window
 from logpull_dagster.redact import Redactor
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sinks.file import FileSink
+from logpull_dagster.sources import LogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
-from logpull_dagster.windows import Window, rfc3339
+from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
 
+from . import cli
 from .conftest import SIM_NOW, TOKEN, hour, key, ts
 
 W10 = Window(hour(10), hour(11))
 MiB = 1024 * 1024
+REPORTS_LOGIN = "/admin/reports/v1/activity/users/all/applications/login"
 
 
-def source(sim: Simulator, **kw) -> GoogleWorkspaceSource:  # type: ignore[no-untyped-def]
-    kw.setdefault("page_size", 50)
-    kw.setdefault("backoff_initial", 0.01)
-    kw.setdefault("backoff_max", 0.05)
-    kw.setdefault("credential", "LOGPULL_TEST_TOKEN")
-    return GoogleWorkspaceSource(base_url=kw.pop("base_url", sim.url), application="login",
-                                 access_token=kw.pop("access_token", TOKEN), **kw)
+@dataclass(frozen=True)
+class Case:
+    """One source under test: ``kind`` its config type, ``name`` its source name (a key of ``cli.SOURCES``)."""
+
+    kind: str
+    name: str
+
+    def source(self, sim: Simulator, **kw: Any) -> LogSource:
+        kw.setdefault("page_size", 50)
+        kw.setdefault("backoff_initial", 0.01)
+        kw.setdefault("backoff_max", 0.05)
+        kw.setdefault("credential", "LOGPULL_TEST_TOKEN")
+        base_url, token = kw.pop("base_url", sim.url), kw.pop("token", TOKEN)
+        if self.kind == "okta":
+            return OktaSystemLogSource(base_url=base_url, token=token, **kw)
+        return GoogleWorkspaceSource(base_url=base_url, application="login", access_token=token, **kw)
+
+    def truth(self, sim: Simulator, w: Window = W10) -> list[str]:
+        if self.kind == "okta":
+            return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
+        return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
+
+    def raw_page(self, sim: Simulator, cursor: str | None, page_size: int = 50) -> bytes:
+        """The page of W10 at ``cursor`` as the API serves it, fetched by hand (no source, no checks)."""
+        if self.kind == "okta":
+            if cursor is not None:  # the next link, followed as Okta gave it
+                return httpx.get(cursor, headers={"Authorization": f"SSWS {TOKEN}"}).content
+            params: dict[str, str | int] = {"since": rfc3339_ms(W10.start), "until": rfc3339_ms(W10.end),
+                                            "limit": page_size, "sortOrder": "ASCENDING"}
+            return httpx.get(f"{sim.url}/api/v1/logs", params=params,
+                             headers={"Authorization": f"SSWS {TOKEN}"}).content
+        params = {"startTime": ts(10), "endTime": ts(11), "maxResults": page_size}
+        if cursor is not None:
+            params["pageToken"] = cursor
+        return httpx.get(f"{sim.url}{REPORTS_LOGIN}", params=params,
+                         headers={"Authorization": f"Bearer {TOKEN}"}).content
+
+    def item_ids(self, body: bytes) -> set[str]:
+        """The event ids of a page's body, as the pull loop lands them."""
+        if self.kind == "okta":
+            return {i["uuid"] for i in json_codec.loads(body)}
+        return {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
+                for i in json_codec.loads(body).get("items", [])}
+
+    def names(self, event: dict[str, Any]) -> list[str]:
+        """The event names of a delivered event (where the simulator's surrogate fault strikes)."""
+        if self.kind == "okta":
+            return [event.get("eventType", "")]
+        return [e.get("name") for e in event.get("events", [])]
 
 
-def pull(sim: Simulator, store, landing, w: Window = W10, **kw):  # type: ignore[no-untyped-def]
+GOOGLE, OKTA = Case("google_workspace", "gws"), Case("okta", "okta")
+SOURCES = [GOOGLE, OKTA]
+both_sources = pytest.mark.parametrize("case", SOURCES, ids=lambda c: c.kind)
+
+
+def pull(case: Case, sim: Simulator, store, landing, w: Window = W10, **kw):  # type: ignore[no-untyped-def]
     src_kw = {k: kw.pop(k) for k in list(kw) if k in (
-        "timeout", "http_attempts", "page_size", "max_page_bytes", "access_token", "base_url", "ca_file",
-        "tls_verify")}
-    src = source(sim, **src_kw)
+        "timeout", "http_attempts", "page_size", "max_page_bytes", "token", "base_url", "ca_file", "tls_verify")}
+    src = case.source(sim, **src_kw)
     try:
-        return pull_window(src, w, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60,
-                           **kw)
+        return pull_window(src, w, source_name=case.name, checkpoints=store, landing=landing, owner="r",
+                           lease_ttl=60, **kw)
     finally:
         src.close()
 
 
-def truth(sim: Simulator, w: Window = W10) -> list[str]:
-    return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
-
-
-def landed(landing, store, w: Window = W10) -> list[str]:  # type: ignore[no-untyped-def]
-    cp = store.get("gws", "pull", rfc3339(w.start))
-    pages = landing.pages("gws", w, cp.page_seq)
+def landed(case: Case, landing, store, w: Window = W10) -> list[str]:  # type: ignore[no-untyped-def]
+    cp = store.get(case.name, "pull", rfc3339(w.start))
+    pages = landing.pages(case.name, w, cp.page_seq)
     return [json_codec.loads(line)["id"] for p in pages for line in landing.read_lines(p)]
 
 
 # ---- 1. a next token that repeats, with items ------------------------------------------------------
 
-def test_a_token_repeated_with_items_fails_the_window_at_once_naming_the_page(sim, store, landing):
+@both_sources
+def test_a_token_repeated_with_items_fails_the_window_at_once_naming_the_page(sim, store, landing, case):
     sim.set_faults([{"kind": "repeat_token", "match": "token", "after": 1}])
     t0 = time.monotonic()
     with pytest.raises(PullFailed, match=r"page 3: the API's next page token is the one it gave for page 3 .*"
                                          r"looping") as e:
-        pull(sim, store, landing)
+        pull(case, sim, store, landing)
     assert e.value.permanent and time.monotonic() - t0 < 5
     assert len(sim.requests()) == 3  # read once, not 45 times a second until the budget
-    cp = store.get("gws", "pull", ts(10))
+    cp = store.get(case.name, "pull", ts(10))
     assert (cp.status, cp.pages_read, cp.lease_owner) == ("failed", 2, None)
     sim.set_faults([])
-    res = pull(sim, store, landing)  # the API behaves again: the window resumes at page 3, exact
-    assert res.resumed_from_page == 3 and sorted(landed(landing, store)) == truth(sim)
+    res = pull(case, sim, store, landing)  # the API behaves again: the window resumes at page 3, exact
+    assert res.resumed_from_page == 3 and sorted(landed(case, landing, store)) == case.truth(sim)
 
 
 # ---- 2. gzip bomb and huge bodies ------------------------------------------------------------------
@@ -85,10 +143,15 @@ _PEAK = textwrap.dedent("""
     import sys
     from logpull_dagster.sources import BadPage
     from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+    from logpull_dagster.sources.okta import OktaSystemLogSource
     from logpull_dagster.windows import Window, parse_time
-    src = GoogleWorkspaceSource(base_url=sys.argv[1], application="login", access_token=sys.argv[2], http_attempts=1)
+    url, token, start, end, kind = sys.argv[1:6]
+    if kind == "okta":
+        src = OktaSystemLogSource(base_url=url, token=token, http_attempts=1)
+    else:
+        src = GoogleWorkspaceSource(base_url=url, application="login", access_token=token, http_attempts=1)
     try:
-        src.fetch_page(Window(parse_time(sys.argv[3]), parse_time(sys.argv[4])), None)
+        src.fetch_page(Window(parse_time(start), parse_time(end)), None)
         print("NO ERROR")
     except BadPage as e:
         print("BadPage:", e)
@@ -98,134 +161,151 @@ _PEAK = textwrap.dedent("""
 """)
 
 
-def peak_fetch(sim: Simulator) -> tuple[str, int]:
+def peak_fetch(case: Case, sim: Simulator) -> tuple[str, int]:
     """Fetch one page in a fresh process; its error text and its peak RSS (kB)."""
-    out = subprocess.run([sys.executable, "-c", _PEAK, sim.url, TOKEN, ts(10), ts(11)], capture_output=True,
-                         text=True, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", _PEAK, sim.url, TOKEN, ts(10), ts(11), case.kind],
+                         capture_output=True, text=True, timeout=120).stdout
     peak = int(out.split("PEAK_KB")[1].split()[0])
     return out, peak
 
 
-def test_a_gzip_bomb_is_cut_at_max_page_bytes_and_memory_stays_bounded(sim):
-    baseline_out, baseline = peak_fetch(sim)
+@both_sources
+def test_a_gzip_bomb_is_cut_at_max_page_bytes_and_memory_stays_bounded(sim, case):
+    baseline_out, baseline = peak_fetch(case, sim)
     assert "NO ERROR" in baseline_out
     sim.set_faults([{"kind": "gzip_bomb"}])  # 2 MB on the wire, 2 GiB decoded (took the worker to 6.5 GB)
-    out, peak = peak_fetch(sim)
+    out, peak = peak_fetch(case, sim)
     assert "larger than max_page_bytes (67,108,864 bytes; decoded)" in out, out
     print(f"gzip bomb: peak RSS {peak // 1024} MB against {baseline // 1024} MB for a normal page")
     assert peak - baseline < 200 * 1024  # the 64 MiB bound, plus its copy; not gigabytes
 
 
-def test_an_uncompressed_body_over_the_bound_fails_the_page_without_reading_it_all(sim, store, landing):
-    sim.set_faults([{"kind": "big_body", "size": 512 * MiB, "count": None}])
+@both_sources
+@pytest.mark.parametrize(("rule", "decoded"), [
+    ({"kind": "big_body", "size": 512 * MiB}, ""),
+    ({"kind": "gzip_bomb", "size": 256 * MiB}, "; decoded"),
+], ids=lambda v: v["kind"] if isinstance(v, dict) else "")
+def test_a_body_over_the_bound_plain_or_gzipped_fails_the_page_without_reading_it_all(sim, store, landing, case,
+                                                                                      rule, decoded):
+    sim.set_faults([{**rule, "count": None}])
     t0 = time.monotonic()
-    with pytest.raises(PullFailed, match=r"page 1: the response is larger than max_page_bytes \(1,048,576 bytes"):
-        pull(sim, store, landing, max_page_bytes=MiB)
+    with pytest.raises(PullFailed, match=rf"page 1: the response is larger than max_page_bytes \(1,048,576 bytes"
+                                         rf"{decoded}"):
+        pull(case, sim, store, landing, max_page_bytes=MiB)
     assert time.monotonic() - t0 < 10
+    cp = store.get(case.name, "pull", ts(10))
+    assert (cp.status, cp.events, cp.lease_owner) == ("failed", 0, None) and landed(case, landing, store) == []
 
 
 # ---- 3. a server that trickles ---------------------------------------------------------------------
 
-def test_a_trickling_server_is_cut_at_the_request_deadline(sim, store, landing):
+@both_sources
+def test_a_trickling_server_is_cut_at_the_request_deadline(sim, store, landing, case):
     sim.set_faults([{"kind": "trickle", "delay": 0.05, "count": None}])  # 20 bytes/s: a page takes hours
     t0 = time.monotonic()
     with pytest.raises(PullFailed, match=r"page 1: .*still failing after 2 attempts \(last: ReadTimeout\)"):
-        pull(sim, store, landing, timeout=1.0, http_attempts=2)
+        pull(case, sim, store, landing, timeout=1.0, http_attempts=2)
     elapsed = time.monotonic() - t0
     assert 2.0 <= elapsed < 4.0, elapsed  # two attempts of one second each (httpx alone: never)
-    assert store.get("gws", "pull", ts(10)).lease_owner is None  # no lease held by a hung process
+    cp = store.get(case.name, "pull", ts(10))
+    assert cp.status == "failed" and cp.lease_owner is None  # no lease held by a hung process
 
 
-def test_the_time_budget_stops_retries_of_a_trickling_page_within_one_request_deadline(sim, store, landing):
+@both_sources
+def test_the_time_budget_stops_retries_of_a_trickling_page_within_one_request_deadline(sim, store, landing, case):
     sim.set_faults([{"kind": "trickle", "delay": 0.05, "count": None, "after": 1}])  # page 1 fine, then trickle
     t0 = time.monotonic()
     with pytest.raises(BudgetExhausted) as e:
-        pull(sim, store, landing, timeout=1.0, http_attempts=50, time_budget=1.5)
+        pull(case, sim, store, landing, timeout=1.0, http_attempts=50, time_budget=1.5)
     elapsed = time.monotonic() - t0
     assert elapsed < 1.5 + 1.0 + 1.0, elapsed  # budget + one request deadline (+ slack), not 50 attempts
     assert e.value.progress and e.value.result.checkpoint.pages_read == 1
-    assert store.get("gws", "pull", ts(10)).lease_owner is None
+    assert store.get(case.name, "pull", ts(10)).lease_owner is None
 
 
 # ---- 4. refused credentials ------------------------------------------------------------------------
 
+@both_sources
 @pytest.mark.parametrize("status", [401, 403])
-def test_refused_credentials_fail_at_once_naming_the_variable(sim, store, landing, status):
+def test_refused_credentials_fail_at_once_naming_the_variable(sim, store, landing, case, status):
     if status == 401:
-        kw = {"access_token": "not-the-token-at-all"}
+        kw = {"token": "not-the-token-at-all"}
     else:
         sim.set_faults([{"kind": "echo_auth", "status": 403, "count": None}])
         kw = {}
     with pytest.raises(PullFailed, match=rf"credentials refused \(HTTP {status}\): check LOGPULL_TEST_TOKEN") as e:
-        pull(sim, store, landing, http_attempts=6, **kw)
+        pull(case, sim, store, landing, http_attempts=6, **kw)
     assert e.value.permanent and len(sim.requests()) == 1  # no retry storm against the auth endpoint
 
 
 # ---- 5/6. pages that orjson refuses ----------------------------------------------------------------
 
-def test_a_lone_surrogate_is_landed_and_delivered_losslessly_as_valid_utf8_json(sim, store, landing, tmp_path):
+@both_sources
+def test_a_lone_surrogate_is_landed_and_delivered_losslessly_as_valid_utf8_json(sim, store, landing, tmp_path, case):
     sim.set_faults([{"kind": "surrogate", "after": 1}])
-    res = pull(sim, store, landing)
-    assert res.complete and sorted(landed(landing, store)) == truth(sim)
+    res = pull(case, sim, store, landing)
+    assert res.complete and sorted(landed(case, landing, store)) == case.truth(sim)
     sink = FileSink(tmp_path / "siem")
-    deliver_window(W10, source_name="gws", checkpoints=store, landing=landing, sink=sink, owner="d", lease_ttl=60)
+    deliver_window(W10, source_name=case.name, checkpoints=store, landing=landing, sink=sink, owner="d",
+                   lease_ttl=60)
     lines = [line for f in sorted((tmp_path / "siem").rglob("*.jsonl")) for line in f.read_bytes().splitlines()]
-    assert len(lines) == len(truth(sim))
+    assert len(lines) == len(case.truth(sim))
     names = []
     for line in lines:
         text = line.decode("utf-8")  # every line is valid UTF-8...
         rec = json.loads(text)  # ...and JSON
-        names += [e.get("name") for e in rec["event"].get("events", [])]
+        names += case.names(rec["event"])
     assert "login_\ud800success" in names  # the untouched value, escaped as \ud800
     assert sum(b"\\ud800" in line for line in lines) == 1
 
 
+@both_sources
 @pytest.mark.parametrize(("kind", "byte", "reason"), [
     ("invalid_utf8", b"\xff", "invalid UTF-8"),
     ("control_byte", b"\x01", "unexpected control character in string"),
 ])
-def test_a_raw_invalid_byte_fails_the_page_saying_where(sim, store, landing, kind, byte, reason):
+def test_a_raw_invalid_byte_fails_the_page_saying_where(sim, store, landing, case, kind, byte, reason):
     sim.set_faults([{"kind": kind, "match": "token", "after": 1}])
     with pytest.raises(PullFailed, match=rf"page 3: response is not JSON: {reason}.* at byte (\d+)") as e:
-        pull(sim, store, landing)
+        pull(case, sim, store, landing)
     offset = int(str(e.value).split(" at byte ")[1].split()[0])
     # The same page, fetched again with the fault on: the byte at that offset is the bad one.
-    cp = store.get("gws", "pull", ts(10))
+    cp = store.get(case.name, "pull", ts(10))
     sim.set_faults([{"kind": kind}])
-    import httpx
-
-    body = httpx.get(f"{sim.url}/admin/reports/v1/activity/users/all/applications/login",
-                     params={"startTime": ts(10), "endTime": ts(11), "maxResults": 50, "pageToken": cp.cursor},
-                     headers={"Authorization": f"Bearer {TOKEN}"}).content
+    body = case.raw_page(sim, cp.cursor)
     assert body[offset:offset + 1] == byte
     assert cp.status == "failed" and reason in cp.last_error
+    assert cp.pages_read == 2 and cp.events == len(landed(case, landing, store))  # nothing of page 3 landed
 
 
 # ---- 7/8. secrets ----------------------------------------------------------------------------------
 
-def test_an_echoed_authorization_header_is_redacted_everywhere_it_is_written(sim, store, landing):
+@both_sources
+def test_an_echoed_authorization_header_is_redacted_everywhere_it_is_written(sim, store, landing, case):
     sim.set_faults([{"kind": "echo_auth", "status": 400, "count": None}])
-    src = source(sim)
+    src = case.source(sim)
     with pytest.raises(PullFailed) as e:
-        pull_window(src, W10, source_name="gws", checkpoints=store, landing=landing, owner="r", lease_ttl=60,
+        pull_window(src, W10, source_name=case.name, checkpoints=store, landing=landing, owner="r", lease_ttl=60,
                     redactor=Redactor([TOKEN]))
     src.close()
-    cp = store.get("gws", "pull", ts(10))
+    cp = store.get(case.name, "pull", ts(10))
     assert "Authorization" in str(e.value) and "[REDACTED]" in str(e.value)  # the echo is there, masked
     assert TOKEN not in str(e.value) and TOKEN not in cp.last_error
     assert "[REDACTED]" in cp.last_error
 
 
-def test_even_without_knowing_the_secret_a_bearer_value_is_masked(sim, store, landing):
+@both_sources
+def test_even_without_knowing_the_secret_a_bearer_value_is_masked(sim, store, landing, case):
     sim.set_faults([{"kind": "echo_auth", "status": 400, "count": None}])
     with pytest.raises(PullFailed) as e:
-        pull(sim, store, landing)  # no redactor: the pattern alone
-    assert TOKEN not in str(e.value) and TOKEN not in store.get("gws", "pull", ts(10)).last_error
+        pull(case, sim, store, landing)  # no redactor: the pattern alone (Bearer for Google, SSWS for Okta)
+    assert TOKEN not in str(e.value) and TOKEN not in store.get(case.name, "pull", ts(10)).last_error
 
 
 # ---- 10. credentials go only to the configured origin; TLS -----------------------------------------
 
-def test_a_redirect_to_another_origin_is_not_followed_and_names_the_location(sim, store, landing):
+@both_sources
+def test_a_redirect_to_another_origin_is_not_followed_and_names_the_location(sim, store, landing, case):
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
@@ -234,8 +314,9 @@ def test_a_redirect_to_another_origin_is_not_followed_and_names_the_location(sim
         sim.set_faults([{"kind": "redirect", "location": elsewhere, "count": None}])
         with pytest.raises(PullFailed, match=rf"HTTP 302 redirecting to '{elsewhere}'; redirects are not followed") \
                 as e:
-            pull(sim, store, landing)
+            pull(case, sim, store, landing)
         assert e.value.permanent and len(sim.requests()) == 1
+        assert store.get(case.name, "pull", ts(10)).status == "failed"
         with pytest.raises(TimeoutError):
             other.accept()  # nobody came: the token did not travel
 
@@ -250,43 +331,57 @@ def tls_sim(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield s, ca
 
 
-def test_tls_is_verified_by_default_and_a_private_ca_is_named_with_ca_file(tls_sim, store, landing):
+@both_sources
+def test_tls_is_verified_by_default_and_a_private_ca_is_named_with_ca_file(tls_sim, store, landing, case):
     sim, ca = tls_sim
     assert sim.url.startswith("https://")
     with pytest.raises(PullFailed, match=r"TLS certificate of https://127\.0\.0\.1:\d+ is not trusted .*ca_file") \
             as e:
-        pull(sim, store, landing, http_attempts=6)
+        pull(case, sim, store, landing, http_attempts=6)
     assert e.value.permanent and len(sim.requests()) == 0  # refused before any request was sent
-    res = pull(sim, store, landing, ca_file=str(ca))
-    assert res.complete and sorted(landed(landing, store)) == truth(sim)
+    res = pull(case, sim, store, landing, ca_file=str(ca))
+    assert res.complete and res.pages_read > 1 and sorted(landed(case, landing, store)) == case.truth(sim)
 
 
-def test_tls_verification_can_only_be_turned_off_explicitly(tls_sim, store, landing):
+@both_sources
+def test_tls_verification_can_only_be_turned_off_explicitly(tls_sim, store, landing, case):
     sim, _ = tls_sim
-    assert pull(sim, store, landing, tls_verify=False).complete
+    assert pull(case, sim, store, landing, tls_verify=False).complete
 
 
 # ---- the loop stays bounded under everything at once -----------------------------------------------
 
-def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing):
+@both_sources
+def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing, case):
     before = threading.active_count()
     for rule in ({"kind": "repeat_token", "match": "token"}, {"kind": "redirect"},
                  {"kind": "big_body", "size": 8 * MiB}, {"kind": "echo_auth"}, {"kind": "invalid_utf8"}):
         sim.set_faults([{**rule, "count": None}])
         with pytest.raises(PullFailed):
-            pull(sim, store, landing, max_page_bytes=MiB)
-        assert store.get("gws", "pull", ts(10)).lease_owner is None
+            pull(case, sim, store, landing, max_page_bytes=MiB)
+        assert store.get(case.name, "pull", ts(10)).lease_owner is None
     assert threading.active_count() <= before + 1
 
 
-def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkeypatch):
-    from .test_assets import make_defs, materialize
+def make_defs(tmp_path: Path, case: Case, url: str, **overrides: Any) -> dg.Definitions:
+    """Definitions for one source of ``case`` on ``url`` (its config keys: ``cli.SOURCES``)."""
+    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24), "page_size": 50,
+           "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
+    cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
+           "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    return build_definitions(load_config(tmp_path / "logpull.yaml"))
+
+
+@both_sources
+def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkeypatch, case):
+    from .test_assets import materialize
 
     sim, _ = tls_sim
     monkeypatch.setenv("LOGPULL_TEST_TOKEN", TOKEN)
-    defs = make_defs(tmp_path, sim.url, tls_verify=False)
+    defs = make_defs(tmp_path, case, sim.url, tls_verify=False)
     for _ in range(2):
-        res = materialize(defs, "logs/gws", key(10), instance)
+        res = materialize(defs, f"logs/{case.name}", key(10), instance)
         assert res.success
         warnings = [e.message for e in instance.all_logs(res.run_id) if e.level >= 30]
         assert any("tls_verify is false: the API's certificate is NOT checked" in w for w in warnings)
@@ -294,22 +389,20 @@ def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkey
 
 # ---- 6. the operator's way out: skip the unreadable page, counted, shown as a known gap ------------
 
+@both_sources
 @pytest.mark.parametrize("page_size", [50, 1000], ids=["page with a next token", "last page"])
 def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap(
-        tmp_path, sim, monkeypatch, capsys, page_size):
-    import httpx
-
+        tmp_path, sim, monkeypatch, capsys, case, page_size):
     from logpull_dagster.cli import main as logpull
 
-    from .cli import setup_project
-
-    env = setup_project(tmp_path, sim.url, page_size=page_size)
+    env = cli.setup_project(tmp_path, sim.url, source=case.name, page_size=page_size)
     monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
     landing = LocalLandingStore(tmp_path / "state" / "landing")
     first_bad = 1 if page_size == 50 else 0  # page 2 of many, or the only page
     in_range = ["--from", ts(10), "--to", ts(11)]
+    window = ["--source", case.name, "--window", key(10)]
 
     def status() -> dict:  # type: ignore[type-arg]
         assert logpull(["status", "--json", *in_range]) == 1  # never 0 while the page is missing
@@ -320,56 +413,50 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
     sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 2}])
     for _ in range(2):  # the same bytes every time: the window can never complete by itself
         with pytest.raises(PullFailed, match="invalid UTF-8"):
-            pull(sim, store, landing, page_size=page_size)
-    cp = store.get("gws", "pull", ts(10))
+            pull(case, sim, store, landing, page_size=page_size)
+    cp = store.get(case.name, "pull", ts(10))
     assert cp.stats["bad_page"]["page"] == cp.pages_read + 1 == first_bad + 1
     row = status()
     assert row["status"] == "failed" and "logpull skip-page" in row["detail"]
 
-    params = {"startTime": ts(10), "endTime": ts(11), "maxResults": page_size}
-    if cp.cursor:
-        params["pageToken"] = cp.cursor
-    clean = httpx.get(f"{sim.url}/admin/reports/v1/activity/users/all/applications/login", params=params,
-                      headers={"Authorization": f"Bearer {TOKEN}"}).json()  # the faults are spent
-    lost = {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
-            for i in clean.get("items", [])}
+    lost = case.item_ids(case.raw_page(sim, cp.cursor, page_size))  # the faults are spent: the clean page
     assert lost
 
-    assert logpull(["skip-page", "--source", "gws", "--window", key(10), "--reason", "INC-42: vendor bug"]) == 0
+    assert logpull(["skip-page", *window, "--reason", "INC-42: vendor bug"]) == 0
     out = capsys.readouterr().out
     assert "skipped" in out and ("reads on from page" in out) == (page_size == 50)
     if page_size == 50:
-        assert pull(sim, store, landing, page_size=page_size).complete
-    assert sorted(landed(landing, store)) == sorted(set(truth(sim)) - lost)  # all but the skipped page, exactly
+        assert pull(case, sim, store, landing, page_size=page_size).complete
+    assert sorted(landed(case, landing, store)) == sorted(set(case.truth(sim)) - lost)  # all but the skipped page
     row = status()
     assert row["status"] == "known gap" and "INC-42: vendor bug" in row["detail"]
     assert row["gaps"] == [[ts(10), ts(11)]]
 
     # A re-read meets the same bytes: the operator's decision applies again, counted.
-    assert logpull(["reset", "--source", "gws", "--window", key(10)]) == 0
+    assert logpull(["reset", *window]) == 0
     sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 1}])
-    res = pull(sim, store, landing, page_size=page_size)
+    res = pull(case, sim, store, landing, page_size=page_size)
     assert res.complete and res.pages_skipped == 1
-    assert store.get("gws", "pull", ts(10)).stats["skips_reapplied"] == 1
+    assert store.get(case.name, "pull", ts(10)).stats["skips_reapplied"] == 1
     # Another bad page (other bytes) still fails: the decision was for that page only.
-    assert logpull(["reset", "--source", "gws", "--window", key(10)]) == 0
+    assert logpull(["reset", *window]) == 0
     sim.set_faults([{"kind": "control_byte", "after": first_bad, "count": 1}])
     with pytest.raises(PullFailed, match="control character"):
-        pull(sim, store, landing, page_size=page_size)
+        pull(case, sim, store, landing, page_size=page_size)
     store.close()
 
 
-def test_skip_page_refuses_a_window_that_is_not_stopped_at_an_unreadable_page(tmp_path, sim, monkeypatch, capsys):
+@both_sources
+def test_skip_page_refuses_a_window_that_is_not_stopped_at_an_unreadable_page(tmp_path, sim, monkeypatch, capsys,
+                                                                              case):
     from logpull_dagster.cli import main as logpull
 
-    from .cli import setup_project
-
-    env = setup_project(tmp_path, sim.url)
+    env = cli.setup_project(tmp_path, sim.url, source=case.name)
     monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
     store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
     sim.set_faults([{"kind": "503", "count": None}])
     with pytest.raises(PullFailed):
-        pull(sim, store, LocalLandingStore(tmp_path / "state" / "landing"), http_attempts=1)
+        pull(case, sim, store, LocalLandingStore(tmp_path / "state" / "landing"), http_attempts=1)
     store.close()
-    assert logpull(["skip-page", "--source", "gws", "--window", key(10), "--reason", "x"]) == 2
+    assert logpull(["skip-page", "--source", case.name, "--window", key(10), "--reason", "x"]) == 2
     assert "not stopped at an unreadable page" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 """The Okta System Log source's own behaviour: the pure Link parsing, and against the emulated Okta API
 over real HTTP (nothing patched), the boundary, late events, rate limits, a rejected ``after``,
-credentials (SSWS and OAuth ``private_key_jwt``) and resuming a killed window from its journal.
+credentials (SSWS and OAuth ``private_key_jwt``) and resuming a killed window from its journal. The
+hostile-API cases every source shares (gzip bomb, huge bodies, trickling, redirects, TLS, unreadable
+pages and skip-page) run for Okta in ``test_hostile_api.py``; the HTTP faults in ``test_reports_http.py``.
 
 Windows are on conftest's DAY (yesterday, UTC) with the simulator's clock frozen at its noon: nothing
 compares a fixed date with the wall clock.
@@ -527,35 +529,3 @@ def test_a_killed_window_resumes_from_the_journaled_link_it_was_about_to_follow(
     assert len(ids) == len(set(ids)) and sorted(ids) == truth(okta_sim, W10)
     reads = Counter(r["after"] for r in log_requests(okta_sim))
     assert max(reads.values()) == 1, "no page was read twice"
-
-
-# ---- a hostile API: the shared client's bounds hold for Okta too ----------------------------------
-
-MiB = 1024 * 1024
-
-
-@pytest.mark.parametrize(("rule", "kw", "message"), [
-    ({"kind": "gzip_bomb", "size": 256 * MiB}, {"max_page_bytes": MiB},
-     r"page 1: the response is larger than max_page_bytes \(1,048,576 bytes; decoded\)"),
-    ({"kind": "big_body", "size": 64 * MiB}, {"max_page_bytes": MiB},
-     r"page 1: the response is larger than max_page_bytes \(1,048,576 bytes"),
-    ({"kind": "trickle", "delay": 0.05}, {"timeout": 1.0, "http_attempts": 2}, r"page 1: .*ReadTimeout"),
-    ({"kind": "redirect", "location": "http://127.0.0.2:9/elsewhere"}, {},
-     r"redirecting to 'http://127.0.0.2:9/elsewhere'; redirects are not followed"),
-    ({"kind": "repeat_token", "match": "token", "after": 1}, {},
-     r"page 3: the API's next page token is the one it gave for page 3"),
-    ({"kind": "invalid_utf8", "match": "token", "after": 1}, {}, r"page 3: response is not JSON: invalid UTF-8"),
-], ids=lambda v: v["kind"] if isinstance(v, dict) and "kind" in v else "")
-def test_a_hostile_answer_fails_the_window_clearly_and_lands_nothing_of_it(okta_sim, store, landing, rule, kw,
-                                                                           message):
-    okta_sim.set_faults([rule if "after" in rule else {**rule, "count": None}])  # for good, or on page 3 once
-    src = source(okta_sim, **kw)
-    started = time.monotonic()
-    try:
-        with pytest.raises(PullFailed, match=message):
-            pull(src, W10, store, landing)
-    finally:
-        src.close()
-    assert time.monotonic() - started < 10
-    cp = store.get("okta", "pull", W10.start.strftime("%Y-%m-%dT%H:%M:%SZ"))
-    assert cp.status == "failed" and cp.events == len(set(landed(landing, store, W10)))

@@ -62,10 +62,12 @@ class BadPage(SourceError):
 
     ``body``: the response as received, when the source had one, so that the pull loop can record
     which page failed (its digest, its size) for an operator who must decide to skip it.
+    ``next_cursor``: the page's next cursor when the source can tell it without the body (Okta: the
+    ``Link`` header), so that skipping the page reads on instead of ending the pass (``skips.py``).
     """
 
-    def __init__(self, message: str, body: bytes = b"") -> None:
-        self.body = body
+    def __init__(self, message: str, body: bytes = b"", next_cursor: str | None = None) -> None:
+        self.body, self.next_cursor = body, next_cursor
         super().__init__(message)
 
 

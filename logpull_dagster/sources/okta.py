@@ -47,7 +47,9 @@ origin (the shared client refuses any other before sending the credential); the 
 URL, journaled with the page's ``Link`` header, so a killed window resumes at the link it was about to
 follow. The pass ends at a page without a next link **or** an empty page (Okta may hand a next link on
 the last page). A 400 to a next link is a rejected cursor (the pull loop restarts the pass from page
-one, and dedupe by ``uuid`` keeps it exact), as is a stored cursor that is not a URL at all.
+one, and dedupe by ``uuid`` keeps it exact), as is a stored cursor that is not a URL at all. A page
+whose body cannot be read still names its next link (``BadPage.next_cursor``, from the header), so an
+operator's ``logpull skip-page`` loses that page only, not the rest of the window.
 """
 
 from __future__ import annotations
@@ -211,7 +213,8 @@ class OktaSystemLogSource:
         try:
             items, nxt = self.parse_page(res.content, headers)
         except BadPage as e:
-            raise BadPage(str(e), res.content) from None
+            # The next link is in the headers, not the body: an operator who skips this page reads on.
+            raise BadPage(str(e), res.content, _next_link_or_none(headers.get("link", ""))) from None
         remaining = res.headers.get("x-rate-limit-remaining", "")
         return Page(items, nxt, res.content, res.retries, res.reasons, headers,
                     quota_remaining=int(remaining) if remaining.strip().isdigit() else None)
@@ -261,6 +264,14 @@ class OktaSystemLogSource:
             out.append(Event(item["uuid"], parse_time(published), item, (str(name),) if name else (),
                              published if canonical else ""))
         return out
+
+
+def _next_link_or_none(values: str) -> str | None:
+    """The next link of a page whose body cannot be read, or None when the header is no help either."""
+    try:
+        return next_link(values)
+    except BadPage:
+        return None
 
 
 def _error_message(body: bytes) -> str:
