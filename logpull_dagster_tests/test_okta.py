@@ -29,7 +29,7 @@ from logpull_dagster import journal, plugins
 from logpull_dagster.config import ConfigError, load_config
 from logpull_dagster.landing.local import LocalLandingStore
 from logpull_dagster.pull import PullFailed, pull_window
-from logpull_dagster.redact import Redactor
+from logpull_dagster.redact import Redactor, clean_secret
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.simulator.okta_system_log import OktaSystemLogApi
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
@@ -464,16 +464,19 @@ def test_exactly_one_of_token_and_oauth_is_a_clear_config_error(tmp_path):
     assert [r.env for r in cfg.secret_refs()] == ["OKTA_PRIVATE_KEY"]
 
 
+@pytest.mark.parametrize("form", ["pem", "pem_crlf", "base64"])
 def test_an_oauth_config_opens_a_source_that_reads_through_the_token_url_it_names(okta_sim, keys, tmp_path,
-                                                                                  store, landing):
+                                                                                  store, landing, form):
     private, public = keys
     api_of(okta_sim).register_client(CLIENT_ID, public)
     oauth_keys = {"client_id": CLIENT_ID, "private_key": {"env": "OKTA_PRIVATE_KEY"},
                   "token_url": f"{okta_sim.url}/oauth2/v1/token"}
     cfg = load_config(write_config(tmp_path, base_url=okta_sim.url, oauth=oauth_keys, page_size=100)).sources[0]
-    # As an operator sets it: one line (an environment variable cannot hold the PEM's line breaks).
-    env = {"OKTA_PRIVATE_KEY": base64.b64encode(private.encode()).decode()}
-    src = plugins.open_source(cfg, env.__getitem__)
+    # As an operator sets it: OKTA_PRIVATE_KEY="$(cat key.pem)", the file mounted from a Windows editor's
+    # copy, or one line of base64; read as every secret is (redact.clean_secret).
+    value = {"pem": private, "pem_crlf": private.replace("\n", "\r\n"),
+             "base64": base64.b64encode(private.encode()).decode()}[form]
+    src = plugins.open_source(cfg, lambda name: clean_secret(name, {"OKTA_PRIVATE_KEY": value}[name]))
     try:
         pull(src, W10, store, landing)  # type: ignore[arg-type]
     finally:
@@ -529,3 +532,13 @@ def test_a_killed_window_resumes_from_the_journaled_link_it_was_about_to_follow(
     assert len(ids) == len(set(ids)) and sorted(ids) == truth(okta_sim, W10)
     reads = Counter(r["after"] for r in log_requests(okta_sim))
     assert max(reads.values()) == 1, "no page was read twice"
+
+
+def test_only_a_pem_block_keeps_line_breaks_and_each_of_its_lines_is_redacted(keys):
+    private, _ = keys
+    with pytest.raises(InvalidSecret, match=r"OKTA_TOKEN holds a control character at position 4"):
+        clean_secret("OKTA_TOKEN", "00ab\ncd-token")  # a header value with a line break: refused as before
+    with pytest.raises(InvalidSecret, match=r"holds a space"):
+        clean_secret("OKTA_PRIVATE_KEY", private.replace("-----END PRIVATE KEY-----", ""))  # not a whole block
+    line = private.splitlines()[5]
+    assert len(line) == 64 and Redactor([private])(f"signer said: {line}!") == "signer said: [REDACTED]!"
