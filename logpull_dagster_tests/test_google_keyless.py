@@ -145,40 +145,34 @@ def test_without_the_token_creator_role_the_window_fails_naming_the_role_and_lan
     assert landing.pages("gws_login", W10, below=10**6) == []
 
 
-def test_refused_or_missing_application_default_credentials_fail_naming_adc(sim, tmp_path, adc_file, monkeypatch):
-    (tmp_path / "pod-token").write_text("eyJsim.not-the-pods-token")  # the pool does not trust it
-    [stream] = load_config(keyless_config(tmp_path, sim)).sources[0].streams()
+def first_page_fails(stream, error: type[Exception], match: str) -> None:  # type: ignore[no-untyped-def]
+    """As a fresh process: open the source, ask for page one, expect ``error`` matching ``match``."""
+    google_auth._cache.clear(), google_auth._adc.clear()
     src = open_source(stream, lambda name: "")
     try:
-        with pytest.raises(CredentialsRefused, match=r"application default credentials could not be refreshed "
-                           r"\(.*invalid_grant.*\); run where application default credentials exist"):
+        with pytest.raises(error, match=match):
             src.fetch_page(W10, None)
     finally:
         src.close()
+
+
+def test_refused_or_missing_application_default_credentials_fail_naming_adc(sim, tmp_path, adc_file, monkeypatch):
+    [stream] = load_config(keyless_config(tmp_path, sim)).sources[0].streams()
+    (tmp_path / "pod-token").write_text("eyJsim.not-the-pods-token")  # the pool does not trust it
+    first_page_fails(stream, CredentialsRefused, r"application default credentials could not be refreshed "
+                     r"\(.*invalid_grant.*\); run where application default credentials exist")
     assert "not-the-pods-token" not in json.dumps(sim.requests())
 
-    google_auth._cache.clear(), google_auth._adc.clear()
     adc_file.write_text('{"type": "external_account"}')
-    src = open_source(stream, lambda name: "")
-    try:
-        with pytest.raises(InvalidSecret, match=rf"GOOGLE_APPLICATION_CREDENTIALS names no usable ones \(.*"
-                           rf"{adc_file.name}.*\); run where application default credentials exist"):
-            src.fetch_page(W10, None)
-    finally:
-        src.close()
+    first_page_fails(stream, InvalidSecret, rf"GOOGLE_APPLICATION_CREDENTIALS names no usable ones \(.*"
+                     rf"{adc_file.name}.*\); run where application default credentials exist")
 
-    google_auth._cache.clear(), google_auth._adc.clear()
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
     with socket.socket() as s:  # a metadata address where nothing listens: not on Google Cloud
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{s.getsockname()[1]}")
-    src = open_source(stream, lambda name: "")
-    try:
-        with pytest.raises(InvalidSecret, match=r"service_account\.email needs application default credentials, "
-                           r"and none were found; .*gcloud auth application-default login"):
-            src.fetch_page(W10, None)
-    finally:
-        src.close()
+    first_page_fails(stream, InvalidSecret, r"service_account\.email needs application default credentials, "
+                     r"and none were found; .*gcloud auth application-default login")
 
 
 @pytest.mark.parametrize(("sa", "said"), [
