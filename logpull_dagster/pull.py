@@ -20,6 +20,15 @@ page (steps 2-4, its checkpoint clearing the pending mark). A crash after the jo
 costs no read: the next attempt lands the pending reads from the journal before reading on. Both
 threads write the one checkpoint row, each its own fields, under one lock.
 
+THE LEASE WHILE A PAGE IS SLOW. The lease is renewed by every commit, so a run that is reading
+normally keeps it. One request can take longer than ``lease_ttl`` (the HTTP client's retries and
+their waits: a ``Retry-After``, Okta's rate-limit reset, the shared rate budget's slot), and another
+run could then take the window over from a live one (safe: fencing fails the slower run, but it is a
+failed attempt). So while a page is being fetched, a keeper thread renews the lease every third of
+``lease_ttl`` that passes without a commit, for at most ``MAX_FETCH_KEEPALIVE`` per page: longer than
+any fetch the client allows by default, short enough that a stuck process frees its window. A renewal
+is a commit that changes nothing but the lease; it never moves the cursor.
+
 Everything here is plain Python: no Dagster import. ``assets.py`` wires it into Dagster.
 """
 
@@ -54,6 +63,9 @@ MAX_TOKEN_RESTARTS = 3
 # Cursors of the pass kept across budget retries (to catch a cycle longer than one attempt): 16 hex
 # characters each, written once per budget, not per page.
 MAX_KEPT_CURSORS = 20_000
+# How long one page's fetch keeps its lease alive (see THE LEASE WHILE A PAGE IS SLOW). The client's
+# defaults allow 6 attempts of at most 30 s and 5 waits of at most 60 s: 8 minutes.
+MAX_FETCH_KEEPALIVE = 15 * 60.0
 
 
 class BudgetExhausted(Exception):
@@ -290,7 +302,8 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
     landing_page_no = 0
     # Set when the rate budget's next slot lies past the budget: the attempt stops as if it were spent.
     out_of_time = False
-    with ThreadPoolExecutor(1, thread_name_prefix=f"logpull-land-{source_name}") as lander:
+    with ThreadPoolExecutor(1, thread_name_prefix=f"logpull-land-{source_name}") as lander, \
+            _LeaseKeeper(run) as keeper:
         try:
             while True:
                 if result.pages_read and (out_of_time or monotonic() - t0 >= time_budget):
@@ -314,7 +327,8 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 # After the attempt's first page, no HTTP retry (or its wait) may run past the budget.
                 deadline = t0 + time_budget if result.pages_read and time_budget != float("inf") else None
                 try:
-                    page = run.source.fetch_page(window, cp.cursor, deadline)
+                    with keeper.fetching():
+                        page = run.source.fetch_page(window, cp.cursor, deadline)
                 except TokenRejected as e:
                     if result.token_restarts >= MAX_TOKEN_RESTARTS:
                         raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
@@ -376,6 +390,50 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
             raise
 
 
+class _LeaseKeeper:
+    """Renews ``run``'s lease while a page is being fetched and nothing else commits (module docstring).
+    Real time throughout: a lease is. A renewal and the end of a fetch take the run's lock, so once
+    ``fetching`` has returned no renewal is in flight (the reader may then release the window)."""
+
+    def __init__(self, run: _WindowRun) -> None:
+        self.run = run
+        self.every = max(0.05, run.lease_ttl / 3)
+        self._fetch_started: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._keep, name=f"logpull-lease-{run.source_name}", daemon=True)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @contextlib.contextmanager
+    def fetching(self) -> Any:
+        self._fetch_started = time.monotonic()
+        try:
+            yield
+        finally:
+            with self.run.lock:
+                self._fetch_started = None
+
+    def _due(self) -> bool:
+        started, now = self._fetch_started, time.monotonic()
+        return (started is not None and now - started <= MAX_FETCH_KEEPALIVE
+                and now - self.run.committed_at >= self.every)
+
+    def _keep(self) -> None:
+        while not self._stop.wait(self.every / 4):
+            try:
+                self.run.renew_if(self._due)
+            except LeaseLost:
+                return  # taken over: the reader meets it at its next commit and stops
+            except Exception:  # a store outage: the reader's own next commit reports it
+                continue
+
+
 def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float) -> Checkpoint:
     moved = skips.past(cp, entry, now=now)
     return dataclasses.replace(moved, stats=_bump(moved.stats, "skips_reapplied", 1))
@@ -405,7 +463,9 @@ class _WindowRun:
         self.source, self.window, self.source_name, self.rate = source, window, source_name, rate
         self.store, self.landing, self.lease_ttl, self.clock, self.result = store, landing, lease_ttl, clock, result
         self.cp = result.checkpoint
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
+        self.committed_at = time.monotonic()  # the lease was just taken
+        self.lease_renewals = 0
         # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
         self.seen: dict[str, int] = {}
 
@@ -416,11 +476,21 @@ class _WindowRun:
 
     def commit(self, change: Callable[[Checkpoint], Checkpoint],
                landed_ids: list[tuple[int, bytes]] | None = None) -> None:
-        """Apply ``change`` to the latest checkpoint and commit it (the two threads take turns)."""
-        with self._lock:
-            self.cp = self.store.commit(change(self.cp), ttl=self.lease_ttl, now=self.clock(),
-                                        landed_ids=landed_ids or ())
-            self.result.checkpoint = self.cp
+        """Apply ``change`` to the latest checkpoint and commit it (the threads take turns)."""
+        with self.lock:
+            self._commit(change(self.cp), landed_ids)
+
+    def renew_if(self, due: Callable[[], bool]) -> None:
+        """Commit the checkpoint unchanged, renewing the lease, if ``due()`` still holds under the lock."""
+        with self.lock:
+            if due():
+                self._commit(self.cp, None)
+                self.lease_renewals += 1
+
+    def _commit(self, cp: Checkpoint, landed_ids: list[tuple[int, bytes]] | None) -> None:
+        self.cp = self.store.commit(cp, ttl=self.lease_ttl, now=self.clock(), landed_ids=landed_ids or ())
+        self.result.checkpoint = self.cp
+        self.committed_at = time.monotonic()
 
     def land(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None) -> int:
         """Steps 2-4 for journaled read ``n``; returns how many events it landed."""
@@ -438,7 +508,7 @@ class _WindowRun:
                 inside[digest] = (epoch_us(ev.time), ev)
         known: set[bytes] = set()
         if inside:
-            with self._lock:
+            with self.lock:
                 known = self.store.known_ids(self.source_name, self.cp.window_start,
                                              [(t, d) for d, (t, _) in inside.items()])
         fresh = [(d, t, ev) for d, (t, ev) in inside.items() if d not in known]
