@@ -42,11 +42,11 @@ def dagster_instance(kind: str, servers: Servers, monkeypatch: pytest.MonkeyPatc
 
 # (checkpoint store, Dagster's instance storage, source): every store once, both sources, and the
 # all-PostgreSQL deployment; each case is a minute of real CLI runs, so the pairs share cases: the
-# example plug-in store (found through its entry point) under Okta, DynamoDB with S3 landing (the AWS
-# config), PostgreSQL checkpoints with Dagster itself on PostgreSQL (the self-hosted config).
+# example plug-in store (found through its entry point) under Okta with OAuth, DynamoDB with S3
+# landing (the AWS config), PostgreSQL checkpoints with Dagster itself on PostgreSQL (self-hosted).
 KILL_CASES = [
     pytest.param("sqlite", "sqlite", "gws", id="sqlite"),
-    pytest.param("json_file", "sqlite", "okta", id="okta+json_file"),
+    pytest.param("json_file", "sqlite", "okta", id="okta_oauth+json_file"),
     pytest.param("dynamodb", "sqlite", "gws", id="dynamodb+s3"),
     pytest.param("postgres", "dagster_pg", "gws", id="postgres+dagster_pg"),
 ]
@@ -58,6 +58,18 @@ def truth_of(sim_process, source: str) -> list[str]:  # type: ignore[no-untyped-
     if source == "okta":
         return sim_process.okta_truth_ids(START, END)
     return sim_process.truth_ids("login", START, END)
+
+
+def okta_oauth(sim_process, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The source keys of an Okta OAuth app the simulator trusts, its tokens living 4 s; the private key
+    set as an operator would, OKTA_PRIVATE_KEY="$(cat key.pem)" (setup_project passes this environment on)."""
+    from .test_okta import rsa_key
+
+    private, public = rsa_key()
+    sim_process.control("okta/clients", {"client_id": "0oakilltest", "public_key": public, "token_lifetime": 4})
+    monkeypatch.setenv("OKTA_PRIVATE_KEY", private)
+    return {"token": None, "oauth": {"client_id": "0oakilltest", "private_key": {"env": "OKTA_PRIVATE_KEY"},
+                                     "token_url": f"{sim_process.url}/oauth2/v1/token"}}
 
 
 def page_reads(sim_process, source: str) -> Counter:  # type: ignore[no-untyped-def]
@@ -84,8 +96,12 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
     sim_process.control("page_latency", {"seconds": 0.03})
+    auth: dict[str, object] = {}
+    if source == "okta":  # Okta's recommended credential: an OAuth app (tokens living 4 s)
+        auth = okta_oauth(sim_process, monkeypatch)
     env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", store=store, source=source,
-                        servers=servers, dagster_yaml=dagster_instance(instance_storage, servers, monkeypatch))
+                        servers=servers, dagster_yaml=dagster_instance(instance_storage, servers, monkeypatch),
+                        **auth)
     log = tmp_path / "runs.log"
     cmd = materialize_cmd(f"logs/{source}", KEY)
 
@@ -118,6 +134,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
     reread = sum(n - 1 for n in pages.values())
     print(f"{kills} kills, {sum(pages.values())} page reads for {len(pages)} pages, {reread} re-read")
     assert reread <= kills
+    if source == "okta":  # every reading run (a fresh process: no cached token) got its own, none refused
+        tokens = [r for r in sim_process.requests() if r.get("path") == "/oauth2/v1/token"]
+        assert len(tokens) >= kills + 1 and all(r["status"] == 200 for r in tokens)
     if instance_storage == "dagster_pg":  # the CLI's runs really went to Dagster's PostgreSQL storage
         import psycopg
 

@@ -517,6 +517,12 @@ class Simulator:
         if route == ("POST", "/_sim/page_latency"):
             self.set_page_latency(payload["seconds"])
             return ok
+        if route == ("POST", "/_sim/okta/clients"):  # an Okta API Services app (private_key_jwt), for a test
+            okta = self._api_named("okta_system_log")
+            okta.register_client(payload["client_id"], payload["public_key"])  # type: ignore[attr-defined]
+            if payload.get("token_lifetime") is not None:
+                okta.token_lifetime = int(payload["token_lifetime"])  # type: ignore[attr-defined]
+            return ok
         if route == ("GET", "/_sim/requests"):
             return Reply(200, _json_bytes({"requests": self.requests()}))
         if route == ("DELETE", "/_sim/requests"):
