@@ -465,7 +465,6 @@ class _WindowRun:
         self.cp = result.checkpoint
         self.lock = threading.Lock()
         self.committed_at = time.monotonic()  # the lease was just taken
-        self.lease_renewals = 0
         # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
         self.seen: dict[str, int] = {}
 
@@ -485,7 +484,6 @@ class _WindowRun:
         with self.lock:
             if due():
                 self._commit(self.cp, None)
-                self.lease_renewals += 1
 
     def _commit(self, cp: Checkpoint, landed_ids: list[tuple[int, bytes]] | None) -> None:
         self.cp = self.store.commit(cp, ttl=self.lease_ttl, now=self.clock(), landed_ids=landed_ids or ())

@@ -25,13 +25,12 @@ from logpull_dagster.plugins import open_source
 from logpull_dagster.pull import PullFailed, pull_window
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.simulator.google_iam import GoogleIam
-from logpull_dagster.simulator.google_reports import GoogleReportsApi
 from logpull_dagster.sources import CredentialsRefused, InvalidSecret, google_auth
 from logpull_dagster.windows import rfc3339
 
 from .cli import materialize_cmd, run, setup_project, siem_ids
 from .conftest import hour, key, ts
-from .test_google_auth import W10, truth, write_config
+from .test_google_auth import W10, google, truth, write_config
 
 SA = "logpull-dwd@logpull-sim.iam.gserviceaccount.com"
 ADMIN = "admin@example.com"
@@ -40,8 +39,7 @@ POD = "principal://iam.googleapis.com/projects/123456789/locations/global/worklo
 
 
 def iam(sim: Simulator) -> GoogleIam:
-    [api] = [a for a in sim.apis if isinstance(a, GoogleReportsApi)]
-    return api.iam
+    return google(sim).iam
 
 
 @pytest.fixture(autouse=True)
@@ -106,13 +104,8 @@ def test_a_window_is_pulled_with_an_assertion_signed_by_iam_for_the_adc_identity
     pod_token = (tmp_path / "pod-token").read_text()
     written = "\n".join(p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*")
                         if p.is_file() and p.name != "pod-token")
-    held = [*iam(sim).adc_tokens(), *google_auth_tokens(sim), src._auth._assertion, pod_token]
+    held = [*iam(sim).adc_tokens(), *google(sim).issued_tokens(), src._auth._assertion, pod_token]
     assert len(held) == 4 and not [t for t in held if t in written + json.dumps(sim.requests())]
-
-
-def google_auth_tokens(sim: Simulator) -> list[str]:
-    [api] = [a for a in sim.apis if isinstance(a, GoogleReportsApi)]
-    return api.issued_tokens()
 
 
 def test_the_adc_token_is_refreshed_once_when_iam_refuses_it(sim, tmp_path, adc_file):
@@ -121,8 +114,7 @@ def test_the_adc_token_is_refreshed_once_when_iam_refuses_it(sim, tmp_path, adc_
     try:
         page = src.fetch_page(W10, None)
         iam(sim).revoke_adc_tokens()  # ADC's token is revoked (or expired early) ...
-        [api] = [a for a in sim.apis if isinstance(a, GoogleReportsApi)]
-        api.revoke_tokens()  # ... and so is the Reports token, so a new assertion must be signed
+        google(sim).revoke_tokens()  # ... and so is the Reports token, so a new assertion must be signed
         again = src.fetch_page(W10, page.next_cursor)
     finally:
         src.close()
@@ -168,7 +160,11 @@ def test_refused_or_missing_application_default_credentials_fail_naming_adc(sim,
                      rf"{adc_file.name}.*\); run where application default credentials exist")
 
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS")
-    with socket.socket() as s:  # a metadata address where nothing listens: not on Google Cloud
+    # Off Google Cloud: google-auth pings the metadata address (where nothing listens here), then reads the
+    # machine's DMI product name; the one stand-in of this file, so that a CI machine that happens to run
+    # on Compute Engine does not answer with its own credentials.
+    monkeypatch.setattr("google.auth.compute_engine._metadata.detect_gce_residency_linux", lambda: False)
+    with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         monkeypatch.setenv("GCE_METADATA_IP", f"127.0.0.1:{s.getsockname()[1]}")
     first_page_fails(stream, InvalidSecret, r"service_account\.email needs application default credentials, "
@@ -216,5 +212,5 @@ def test_a_keyless_window_through_the_metadata_server_with_the_real_cli(tmp_path
     assert "metadata" in endpoints and endpoints.count("signJwt") == iam(sim).signed >= 1
     written = log.read_text() + "".join(p.read_text("utf-8", "replace") for p in tmp_path.rglob("*")
                                         if p.is_file() and p.suffix in (".jsonl", ".json", ".yaml", ".log"))
-    held = [*iam(sim).adc_tokens(), *google_auth_tokens(sim)]
+    held = [*iam(sim).adc_tokens(), *google(sim).issued_tokens()]
     assert held and not [t for t in held if t in written]

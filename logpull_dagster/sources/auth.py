@@ -43,6 +43,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncGenerator, Generator, Iterable
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -174,20 +175,8 @@ class OAuthToken(httpx.Auth):
     def _parse(self, response: httpx.Response) -> tuple[str, float]:
         """(access token, lifetime in seconds) of a token answer; raises on anything else."""
         status = response.status_code
-        try:
-            body = take_body(response, self.max_bytes)
-        except BadPage as e:
-            raise SourceRequestError(f"the token endpoint {self._where} answered HTTP {status}, unreadable: {e}") \
-                from None
-        if status in RETRY_STATUS:
-            raise RetryableStatus(status, parse_retry_after(response.headers.get("retry-after")),
-                                  where="token endpoint ")
-        try:
-            doc = json_codec.loads(body)
-        except json_codec.JSONError:
-            doc = None
-        if not isinstance(doc, dict):
-            doc = {}
+        doc = json_answer(response, self.max_bytes, what=f"the token endpoint {self._where}",
+                          retry_where="token endpoint ")
         if status != 200:
             error = self._clean(doc.get("error"))
             described = self._clean(doc.get("error_description"))
@@ -325,6 +314,24 @@ def _lifetime(expires_in: object) -> float:
 
 # httpx reads in full, unbounded, every response an auth flow moves past (``response.read()`` in
 # ``Client._send_handling_auth``). These hand httpx an empty stream instead and deal with the real one here.
+
+def json_answer(response: httpx.Response, limit: int, *, what: str, retry_where: str) -> dict[str, Any]:
+    """The JSON object of an answer an auth flow moved past (a token endpoint's, a remote signer's), read
+    up to ``limit``; ``{}`` when it is no JSON object. Raises RetryableStatus for 429/5xx (``retry_where``
+    names the endpoint in the retry's reason) and SourceRequestError, naming ``what``, for an unreadable body."""
+    status = response.status_code
+    try:
+        body = take_body(response, limit)
+    except BadPage as e:
+        raise SourceRequestError(f"{what} answered HTTP {status}, unreadable: {e}") from None
+    if status in RETRY_STATUS:
+        raise RetryableStatus(status, parse_retry_after(response.headers.get("retry-after")), where=retry_where)
+    try:
+        doc = json_codec.loads(body)
+    except json_codec.JSONError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
 
 def take_body(response: httpx.Response, limit: int) -> bytes:
     """At most ``limit`` decoded bytes of ``response`` (more raises BadPage)."""

@@ -51,7 +51,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Generator, Mapping
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import google.auth
 import google.auth.exceptions
@@ -60,11 +60,10 @@ import httpx
 from google.auth import crypt, jwt
 from google.oauth2 import service_account
 
-from logpull_dagster import json_codec
 from logpull_dagster.redact import Redactor
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
-from logpull_dagster.sources.auth import TOKEN_BODY_MAX, OAuthToken, take_body
-from logpull_dagster.sources.http import RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
+from logpull_dagster.sources.auth import TOKEN_BODY_MAX, OAuthToken, json_answer, take_body
+from logpull_dagster.sources.http import RetryableStatus, origin, read_body
 
 REPORTS_SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -75,6 +74,13 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # Google accepts an assertion that lives at most an hour.
 ASSERTION_LIFETIME = 3600
 _MAX_KEY_FILE = 64 * 1024  # a service-account JSON key is ~2.3 KiB
+
+
+def delegation_claims(email: str, subject: str, scope: str, token_uri: str) -> dict[str, Any]:
+    """The claims of a domain-wide delegation assertion: ``email`` acting for ``subject``, fresh now."""
+    now = int(time.time())
+    return {"iss": email, "sub": subject, "scope": scope, "aud": token_uri, "iat": now,
+            "exp": now + ASSERTION_LIFETIME}
 
 
 class ServiceAccountAuth(OAuthToken):
@@ -88,9 +94,7 @@ class ServiceAccountAuth(OAuthToken):
         self._assertion: str | None = None  # the last one sent, for the redactor
 
     def token_form(self) -> dict[str, str]:
-        now = int(time.time())
-        claims = {"iss": self.email, "sub": self.subject, "scope": self.scope, "aud": self.token_url,
-                  "iat": now, "exp": now + ASSERTION_LIFETIME}
+        claims = delegation_claims(self.email, self.subject, self.scope, self.token_url)
         # google-auth's encoder puts the key's id (private_key_id) in the header as `kid`.
         assertion = jwt.encode(self._signer, claims).decode("ascii")
         self._assertion = assertion
@@ -173,15 +177,12 @@ class KeylessServiceAccountAuth(OAuthToken):
         super().__init__(token_uri, credential=f"the domain-wide delegation of {email} for {subject}")
         self.email, self.subject, self.scope, self.adc = email, subject, scope, adc
         self.sign_url = f"{iam_endpoint.rstrip('/')}/v1/projects/-/serviceAccounts/{quote(email, safe='@')}:signJwt"
-        parts = urlsplit(self.sign_url)
-        self._sign_where = f"{parts.scheme}://{parts.netloc}"
+        self._sign_where = origin(self.sign_url)
         self._assertion: str | None = None
         self.assertions_signed = 0
 
     def token_form_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, dict[str, str]]:
-        now = int(time.time())
-        claims = {"iss": self.email, "sub": self.subject, "scope": self.scope, "aud": self.token_url,
-                  "iat": now, "exp": now + ASSERTION_LIFETIME}
+        claims = delegation_claims(self.email, self.subject, self.scope, self.token_url)
         payload = json.dumps({"payload": json.dumps(claims, separators=(",", ":"))}).encode()
         timeout = request.extensions.get("timeout", {})
         refused: str | None = None
@@ -202,18 +203,8 @@ class KeylessServiceAccountAuth(OAuthToken):
 
     def _signed_jwt(self, response: httpx.Response) -> str:
         status = response.status_code
-        try:
-            body = take_body(response, TOKEN_BODY_MAX)
-        except BadPage as e:
-            raise SourceRequestError(f"IAM signJwt at {self._sign_where} answered HTTP {status}, unreadable: {e}") \
-                from None
-        if status in RETRY_STATUS:
-            raise RetryableStatus(status, parse_retry_after(response.headers.get("retry-after")), where="IAM signJwt ")
-        try:
-            doc = json_codec.loads(body)
-        except json_codec.JSONError:
-            doc = None
-        doc = doc if isinstance(doc, dict) else {}
+        doc = json_answer(response, TOKEN_BODY_MAX, what=f"IAM signJwt at {self._sign_where}",
+                          retry_where="IAM signJwt ")
         if status == 200:
             signed = doc.get("signedJwt")
             if not isinstance(signed, str) or signed.count(".") != 2:
@@ -274,15 +265,10 @@ class BoundedTransport(google.auth.transport.Request):
                 return _Answer(r.status_code, dict(r.headers), data)
         except (httpx.HTTPError, BadPage) as e:
             # The type only: an httpx error's text can hold the request's headers.
-            raise google.auth.exceptions.TransportError(f"{type(e).__name__} from {_origin_of(url)}") from None
+            raise google.auth.exceptions.TransportError(f"{type(e).__name__} from {origin(url)}") from None
 
     def close(self) -> None:
         self._client.close()
-
-
-def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class ApplicationDefaultCredentials:

@@ -285,7 +285,7 @@ class RetryingClient:
                  rate_limit_wait: RateLimitWait | None = None, rate: RateGate | None = None) -> None:
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.timeout, self.max_bytes, self.credential = timeout, max_bytes, credential
-        self.origin = _origin(base_url)
+        self.origin = origin(base_url)
         self._origin_key = _origin_key(httpx.URL(base_url))
         self.auth = auth
         self.rate = rate
@@ -485,7 +485,8 @@ def _cause(exc: BaseException, kind: type[BaseException]) -> Any:
     return None
 
 
-def _origin(url: str) -> str:
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: what a message may name of it (a query may hold a secret)."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}"
 
