@@ -5,7 +5,8 @@ window with its status, events, pages, late events, attempts, last read and deli
 "N of M due windows complete and delivered, K gaps" with the gaps as time ranges. Runs of healthy
 windows fold into one line unless ``--all``; nothing that needs attention is folded. Exit code 0 when
 every due window in range is complete and delivered, 1 otherwise (a cron job or CI gate), 2 on a
-usage or config error.
+usage or config error or a checkpoint store that cannot be reached (one line naming it), 3 on an
+internal error (a bug; ``LOGPULL_DEBUG=1`` prints its traceback).
 
 ``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
 (landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
@@ -24,13 +25,14 @@ import argparse
 import datetime as dt
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 import orjson
 import pandas as pd
 
 from logpull_dagster import skips
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, CheckpointStoreError, LeaseHeld
 from logpull_dagster.config import ConfigError, LogpullConfig, SourceBase, config_path, load_config
 from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
 from logpull_dagster.plugins import open_checkpoints
@@ -44,6 +46,11 @@ from logpull_dagster.windows import (
     rfc3339,
     window_for_key,
 )
+
+# Exit codes: every due window complete and delivered (or the command did what it said); gaps (or an
+# operator command refused while a run holds the window); a usage or config error, or a checkpoint store
+# that cannot be reached or used; a bug.
+OK, GAPS, USAGE, INTERNAL = 0, 1, 2, 3
 
 RESET_OWNER = "logpull-reset"
 SKIP_OWNER = "logpull-skip-page"
@@ -68,11 +75,17 @@ def _queued(config: LogpullConfig, src: SourceBase) -> set[str]:
 
     from logpull_dagster.schedules import run_windows
 
-    with dg.DagsterInstance.get() as instance:
-        records = instance.get_run_records(filters=dg.RunsFilter(
-            job_name=f"pull_{src.name}",
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
-        return {s for rec in records for s in run_windows(src, dict(rec.dagster_run.tags))}
+    try:
+        with dg.DagsterInstance.get() as instance:
+            records = instance.get_run_records(filters=dg.RunsFilter(
+                job_name=f"pull_{src.name}",
+                statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]))
+    except Exception as e:  # the ledger is the checkpoint store's; Dagster's queue only adds "queued"
+        print(f"logpull status: cannot read Dagster's run queue at DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+              f"({type(e).__name__}: {_one_line(str(e), 200)}); windows a queued run will read show as missing",
+              file=sys.stderr)
+        return set()
+    return {s for rec in records for s in run_windows(src, dict(rec.dagster_run.tags))}
 
 
 def status(args: argparse.Namespace, config: LogpullConfig) -> int:
@@ -81,14 +94,16 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
     # --source names a stream, or a config source whose `applications` made several (all of them)
     sources = [s for s in config.sources if args.source in (s.name, s.group)] if args.source else config.sources
     report, ok = [], True
-    for src in sources:
-        rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src))
-        holes = gaps(rows, CADENCE_STEP[src.cadence])
-        good = int(((rows["status"] == "complete") & (rows["delivered"] == "yes")).sum())
-        fresh = freshness(src, store, now)
-        ok = ok and not holes
-        report.append((src, rows, holes, good, fresh))
-    store.close()
+    try:
+        for src in sources:
+            rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src))
+            holes = gaps(rows, CADENCE_STEP[src.cadence])
+            good = int(((rows["status"] == "complete") & (rows["delivered"] == "yes")).sum())
+            fresh = freshness(src, store, now)
+            ok = ok and not holes
+            report.append((src, rows, holes, good, fresh))
+    finally:
+        store.close()
 
     if args.json:
         doc = {"ok": ok, "checked_at": rfc3339(now), "sources": [{
@@ -103,7 +118,7 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
         return 0 if ok else 1
 
     for src, rows, holes, good, fresh in report:
-        print(f"{src.name}: {src.type} {src.application}, {src.cadence} windows from {rfc3339(src.start)}, "
+        print(f"{src.name}: {src.stream} ({src.type}), {src.cadence} windows from {rfc3339(src.start)}, "
               f"settle_lag {src.settle_lag}")
         if rows.empty:
             print("  no due window in range\n")
@@ -250,8 +265,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = _config(args)
     if isinstance(config, str):
         print(f"logpull {args.command}: {config}", file=sys.stderr)
-        return 2
-    return {"reset": reset, "skip-page": skip_page}.get(args.command, status)(args, config)
+        return USAGE
+    try:
+        return {"reset": reset, "skip-page": skip_page}.get(args.command, status)(args, config)
+    except CheckpointStoreError as e:  # unreachable, or unusable as configured: the message names it
+        print(f"logpull {args.command}: cannot use the checkpoint store: {_one_line(str(e))}", file=sys.stderr)
+        return USAGE
+    except Exception as e:
+        print(f"logpull {args.command}: internal error ({type(e).__name__}: {_one_line(str(e))}); nothing was "
+              f"written. This is a bug: please report it, with the traceback that LOGPULL_DEBUG=1 prints",
+              file=sys.stderr)
+        if os.environ.get("LOGPULL_DEBUG"):
+            traceback.print_exc()
+        return INTERNAL
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _config(args: argparse.Namespace) -> LogpullConfig | str:

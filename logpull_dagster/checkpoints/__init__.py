@@ -32,6 +32,16 @@ Stage = Literal["pull", "deliver"]
 Status = Literal["new", "running", "complete", "failed"]
 
 
+class CheckpointStoreError(RuntimeError):
+    """The store cannot be opened or used as configured (wrong key, no credentials, no such table or
+    file); the message names the store and the fix. ``logpull`` exits 2 on it."""
+
+
+class CheckpointStoreUnavailable(CheckpointStoreError, ConnectionError):
+    """The store did not answer within its retries and timeouts (an outage, or a wrong endpoint);
+    nothing was written by the failed call. A run treats it as a fault and retries from its checkpoint."""
+
+
 class LeaseHeld(RuntimeError):
     """Another run holds the window; this run must not write."""
 
@@ -192,4 +202,5 @@ def _fmt_epoch(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-__all__ = ["Checkpoint", "CheckpointStore", "CheckpointStoreLost", "LeaseHeld", "LeaseLost", "Stage", "Status"]
+__all__ = ["Checkpoint", "CheckpointStore", "CheckpointStoreError", "CheckpointStoreLost", "CheckpointStoreUnavailable",
+           "LeaseHeld", "LeaseLost", "Stage", "Status"]

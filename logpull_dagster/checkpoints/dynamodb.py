@@ -57,10 +57,27 @@ from typing import Any, Literal
 import boto3
 import stamina
 from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, WaiterError
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+    WaiterError,
+)
 
 from logpull_dagster import json_codec
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStoreLost, LeaseHeld, LeaseLost, Stage
+from logpull_dagster.checkpoints import (
+    Checkpoint,
+    CheckpointStoreError,
+    CheckpointStoreLost,
+    CheckpointStoreUnavailable,
+    LeaseHeld,
+    LeaseLost,
+    Stage,
+)
 from logpull_dagster.config import StoreBase
 from logpull_dagster.plugins import Plugin
 
@@ -95,8 +112,16 @@ RETRY_ATTEMPTS = 5
 RETRY_TIMEOUT = 30.0
 
 
-class DynamoDbStoreError(RuntimeError):
+class DynamoDbStoreError(CheckpointStoreError):
     """The table cannot be used as configured (missing, wrong key schema, no credentials or region)."""
+
+
+class DynamoDbUnavailable(DynamoDbStoreError, CheckpointStoreUnavailable):
+    """DynamoDB did not answer within botocore's retries and timeouts (an outage, or a wrong endpoint_url)."""
+
+
+# What botocore raises when it got no answer at all, after its own retries.
+_UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 
 
 def _pad(t: int) -> str:
@@ -225,10 +250,15 @@ class DynamoDbCheckpointStore:
     # ---- calls ---------------------------------------------------------------------------------------
 
     def _retrying(self, fn: Callable[..., dict[str, Any]], **kwargs: Any) -> dict[str, Any]:
-        for attempt in stamina.retry_context(on=_retryable, attempts=RETRY_ATTEMPTS, timeout=RETRY_TIMEOUT,
-                                             wait_initial=0.05, wait_max=2.0):
-            with attempt:
-                return fn(**kwargs)
+        try:
+            for attempt in stamina.retry_context(on=_retryable, attempts=RETRY_ATTEMPTS, timeout=RETRY_TIMEOUT,
+                                                 wait_initial=0.05, wait_max=2.0):
+                with attempt:
+                    return fn(**kwargs)
+        except _UNREACHABLE as e:
+            raise DynamoDbUnavailable(
+                f"the {self.where} did not answer ({type(e).__name__}: {e}); check the network, "
+                f"checkpoints.endpoint_url and checkpoints.region") from None
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     def _call(self, op: str, *, token: bool = False, **kwargs: Any) -> dict[str, Any]:

@@ -62,7 +62,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pydantic import Field
 
 from logpull_dagster import json_codec
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStoreLost, LeaseHeld, LeaseLost, Stage
+from logpull_dagster.checkpoints import (
+    Checkpoint,
+    CheckpointStoreError,
+    CheckpointStoreLost,
+    LeaseHeld,
+    LeaseLost,
+    Stage,
+)
+from logpull_dagster.checkpoints import CheckpointStoreUnavailable as _Unavailable
 from logpull_dagster.config import Duration, StoreBase, secret
 from logpull_dagster.plugins import Plugin
 
@@ -125,11 +133,11 @@ _POOL_WAIT = 2.0  # seconds a call waits for a pooled connection before it probe
 log = logging.getLogger(__name__)
 
 
-class PostgresStoreError(RuntimeError):
+class PostgresStoreError(CheckpointStoreError):
     """The PostgreSQL checkpoint store cannot be opened or used; the message names the fix, never the password."""
 
 
-class CheckpointStoreUnavailable(PostgresStoreError):
+class CheckpointStoreUnavailable(PostgresStoreError, _Unavailable):
     """The server stayed unreachable past ``reconnect_timeout``; nothing was written by the failed call."""
 
 

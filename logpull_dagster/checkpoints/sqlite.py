@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from logpull_dagster import json_codec
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStoreLost, LeaseHeld, LeaseLost, Stage
+from logpull_dagster.checkpoints import (
+    Checkpoint,
+    CheckpointStoreError,
+    CheckpointStoreLost,
+    LeaseHeld,
+    LeaseLost,
+    Stage,
+)
 from logpull_dagster.config import LocalStoreBase
 from logpull_dagster.plugins import Plugin
 
@@ -109,9 +116,18 @@ class SqliteCheckpointStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._open()
+        except (sqlite3.Error, OSError) as e:  # not a database, unreadable, a folder in its place, a full disk
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            raise CheckpointStoreError(f"checkpoints: cannot use the SQLite file {self.path} ({type(e).__name__}: "
+                                       f"{e}); check checkpoints.path and the file's permissions") from e
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so the lock is taken up front.
-        self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
