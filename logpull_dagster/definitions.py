@@ -58,7 +58,7 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
                                       tags={SOURCE_TAG: src.name})
         jobs += [pull, deliver]
         schedules.append(build_pull_schedule(src, pull, keys))
-        sensors += [build_delivery_sensor(src, deliver), build_freshness_sensor(src, keys)]
+        sensors += [build_delivery_sensor(src, deliver, keys), build_freshness_sensor(src, keys)]
         # The resource carries the source's config with paths made absolute (it is opened elsewhere).
         settings = src.model_copy(update={"ca_file": str(src.ca_path)}) if src.ca_path else src
         resources[api_resource(src.name)] = LogSourceResource(

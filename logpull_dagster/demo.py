@@ -137,8 +137,9 @@ def run_demo() -> int:
                 sensor = defs.resolve_sensor_def(delivery_sensor(src.name))
                 cursor_file = STATE / f"sensor_cursor.{src.name}"  # the daemon keeps this in its storage
                 cursor = cursor_file.read_text() if cursor_file.exists() else None
-                tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs,
-                                                                    cursor=cursor))
+                with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
+                                             resources=dict(defs.resources or {})) as ctx:
+                    tick = sensor.evaluate_tick(ctx)
                 if tick.cursor:
                     cursor_file.write_text(tick.cursor)
                 delivery = defs.resolve_job_def(deliver_job(src.name))

@@ -3,8 +3,11 @@
 One sensor per source, running by default. It walks the event log of ``logs/<source>`` by storage
 id (its cursor), so every materialization is seen once and in order: old windows re-read by a
 backfill are delivered too, and no event in between is skipped (``asset_sensor`` only reports the
-latest). A materialization whose window has no landed page left to deliver launches nothing; windows
-seen in one tick go as few runs as possible (adjacent windows share a range run).
+latest). A window is launched only if the checkpoint store says it has landed pages not delivered yet
+*now*, not when its materialization was recorded: a sensor starting over (a new daemon, ``make ui`` on
+the demo's state, a reset cursor) walks materializations whose windows were delivered long ago, and
+must launch nothing for them. Windows seen in one tick go as few runs as possible (adjacent windows
+share a range run).
 """
 
 
@@ -15,9 +18,9 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from logpull_dagster.config import SourceBase
-from logpull_dagster.keys import SOURCE_TAG, delivery_sensor, logs_key, run_request
+from logpull_dagster.keys import PLAIN, SOURCE_TAG, ResourceKeys, delivery_sensor, logs_key, run_request
 from logpull_dagster.orchestration import WindowRequest, batches
-from logpull_dagster.windows import key_for_window, window_for_key
+from logpull_dagster.windows import key_for_window, rfc3339, window_for_key
 
 # Materializations looked at per tick; the cursor carries the rest to the next tick.
 BATCH = 500
@@ -25,11 +28,16 @@ BATCH = 500
 if TYPE_CHECKING:  # dg.define_asset_job's return type has no public name in Dagster 1.13
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+    from logpull_dagster.checkpoints import CheckpointStore
+    from logpull_dagster.windows import Window
 
-def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition) -> dg.SensorDefinition:
+
+def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition,
+                          keys: ResourceKeys = PLAIN) -> dg.SensorDefinition:
     @dg.sensor(
         name=delivery_sensor(src.name),
         job=job,
+        required_resource_keys={keys.checkpoints},
         minimum_interval_seconds=max(1, int(src.delivery_interval.total_seconds())),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Delivers each window of logs/{src.name} to the SIEM after it lands new data.",
@@ -50,7 +58,8 @@ def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition) ->
             if left is not None and getattr(left, "value", 1) == 0:
                 continue
             pending.add(mat.partition)
-        windows = sorted(window_for_key(src.cadence, k) for k in pending)
+        store = getattr(context.resources, keys.checkpoints).store
+        windows = [w for w in sorted(window_for_key(src.cadence, k) for k in pending) if _to_deliver(store, src, w)]
         requests = []
         # Adjacent windows go as one run (a catch-up delivers in a few runs, not one per window). The run
         # key names the materializations seen, so a re-evaluated tick launches nothing twice.
@@ -61,3 +70,13 @@ def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition) ->
         return dg.SensorResult(run_requests=requests, cursor=str(after) if after is not None else None)
 
     return _sensor
+
+
+def _to_deliver(store: CheckpointStore, src: SourceBase, window: Window) -> bool:
+    """Whether ``window`` has landed pages its delivery has not passed yet (one read of each row)."""
+    start = rfc3339(window.start)
+    pulled = store.get(src.name, "pull", start)
+    if pulled is None or pulled.landed_pages == 0:
+        return False
+    sent = store.get(src.name, "deliver", start)
+    return sent is None or sent.delivered_pages < pulled.landed_pages

@@ -44,8 +44,9 @@ class Orchestrator:
         for r in reqs:
             assert pull.execute_in_process(partition_key=r.partition_key, instance=self.instance, tags=r.tags,
                                            run_config=r.run_config).success
-        out = self.sensor.evaluate_tick(dg.build_sensor_context(instance=self.instance, definitions=self.defs,
-                                                                 cursor=self.cursor))
+        with dg.build_sensor_context(instance=self.instance, definitions=self.defs, cursor=self.cursor,
+                                     resources=dict(self.defs.resources or {})) as ctx:
+            out = self.sensor.evaluate_tick(ctx)
         self.cursor = out.cursor
         deliver = self.defs.resolve_job_def("deliver_gws")
         for r in out.run_requests:
