@@ -29,7 +29,7 @@ from pydantic import Field
 from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
 from logpull_dagster.checks import check_results, check_specs
 from logpull_dagster.config import SourceBase
-from logpull_dagster.deliver import deliver_window
+from logpull_dagster.deliver import LandedPageMissing, deliver_window
 from logpull_dagster.keys import PLAIN, ResourceKeys, api_resource, logs_key, siem_key
 from logpull_dagster.ledger import WindowAudit, audit_window
 from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, RunTally, pull_window
@@ -379,6 +379,9 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 )
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
+            except LandedPageMissing as e:  # retrying cannot bring the page back: `logpull recover` can
+                raise dg.Failure(description=str(e), metadata={"window": str(window), "missing_page": e.page},
+                                 allow_retries=False) from None
             if res.reconciled:
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
                                     f"but the SIEM side held {res.already_delivered} of its events; delivered only "
@@ -395,6 +398,8 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 # After a lost checkpoint store: events the SIEM side held already, left out (deliver.py).
                 "already_delivered": dg.MetadataValue.int(res.already_delivered),
                 "reconciled": dg.MetadataValue.bool(res.reconciled),
+                # Pages a `logpull recover` recorded as lost, passed over: their events were landed again.
+                "lost_pages_passed": dg.MetadataValue.int(res.lost_pages),
                 "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
                 "siem_folder": dg.MetadataValue.path(sink.location(src.name)),
                 "batch_files": dg.MetadataValue.json(res.outputs[-20:]),

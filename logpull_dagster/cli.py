@@ -11,11 +11,16 @@ internal error (a bug; ``LOGPULL_DEBUG=1`` prints its traceback).
 ``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
 (landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
 
+``logpull recover --source NAME (--window KEY | --from T --to T)`` makes whole again a window whose landed
+pages (or journaled reads) were lost before they were delivered: it forgets the lost pages' event ids so
+that the next run lands their events again, and delivery sends only what the SIEM does not hold
+(``recovery.py``). Windows whose lost pages were all delivered are left alone.
+
 ``logpull skip-page --source NAME --window KEY --reason TEXT`` accepts losing the one page that keeps a
 window failed because its body can never be read (see ``skips.py``): the window reads on past it, or
 ends its pass there, and is shown as a known gap from then on, with the reason, who and when.
 
-All three read a real config file only ($LOGPULL_CONFIG or ./logpull.yaml, never the built-in demo config) and
+All of them read a real config file only ($LOGPULL_CONFIG or ./logpull.yaml, never the built-in demo config) and
 an existing checkpoint database (never create an empty one); otherwise they exit 2 saying which.
 """
 
@@ -25,6 +30,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Sequence
 
@@ -34,12 +40,15 @@ import pandas as pd
 from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, CheckpointStoreError, LeaseHeld
 from logpull_dagster.config import ConfigError, LogpullConfig, SourceBase, config_path, load_config
+from logpull_dagster.landing import LandingStore
 from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
-from logpull_dagster.plugins import open_checkpoints
+from logpull_dagster.plugins import open_checkpoints, open_landing
+from logpull_dagster.recovery import describe, recover_window, survey
 from logpull_dagster.windows import (
     CADENCE_STEP,
     KEY_FORMAT,
     UTC,
+    Window,
     is_aligned,
     key_for_window,
     parse_time,
@@ -53,6 +62,8 @@ from logpull_dagster.windows import (
 OK, GAPS, USAGE, INTERNAL = 0, 1, 2, 3
 
 RESET_OWNER = "logpull-reset"
+# The leases `logpull recover` holds while it rebuilds a window's ids (each page's commit renews them).
+RECOVER_TTL = 300.0
 SKIP_OWNER = "logpull-skip-page"
 
 
@@ -213,6 +224,100 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
     )
 
 
+def _operator() -> str:
+    return os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+
+
+def _recover_windows(args: argparse.Namespace, src: SourceBase, store: CheckpointStore) -> list[Window] | str:
+    """The windows ``recover`` looks at, or why the selection is wrong."""
+    step = CADENCE_STEP[src.cadence]
+    if args.window is not None:
+        if args.from_ is not None or args.to is not None:
+            return "give either --window or --from/--to, not both"
+        start = args.window
+        if not is_aligned(src.cadence, start):
+            return (f"{rfc3339(start)} is not the start of a {src.cadence} window of {src.name}; write a partition "
+                    f"key (e.g. {(start.replace(minute=0, second=0, microsecond=0)).strftime(KEY_FORMAT[src.cadence])})"
+                    f" or the window's start")
+        return [Window(start, start + step)]
+    if args.from_ is None and args.to is None:
+        return "name the window (--window) or the period (--from/--to) to recover"
+    rows = store.list(src.name, "pull")
+    windows = [Window(parse_time(cp.window_start), parse_time(cp.window_end)) for cp in rows]
+    return [w for w in windows if (args.from_ is None or w.end > args.from_) and (args.to is None or w.start < args.to)]
+
+
+def recover(args: argparse.Namespace, config: LogpullConfig) -> int:
+    src = config.source(args.source)
+    store = open_checkpoints(config)
+    try:
+        if not hasattr(store, "forget_ids"):
+            print(f"logpull recover: the checkpoint store {config.checkpoints.type!r} has no forget_ids (a plug-in "
+                  f"older than `logpull recover`); upgrade it: see CheckpointStore.forget_ids", file=sys.stderr)
+            return USAGE
+        windows = _recover_windows(args, src, store)
+        if isinstance(windows, str):
+            print(f"logpull recover: {windows}", file=sys.stderr)
+            return USAGE
+        landing = open_landing(config)
+        try:
+            return _recover(args, config, src, store, landing, windows)
+        finally:
+            landing.close()
+    finally:
+        store.close()
+
+
+def _recover(args: argparse.Namespace, config: LogpullConfig, src: SourceBase, store: CheckpointStore,
+             landing: LandingStore, windows: list[Window]) -> int:
+    one = len(windows) == 1
+    done: list[Window] = []
+    refused = 0
+    for w in windows:
+        key = key_for_window(src.cadence, w)
+        seen = survey(store, landing, src.name, w)
+        where = landing.where(src.name, w)
+        if seen.pull is None:
+            if one:
+                print(f"{src.name} {key}: nothing was ever landed for this window; nothing to recover (a run reads "
+                      f"it from page one)")
+            continue
+        if not seen.needed:
+            if seen.pages:
+                print(f"{src.name} {key}: landed page(s) {describe(seen.pages)} are gone from {where}, but every one "
+                      f"of them was delivered already: nothing to recover (the SIEM has their events)")
+            elif one:
+                print(f"{src.name} {key}: every landed page and journaled read is in {where}; nothing to recover")
+            continue
+        try:
+            r = recover_window(store, landing, src.name, w, by=_operator(),
+                               ttl=max(src.lease_ttl.total_seconds(), RECOVER_TTL), clock=time.time)
+        except LeaseHeld as e:
+            print(f"refused: {e}", file=sys.stderr)
+            refused += 1
+            continue
+        lost = []
+        if r.lost_pages:
+            undelivered = len([p for p in r.lost_pages if p in seen.undelivered])
+            lost.append(f"landed page(s) {describe(r.lost_pages)} of {seen.pull.landed_pages} ({undelivered} not "
+                        f"delivered yet)")
+        if r.lost_reads:
+            lost.append(f"{len(r.lost_reads)} journaled read(s)")
+        print(f"{src.name} {key}: recovered: {' and '.join(lost)} gone from {where}; kept {r.kept_pages} landed "
+              f"page(s) ({r.kept_events} events). Its event ids but theirs are forgotten, so the next run reads the "
+              f"window again from page one and lands every event they did not hold; delivery then sends only the "
+              f"events the SIEM does not hold.")
+        done.append(w)
+    if done:
+        keys = [key_for_window(src.cadence, w) for w in (done[0], done[-1])]
+        where = f"--partition {keys[0]}" if len(done) == 1 else f"--partition-range {keys[0]}...{keys[1]}"
+        print(f"Read {'it' if len(done) == 1 else 'them'} again now (or let the schedule do it), then deliver (or let "
+              f"the delivery sensor do it):\n"
+              f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}\n"
+              f"  dagster asset materialize -m logpull_dagster --select siem/{src.name} {where}")
+    return GAPS if refused else OK
+
+
 def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
     src = config.source(args.source)
     window = window_for_key(src.cadence, args.window)
@@ -226,7 +331,7 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
                   f"nothing to skip (only a page that failed as not readable, and is still where the window "
                   f"stands, can be skipped)", file=sys.stderr)
             return 2
-        by = os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+        by = _operator()
         done = _operator_write(store, cp, SKIP_OWNER,
                                lambda held, now: skips.skip(held, reason=args.reason, by=by, now=now))
         if done is None:
@@ -261,13 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     sk.add_argument("--source", required=True)
     sk.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
     sk.add_argument("--reason", required=True, help="why the page's events may be lost (kept with the window)")
+    rc = sub.add_parser("recover", help="read a window again whose landed pages (or journaled reads) were lost")
+    rc.add_argument("--source", required=True)
+    rc.add_argument("--window", type=_when, help="partition key or start of the window, e.g. 2026-11-26-10:00")
+    rc.add_argument("--from", dest="from_", type=_when, help="first time of a period to recover (inclusive)")
+    rc.add_argument("--to", type=_when, help="end of the period (exclusive)")
     args = parser.parse_args(argv)
     config = _config(args)
     if isinstance(config, str):
         print(f"logpull {args.command}: {config}", file=sys.stderr)
         return USAGE
     try:
-        return {"reset": reset, "skip-page": skip_page}.get(args.command, status)(args, config)
+        return {"reset": reset, "skip-page": skip_page, "recover": recover}.get(args.command, status)(args, config)
     except CheckpointStoreError as e:  # unreachable, or unusable as configured: the message names it
         print(f"logpull {args.command}: cannot use the checkpoint store: {_one_line(str(e))}", file=sys.stderr)
         return USAGE
@@ -287,7 +397,8 @@ def _one_line(text: str, limit: int = 500) -> str:
 
 def _config(args: argparse.Namespace) -> LogpullConfig | str:
     """The config to answer from, or why the command cannot answer (a usage or config error: exit 2)."""
-    if args.command == "status" and args.from_ is not None and args.to is not None and args.from_ >= args.to:
+    from_, to = getattr(args, "from_", None), getattr(args, "to", None)
+    if from_ is not None and to is not None and from_ >= to:
         return (f"--from {rfc3339(args.from_)} is not before --to {rfc3339(args.to)}; the range is [from, to), "
                 f"so it holds no window")
     try:
@@ -311,7 +422,7 @@ def _config(args: argparse.Namespace) -> LogpullConfig | str:
                         f"{args.command} works on one window of one stream: name it, e.g. --source {streams[0]}")
             names = ", ".join(s.name for s in config.sources)
             return f"no source named {args.source!r} in {path}; sources: {names}"
-        if args.command != "status" and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
+        if args.command in ("reset", "skip-page") and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
             return why
     missing = config.checkpoints.missing_state(config.resolve, str(path))  # before opening: that may create it
     return missing or config

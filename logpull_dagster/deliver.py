@@ -18,6 +18,21 @@ event id, so no later page can hold one, and delivery is back on the normal path
 ``stats["already_delivered"]`` counts the events left out. The normal path costs one or two file
 lookups more, at a window's first batch.
 
+EVERY LANDED PAGE, IN ORDER. The pull checkpoint says how many pages landed (``page_seq``): pages
+``0 .. page_seq - 1`` all exist, by construction. Delivery walks exactly those numbers, not the pages
+it happens to find: a page that is not there (deleted by hand, expired by an S3 lifecycle rule, gone
+with its bucket) stops the window with :class:`LandedPageMissing`, naming the page and where it should
+be, and the window stays a gap until ``logpull recover`` reads it again (``recovery.py``). Pages that
+a recovery recorded as lost (``stats["lost_pages"]`` of the pull checkpoint) are passed over: their
+events were landed again in later pages, which delivery then writes reconciling against the sink.
+
+FENCED. Nothing becomes visible in the SIEM from a run that has lost its lease: the sink calls
+``fence`` right before it makes a batch visible (the rename into the folder, the request to the
+collector), and the fence is a conditional write of the delivery checkpoint that raises LeaseLost once
+another run has taken the window over. A run stalled past its lease (a slow landing read, a paused
+process), whose window another run then delivered and a forwarder shipped and deleted, therefore writes
+nothing when it wakes up, instead of a batch the SIEM receives twice.
+
 No Dagster import.
 """
 
@@ -33,15 +48,29 @@ from typing import Any
 
 import orjson
 
+from logpull_dagster import recovery
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.json_codec import dumps, loads
-from logpull_dagster.landing import LandingStore
+from logpull_dagster.landing import LandingMissing, LandingStore
 from logpull_dagster.redact import error_text
 from logpull_dagster.sinks import Sink
 from logpull_dagster.windows import Window, rfc3339
 
 log = logging.getLogger(__name__)
+
+
+class LandedPageMissing(RuntimeError):
+    """A page the pull checkpoint says landed is not in the landing store; retrying cannot bring it back."""
+
+    def __init__(self, source: str, window: Window, page: int, landed: int, where: str) -> None:
+        self.page = page
+        super().__init__(
+            f"window {window} of {source!r}: landed page {page} (of {landed}) is missing from {where} (deleted by "
+            f"hand, expired by a lifecycle rule, or gone with its bucket); its events were not delivered, nor any "
+            f"page after it, and the window is not complete. `logpull recover --source {source} --window "
+            f"{rfc3339(window.start)}` reads the window again and delivers every event the SIEM does not hold "
+            f"(docs/operations.md, 'A landed page was lost')")
 
 
 @dataclass
@@ -58,6 +87,7 @@ class DeliveryResult:
     total_events: int = 0
     pending_pull: bool = False
     reconciled: bool = False
+    lost_pages: int = 0  # pages a recovery recorded as lost, passed over (their events landed again later)
     outputs: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -117,20 +147,38 @@ def deliver_window(
     result = DeliveryResult(source_name, window)
     pulled = checkpoints.get(source_name, "pull", rfc3339(window.start))
     landed = pulled.landed_pages if pulled else 0
+    lost = recovery.lost_pages(pulled.stats) if pulled else set()
     result.pending_pull = pulled is None or not pulled.read_once
     cp = acquire(checkpoints, source_name, "deliver", window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
+
+    def fence() -> None:
+        """Right before a batch becomes visible: still ours? (a conditional write; LeaseLost if not)"""
+        nonlocal cp
+        cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
+
     delivered: set[bytes] | None = None  # reconciling: what the SIEM side has of the window
     unmatched: int | None = None  # of those, not met in this attempt's pages yet (None: cannot tell)
     try:
         reconciling = bool(cp.stats.get("reconciling")) or (cp.page_seq == 0 and sink.holds(source_name, window))
         from_start = cp.page_seq == 0
         head = _head(source_name, rfc3339(window.start), rfc3339(window.end))
-        for page in landing.pages(source_name, window, landed):
-            if page.seq < cp.page_seq:
+        found = {page.seq: page for page in landing.pages(source_name, window, landed)} if cp.page_seq < landed else {}
+        for seq in range(cp.page_seq, landed):
+            if seq in lost:
+                result.lost_pages += 1
+                cp = checkpoints.commit(dataclasses.replace(cp, page_seq=seq + 1), ttl=lease_ttl, now=clock())
                 continue
+            page = found.get(seq)
+            if page is None:
+                raise LandedPageMissing(source_name, window, seq, landed, landing.where(source_name, window))
             lines, ids = [], []
-            for line in landing.read_lines(page):
+            try:
+                raw = landing.read_lines(page)
+            except LandingMissing:  # listed a moment ago, gone now
+                raise LandedPageMissing(source_name, window, seq, landed, landing.where(source_name, window)) \
+                    from None
+            for line in raw:
                 out, event_id = _envelope(head, line)
                 lines.append(out)
                 ids.append(event_id)
@@ -139,12 +187,13 @@ def deliver_window(
                 unmatched = len(delivered) if from_start and not result.batches else None
                 if unmatched == 0:  # the SIEM side holds nothing of it after all (an empty record)
                     reconciling, delivered, unmatched = False, None, None
-            written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered)
+            written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered, fence=fence)
             if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
                 reconciling = True
                 delivered = _reconcile(sink, source_name, window, cp, batch=page.seq)
                 unmatched = len(delivered) if from_start and not result.batches else None
-                written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered)
+                written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered,
+                                           fence=fence)
             if written.location is not None:
                 result.outputs.append(written.location)
             result.batches += 1
@@ -164,13 +213,15 @@ def deliver_window(
                                      events=cp.events + len(lines), stats=stats)
             cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
         # completed_by: a retry of the same run's step knows the window is done (assets.py)
-        cp = dataclasses.replace(cp, status="complete", last_error=None, stats={**cp.stats, "completed_by": owner})
+        stats = {k: v for k, v in cp.stats.items() if k != "missing_page"}
+        cp = dataclasses.replace(cp, status="complete", last_error=None, stats={**stats, "completed_by": owner})
         cp = checkpoints.release(cp, now=clock())
     except LeaseLost:
         raise
     except BaseException as e:
+        stats = {**cp.stats, "missing_page": e.page} if isinstance(e, LandedPageMissing) else cp.stats
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
-            checkpoints.release(dataclasses.replace(cp, status="failed", last_error=error_text(e)),
+            checkpoints.release(dataclasses.replace(cp, status="failed", last_error=error_text(e), stats=stats),
                                 now=clock())
         raise
     if result.already_delivered:

@@ -52,6 +52,10 @@ def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, st
         status, detail = _status(cp, key in queued, t)
         delivered = sent.delivered_pages if sent else 0
         landed = cp.landed_pages if cp else 0
+        if sent is not None and sent.status == "failed" and sent.last_error and delivered < landed:
+            # Why the SIEM is behind (a landed page gone, the SIEM down), beside why the pull is, if it is.
+            why = f"delivery stopped at page {delivered}: {sent.last_error[:300]}"
+            detail = f"{detail}; {why}" if detail else why
         rows.append({
             "window": key_for_window(src.cadence, w),
             "start": w.start,

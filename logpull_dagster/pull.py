@@ -52,7 +52,7 @@ from typing import Any
 from logpull_dagster import journal, json_codec, skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
-from logpull_dagster.landing import LandingStore
+from logpull_dagster.landing import LandingMissing, LandingStore
 from logpull_dagster.rate import RateGate, RateWaitPastDeadline
 from logpull_dagster.redact import Redactor, error_text, redact
 from logpull_dagster.sources import BadPage, Event, LogSource, Page, SourceError, TokenRejected
@@ -237,6 +237,11 @@ def pull_window(
     # them out of the collector's way while this window is read.
     gc.freeze()
     try:
+        if isinstance(unfinished := cp.stats.get("recovery"), dict):
+            raise PullFailed(f"window {window} of {source_name!r}: a `logpull recover` of this window started by "
+                             f"{unfinished.get('by')} at {unfinished.get('started_at')} did not finish; run it "
+                             f"again before reading the window (docs/operations.md, 'A landed page was lost')",
+                             permanent=True)
         pending = range(cp.reads - cp.journaled, cp.reads)
         # Pages at or above page_seq were landed by an attempt that died before its checkpoint; reads
         # outside the pending range were landed already, or never checkpointed.
@@ -246,7 +251,15 @@ def pull_window(
         last_page_landed = False
         # Read by an attempt that died before landing them: land them from the journal.
         for i, n in enumerate(pending):
-            data, epoch = landing.get_read(source_name, window, n)
+            try:
+                data, epoch = landing.get_read(source_name, window, n)
+            except LandingMissing as e:
+                raise PullFailed(
+                    f"window {window} of {source_name!r}: {e}. It was read and checkpointed but not landed yet "
+                    f"(page {cp.pages_read - cp.journaled + i + 1} of the pass), and the cursor has moved past it, "
+                    f"so the window cannot go on; nothing of it was landed. `logpull recover --source "
+                    f"{source_name} --window {rfc3339(window.start)}` reads the window again "
+                    f"(docs/operations.md, 'A landed page was lost')", permanent=True) from None
             record = journal.decode(data)
             items, next_cursor = source.parse_page(record.body, record.headers)
             if not record.legacy:  # the cursor as the source read it when it fetched the page
@@ -530,7 +543,9 @@ class _WindowRun:
             if fresh:
                 stats["first_event_time"] = min(filter(None, [stats.get("first_event_time"), first]))
                 stats["last_event_time"] = max(filter(None, [stats.get("last_event_time"), last]))
-                if cp.passes:  # the window was read completely before: these events were published late
+                # The window was read completely before: these events were published late. Not while a
+                # recovery's pass lands the events of lost pages again (recovery.py): those are not late.
+                if cp.passes and not stats.get("recovering"):
                     stats["late_events"] = stats.get("late_events", 0) + len(fresh)
                     result.late_events += len(fresh)
                 names = Counter(stats.get("names", {}))
@@ -538,6 +553,7 @@ class _WindowRun:
                 stats["names"] = dict(names)
             if done:
                 stats["last_read_at"] = rfc3339(dt.datetime.fromtimestamp(self.clock(), dt.UTC))
+                stats.pop("recovering", None)
             return dataclasses.replace(
                 cp,
                 page_seq=page_seq + 1 if fresh else page_seq,

@@ -180,6 +180,13 @@ class CheckpointStore(Protocol):
         """Write ``cp`` (status, error) and drop the lease, if ``cp.epoch`` still holds the window."""
         ...
 
+    def forget_ids(self, cp: Checkpoint, *, now: float) -> None:
+        """Drop every event id recorded for ``cp``'s window, if ``cp.epoch`` still holds it (else LeaseLost,
+        nothing dropped). For ``logpull recover`` only, after landed pages were lost: their events must
+        land again. Not atomic on every backend (DynamoDB deletes item by item), so the caller marks the
+        window as being recovered before, holds its lease throughout, and runs again after a crash."""
+        ...
+
     def list(self, source: str, stage: Stage) -> list[Checkpoint]: ...
 
     def reserve(self, account: str, *, interval: float, now: float) -> float:

@@ -37,7 +37,8 @@ they read back bit for bit; ``stats`` as ``json_codec`` text (lone surrogates an
 
 IAM actions on the table: ``dynamodb:DescribeTable``, ``dynamodb:GetItem``, ``dynamodb:Query``,
 ``dynamodb:PutItem``, ``dynamodb:UpdateItem`` (a TransactWriteItems is authorized as its PutItem and
-UpdateItem parts), and ``dynamodb:CreateTable`` only with ``create_table: true``. Credentials come from
+UpdateItem parts), ``dynamodb:DeleteItem`` only for ``logpull recover`` (``forget_ids``), and
+``dynamodb:CreateTable`` only with ``create_table: true``. Credentials come from
 boto3's usual chain (environment, shared profile, container or instance role), never from the config.
 """
 
@@ -416,6 +417,24 @@ class DynamoDbCheckpointStore:
             if _code(e) == "TransactionCanceledException" and _reasons(e)[:1] == ["ConditionalCheckFailed"]:
                 raise self._lost(cp) from None
             raise
+
+    def forget_ids(self, cp: Checkpoint, *, now: float) -> None:
+        # Not one transaction: a window's id items are too many for one. The row's condition is checked
+        # first (an unchanged write of cp); the caller (``logpull recover``) marks the window before and
+        # runs again after a crash half-way, and holds its lease throughout.
+        self._write(cp, owner=cp.lease_owner)
+        pk = f"ids#{cp.source}#{cp.window_start}"
+        kwargs: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True, "ProjectionExpression": "sk",
+                                  "KeyConditionExpression": "pk = :pk", "ExpressionAttributeValues": {":pk": {"S": pk}}}
+        keys: list[str] = []
+        while True:
+            page = self._call("query", **kwargs)
+            keys += [item["sk"]["S"] for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        for sk in sorted(keys, key=lambda k: k == _META):  # the summary last: it tells readers which items to read
+            self._call("delete_item", TableName=self.table, Key=self._ikey(cp.source, cp.window_start, sk))
 
     # ---- ids -----------------------------------------------------------------------------------------
 

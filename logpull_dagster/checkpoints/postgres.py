@@ -493,6 +493,23 @@ class PostgresCheckpointStore:
             f"{cp.stage} of window {cp.window_start} of source {cp.source!r} was taken over by another "
             f"run (this run's lease epoch {cp.epoch} is no longer current); stopping without writing")
 
+    def forget_ids(self, cp: Checkpoint, *, now: float) -> None:
+        key = {"source": cp.source, "stage": cp.stage, "window_start": cp.window_start, "epoch": cp.epoch,
+               "owner": cp.lease_owner}
+
+        def forget(conn: Conn, _: bool) -> None:  # run again after a broken connection: deleting twice is one delete
+            with conn.transaction():
+                held = conn.execute(
+                    "SELECT 1 FROM logpull_checkpoints WHERE source=%(source)s AND stage=%(stage)s AND "
+                    "window_start=%(window_start)s AND epoch=%(epoch)s AND lease_owner=%(owner)s FOR UPDATE",
+                    key).fetchone()
+                if held is None:
+                    raise self._fenced(conn, cp)
+                conn.execute("DELETE FROM logpull_event_ids e USING logpull_windows w WHERE w.id = e.window_id "
+                             "AND w.source=%(source)s AND w.window_start=%(window_start)s", key)
+
+        self._retried("forget_ids", forget)
+
     # ---- ids and the rate budget -------------------------------------------------------------------
 
     def known_ids(self, source: str, window_start: str, events: Collection[tuple[int, bytes]]) -> set[bytes]:

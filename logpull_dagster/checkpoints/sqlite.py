@@ -272,6 +272,29 @@ class SqliteCheckpointStore:
         return new
 
     @_serialized
+    def forget_ids(self, cp: Checkpoint, *, now: float) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            held = self._db.execute(
+                "SELECT 1 FROM checkpoints WHERE source=? AND stage=? AND window_start=? AND epoch=? AND lease_owner=?",
+                (cp.source, cp.stage, cp.window_start, cp.epoch, cp.lease_owner)).fetchone()
+            if held is None:
+                raise LeaseLost(f"{cp.stage} of window {cp.window_start} of source {cp.source!r} is no longer held "
+                                f"by lease epoch {cp.epoch}; no id was forgotten")
+            wid = self._window_id(cp.source, cp.window_start, create=False)
+            if wid is not None:
+                self._db.execute("DELETE FROM event_ids WHERE window=?", (wid,))
+            if self._legacy:
+                self._db.execute("DELETE FROM landed_ids WHERE source=? AND window_start=?",
+                                 (cp.source, cp.window_start))
+                self._legacy_windows.pop((cp.source, cp.window_start), None)
+            self._check_file()
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    @_serialized
     def reserve(self, account: str, *, interval: float, now: float) -> float:
         self._db.execute("BEGIN IMMEDIATE")
         try:

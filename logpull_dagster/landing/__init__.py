@@ -30,6 +30,12 @@ from typing import Protocol
 from logpull_dagster.windows import Window
 
 
+class LandingMissing(FileNotFoundError):
+    """A landed page or a journaled read the checkpoint says is there is not in the landing store: deleted
+    by hand, expired by a lifecycle rule, or gone with its bucket. Never skipped: its events are not
+    anywhere else, so the window is a gap until ``logpull recover`` reads it again."""
+
+
 @dataclass(frozen=True, order=True)
 class LandedPage:
     seq: int
@@ -46,7 +52,13 @@ class LandingStore(Protocol):
         """The current copy of every landed page with ``seq < below``, in page order."""
         ...
 
-    def read_lines(self, page: LandedPage) -> list[bytes]: ...
+    def read_lines(self, page: LandedPage) -> list[bytes]:
+        """The page's lines; LandingMissing if it is gone."""
+        ...
+
+    def where(self, source: str, window: Window) -> str:
+        """Where the window's pages are kept (a folder, an ``s3://`` prefix), for messages."""
+        ...
 
     def discard(self, source: str, window: Window, from_seq: int, keep_reads: range = range(0)) -> int:
         """Remove unfinished pages (``seq >= from_seq``), superseded copies, and reads not in
@@ -58,7 +70,8 @@ class LandingStore(Protocol):
         ...
 
     def get_read(self, source: str, window: Window, n: int) -> tuple[bytes, int]:
-        """The body of read ``n`` and the epoch that wrote it (the copy of the highest epoch)."""
+        """The body of read ``n`` and the epoch that wrote it (the copy of the highest epoch); LandingMissing
+        if there is none."""
         ...
 
     def drop_read(self, source: str, window: Window, n: int, epoch: int) -> None:
@@ -77,4 +90,4 @@ def current_copies(found: Iterable[LandedPage], below: int) -> list[LandedPage]:
     return [best[s] for s in sorted(best)]
 
 
-__all__ = ["LandedPage", "LandingStore", "current_copies"]
+__all__ = ["LandedPage", "LandingMissing", "LandingStore", "current_copies"]

@@ -9,12 +9,12 @@ import contextlib
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Literal
 
 from logpull_dagster.config import LocalStoreBase
-from logpull_dagster.landing import LandedPage, current_copies
+from logpull_dagster.landing import LandedPage, LandingMissing, current_copies
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.windows import Window
 
@@ -22,14 +22,14 @@ _PAGE = re.compile(r"^page-(\d{6,})\.e(\d{6,})\.jsonl$")
 _READ = re.compile(r"^read-(\d{8,})\.e(\d{6,})\.json$")
 
 
-def write_atomic(path: Path, lines: Iterable[bytes], *, folder_exists: bool = False,
-                 tmp_dir: Path | None = None) -> None:
+def write_atomic(path: Path, lines: Iterable[bytes], *, tmp_dir: Path | None = None) -> None:
     """Write one JSON document per line to ``path``, atomically and durably (see write_bytes_atomic)."""
     data = b"\n".join(lines)
-    write_bytes_atomic(path, data + b"\n" if data else b"", folder_exists=folder_exists, tmp_dir=tmp_dir)
+    write_bytes_atomic(path, data + b"\n" if data else b"", tmp_dir=tmp_dir)
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False, tmp_dir: Path | None = None) -> None:
+def write_bytes_atomic(path: Path, data: bytes, *, tmp_dir: Path | None = None,
+                       before_rename: Callable[[], None] | None = None) -> None:
     """Write ``path`` so that it is either absent or complete, and on disk, when this returns.
 
     Temp file, fsync, rename over the final name, fsync the folder so the rename itself survives a
@@ -43,6 +43,10 @@ def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False, 
     ``path`` it would cost a listing of the whole folder on every write (~1 ms per 1,000 files, 89 ms
     at 100,000: a SIEM folder), so there the caller sweeps leftovers at its own moments (landing:
     ``discard`` at each attempt of a window).
+
+    ``before_rename`` runs after the data is on disk and right before the rename that makes it
+    visible; whatever it raises removes the temp file and leaves the final name untouched (a SIEM
+    sink's fence: nothing becomes visible from a writer that lost its lease).
     """
     if tmp_dir is None:
         tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_native_id()}.tmp")
@@ -52,9 +56,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False, 
     try:
         try:
             fd = os.open(tmp, flags, 0o644)
-        except FileNotFoundError:  # first write into this folder
-            if not folder_exists:
-                path.parent.mkdir(parents=True, exist_ok=True)
+        except FileNotFoundError:  # the first write into this folder, or the folder was deleted since
+            path.parent.mkdir(parents=True, exist_ok=True)
             if tmp_dir is not None:
                 tmp_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(tmp, flags, 0o644)
@@ -67,6 +70,8 @@ def write_bytes_atomic(path: Path, data: bytes, *, folder_exists: bool = False, 
             os.fsync(fd)
         finally:
             os.close(fd)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
         folder = os.open(path.parent, os.O_RDONLY)
         try:
@@ -112,7 +117,7 @@ class LocalLandingStore:
 
     def put_page(self, source: str, window: Window, seq: int, epoch: int, lines: Iterable[bytes]) -> str:
         path = self._ready(source, window) / f"page-{seq:06d}.e{epoch:06d}.jsonl"
-        write_atomic(path, lines, folder_exists=True)
+        write_atomic(path, lines)
         return str(path)
 
     def _all(self, source: str, window: Window) -> list[LandedPage]:
@@ -130,8 +135,14 @@ class LocalLandingStore:
         return current_copies(self._all(source, window), below)
 
     def read_lines(self, page: LandedPage) -> list[bytes]:
-        with open(page.location, "rb") as f:
-            return [line for line in f.read().split(b"\n") if line]
+        try:
+            with open(page.location, "rb") as f:
+                return [line for line in f.read().split(b"\n") if line]
+        except FileNotFoundError:
+            raise LandingMissing(f"landed page {page.seq} is no longer at {page.location}") from None
+
+    def where(self, source: str, window: Window) -> str:
+        return str(self._dir(source, window))
 
     def discard(self, source: str, window: Window, from_seq: int, keep_reads: range = range(0)) -> int:
         found = self._all(source, window)
@@ -164,14 +175,19 @@ class LocalLandingStore:
 
     def put_read(self, source: str, window: Window, n: int, epoch: int, body: bytes) -> str:
         path = self._ready(source, window) / _read_name(n, epoch)
-        write_bytes_atomic(path, body, folder_exists=True)
+        write_bytes_atomic(path, body)
         return str(path)
 
     def get_read(self, source: str, window: Window, n: int) -> tuple[bytes, int]:
         epochs = self._reads(source, window).get(n)
         if not epochs:
-            raise FileNotFoundError(f"read {n} of window {window} of {source!r} is not in {self._dir(source, window)}")
-        return (self._dir(source, window) / _read_name(n, max(epochs))).read_bytes(), max(epochs)
+            raise LandingMissing(f"journaled read {n} of window {window} of {source!r} is not in "
+                                 f"{self._dir(source, window)}")
+        try:
+            return (self._dir(source, window) / _read_name(n, max(epochs))).read_bytes(), max(epochs)
+        except FileNotFoundError:
+            raise LandingMissing(f"journaled read {n} of window {window} of {source!r} vanished from "
+                                 f"{self._dir(source, window)}") from None
 
     def drop_read(self, source: str, window: Window, n: int, epoch: int) -> None:
         (self._dir(source, window) / _read_name(n, epoch)).unlink(missing_ok=True)

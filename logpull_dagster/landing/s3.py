@@ -58,7 +58,7 @@ from dagster_aws.s3 import S3Resource
 from dagster_aws.utils import construct_boto_client_retry_config
 
 from logpull_dagster.config import StoreBase
-from logpull_dagster.landing import LandedPage, current_copies
+from logpull_dagster.landing import LandedPage, LandingMissing, current_copies
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.windows import Window
 
@@ -210,12 +210,12 @@ class S3LandingStore:
                           f"{md5.hex()}); it was deleted, and the write fails so that the attempt is retried")
 
     def _get(self, key: str) -> bytes:
-        """The object's bytes, checked against the checksum stored with it; FileNotFoundError if absent."""
+        """The object's bytes, checked against the checksum stored with it; LandingMissing if absent."""
         try:
             out = self._client.get_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as e:
             if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(f"{self._url(key)} does not exist") from None
+                raise LandingMissing(f"{self._url(key)} does not exist") from None
             raise self._explained("reading", e) from e
         except NoCredentialsError:
             raise self._no_credentials("reading") from None
@@ -277,6 +277,9 @@ class S3LandingStore:
     def read_lines(self, page: LandedPage) -> list[bytes]:
         return [line for line in self._get(self._key(page.location)).split(b"\n") if line]
 
+    def where(self, source: str, window: Window) -> str:
+        return self._url(self._dir(source, window))
+
     def _reads(self, source: str, window: Window) -> dict[int, list[int]]:
         found: dict[int, list[int]] = {}
         for key in self._list(f"{self._dir(source, window)}read-"):
@@ -303,8 +306,8 @@ class S3LandingStore:
     def get_read(self, source: str, window: Window, n: int) -> tuple[bytes, int]:
         epochs = self._reads(source, window).get(n)
         if not epochs:
-            raise FileNotFoundError(f"read {n} of window {window} of {source!r} is not in "
-                                    f"{self._url(self._dir(source, window))}")
+            raise LandingMissing(f"journaled read {n} of window {window} of {source!r} is not in "
+                                 f"{self._url(self._dir(source, window))}")
         return self._get(self._dir(source, window) + _read_name(n, max(epochs))), max(epochs)
 
     def drop_read(self, source: str, window: Window, n: int, epoch: int) -> None:

@@ -9,6 +9,13 @@ The contract every sink keeps (delivery's exactly-once rests on it):
   ``write_batch`` writes nothing and returns ``conflict``. That happens only when the delivery
   checkpoint no longer describes what the SIEM holds (the checkpoint store was lost or replaced);
   delivery then reconciles (below).
+* ``fence`` (when given) is called right before the batch becomes visible in the SIEM (a file's rename
+  into the folder, the request that hands events to a collector), after everything that can be done
+  invisibly. It raises LeaseLost when this delivery no longer holds the window, and then the sink makes
+  nothing visible. It is a conditional write to the checkpoint store, so a delivery stalled past its
+  lease, whose window another run then delivered (and a forwarder shipped and deleted), cannot add a
+  duplicate when it wakes up. What no lease can exclude is a pause longer than ``lease_ttl`` between the
+  fence and the visible step itself; the sink keeps that step short (one rename, one request).
 * Reconciliation, for sinks that can tell what they hold: ``holds`` answers cheaply whether the SIEM
   side may already have events of a window; ``delivered_ids`` reads which (that can read the whole
   window: it is called only to reconcile); ``write_batch(..., delivered=ids)`` writes only the
@@ -19,10 +26,14 @@ The contract every sink keeps (delivery's exactly-once rests on it):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from logpull_dagster.windows import Window
+
+#: Called right before a batch becomes visible; raises (LeaseLost) when the delivery lost its lease.
+Fence = Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -37,11 +48,12 @@ class Written:
 
 class Sink(Protocol):
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
-                    delivered: set[bytes] | None = None) -> Written:
+                    delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
         """Deliver one batch (one JSON object per line; ``ids[i]`` is the event id of ``lines[i]``).
 
         ``delivered`` (reconciling): 16-byte digests (``pull.id_digest``) of the events the SIEM has
-        of the window; only the others are written (``delivered`` is left as it is).
+        of the window; only the others are written (``delivered`` is left as it is). ``fence``: see the
+        module docstring; what it raises propagates, and nothing of the batch is then visible.
         """
         ...
 
@@ -60,4 +72,4 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Sink", "Written"]
+__all__ = ["Fence", "Sink", "Written"]

@@ -1,6 +1,7 @@
 """JSON Lines file sink: one immutable file per batch, for a SIEM forwarder watching a folder.
 
-Guarantee: exactly-once while the checkpoint store is intact; after it is lost or replaced, still
+Guarantee: exactly-once while the checkpoint store is intact (a batch file appears only after the
+delivery's fence, right before the rename, confirmed its lease); after it is lost or replaced, still
 exactly-once as long as a window's delivered-ids record or its batch files are there; with both gone
 (the source folder deleted, hidden folders included) the window is delivered again in full.
 
@@ -49,7 +50,7 @@ from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.landing.local import write_bytes_atomic
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.pull import id_digest
-from logpull_dagster.sinks import Written
+from logpull_dagster.sinks import Fence, Written
 from logpull_dagster.windows import Window
 
 RECORD_DIR = ".delivered"
@@ -69,14 +70,14 @@ class FileSink:
         return self.root / source / RECORD_DIR / f"{window.slug}.ids"
 
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
-                    delivered: set[bytes] | None = None) -> Written:
+                    delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
         if delivered is not None:
-            return self._reconciling(source, window, batch, lines, ids, delivered)
+            return self._reconciling(source, window, batch, lines, ids, delivered, fence)
         path = self.path_for(source, window, batch)
         data = _content(lines)
         existing = _read(path)
         if existing is None:
-            self._write(source, path, data)
+            self._write(source, path, data, fence)
         elif existing != data:
             return Written(None, conflict=True)
         # Also after a retried identical batch: its first attempt may have died before this append.
@@ -84,7 +85,7 @@ class FileSink:
         return Written(str(path), len(lines))
 
     def _reconciling(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str],
-                     delivered: set[bytes]) -> Written:
+                     delivered: set[bytes], fence: Fence | None) -> Written:
         digests = [id_digest(i) for i in ids]
         keep = [k for k, d in enumerate(digests) if d not in delivered]
         if not keep:
@@ -94,7 +95,7 @@ class FileSink:
         path = self.root / source / f"{source}-{window.slug}-b{batch:06d}-{tag}.jsonl"
         existing = _read(path)
         if existing is None:
-            self._write(source, path, data)
+            self._write(source, path, data, fence)
         elif existing != data:  # 64 bits of content hash collided: never seen, never papered over
             raise RuntimeError(f"{path} exists with other content than the batch named after it")
         self._record(source, window, [digests[k] for k in keep])
@@ -127,8 +128,9 @@ class FileSink:
                                          f"({type(e).__name__}: {e}); cannot tell what the window holds") from None
         return found
 
-    def _write(self, source: str, path: Path, data: bytes) -> None:
-        write_bytes_atomic(path, data, tmp_dir=self.root / source / TMP_DIR)
+    def _write(self, source: str, path: Path, data: bytes, fence: Fence | None) -> None:
+        # The rename is what a forwarder sees: the fence runs right before it, after the data is on disk.
+        write_bytes_atomic(path, data, tmp_dir=self.root / source / TMP_DIR, before_rename=fence)
 
     def _record(self, source: str, window: Window, digests: list[bytes]) -> None:
         """Append ``digests`` to the window's record, durably (after the batch file is on disk)."""

@@ -236,6 +236,29 @@ def test_ids_of_a_page_landed_but_never_committed_are_unknown_after_a_crash(open
     assert after.count_ids(S, START) == len(page1) + len(page2)
 
 
+def test_forget_ids_drops_every_id_of_the_window_and_only_for_the_lease_holder(open_checkpoints: OpenStore) -> None:
+    """``logpull recover``: the ids of lost landed pages must be forgotten so that their events land again."""
+    store = open_checkpoints()
+    many = [(t, t.to_bytes(16, "big")) for t in range(700, 0, -1)]
+    cp = store.acquire(S, "pull", START, END, owner="a", ttl=10, now=100)
+    cp = store.commit(cp, ttl=10, now=101, landed_ids=many[:350])
+    cp = store.commit(cp, ttl=10, now=102, landed_ids=many[350:])
+    other = store.acquire(S, "pull", NEXT_START, NEXT_END, owner="a", ttl=10, now=100)
+    store.commit(other, ttl=10, now=101, landed_ids=many[:5])
+    store.acquire(S, "pull", START, END, owner="b", ttl=10, now=200)  # a's lease lapsed: taken over
+    with pytest.raises(LeaseLost):
+        store.forget_ids(cp, now=201)
+    assert store.count_ids(S, START) == 700  # the fenced-off call dropped nothing
+    held = store.get(S, "pull", START)
+    store.forget_ids(held, now=202)
+    reopened = open_checkpoints()
+    assert reopened.count_ids(S, START) == 0 and reopened.known_ids(S, START, many) == set()
+    assert reopened.count_ids(S, NEXT_START) == 5  # other windows keep theirs
+    held = reopened.commit(held, ttl=10, now=203, landed_ids=many[:3])  # and the window records ids again
+    assert reopened.known_ids(S, START, many) == {i for _, i in many[:3]} and reopened.count_ids(S, START) == 3
+    assert reopened.get(S, "pull", START).lease_owner == "b"  # forgetting is not releasing
+
+
 def test_list_returns_the_rows_of_one_source_and_stage(checkpoints: CheckpointStore) -> None:
     rows = {}
     for source, stage, start, end in ((S, "pull", START, END), (S, "pull", NEXT_START, NEXT_END),

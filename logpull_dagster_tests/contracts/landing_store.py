@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from logpull_dagster.landing import LandedPage, LandingStore
+from logpull_dagster.landing import LandedPage, LandingMissing, LandingStore
 from logpull_dagster.windows import UTC, Window
 from logpull_dagster_tests.contracts.opening import closing_all
 
@@ -121,7 +121,7 @@ def test_discard_removes_unfinished_pages_superseded_copies_and_reads_not_kept(o
     assert store.discard(S, W, from_seq=2, keep_reads=range(7, 9)) == 5
     assert seen(store) == [(0, 1, lines("0.1")), (1, 2, lines("1.2"))]
     assert store.get_read(S, W, 7) == (b"read 7.1", 1) and store.get_read(S, W, 8) == (b"read 8.2", 2)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(LandingMissing):
         store.get_read(S, W, 9)
     assert seen(store, W_NEXT) == [(5, 1, lines("next window"))]  # another window's: untouched
     assert store.get_read(S, W_NEXT, 9) == (b"next window's read", 1)
@@ -165,12 +165,26 @@ def test_the_journal_keeps_the_highest_epoch_copy_and_drops_reads_one_by_one(lan
     store.put_read(S, W, 10, 1, b"read 10")
     assert store.get_read(S, W, 8) == (b"newest copy, read again", 10)
     store.drop_read(S, W, 2, 1)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(LandingMissing):
         store.get_read(S, W, 2)
     assert store.get_read(S, W, 10) == (b"read 10", 1)  # the others stay
     assert store.get_read(S, W, 8) == (b"newest copy, read again", 10)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(LandingMissing):
         store.get_read(S, W_NEXT, 8)  # per window
+
+
+def test_a_page_gone_from_under_its_listing_is_landing_missing_naming_where_it_was(
+        landing_store: LandingStore) -> None:
+    """Deleted by hand or by an S3 lifecycle rule between the listing and the read: never an empty page."""
+    landing_store.put_page(S, W, 0, 1, lines("0.1"))
+    landing_store.put_page(S, W, 1, 1, lines("1.1"))
+    listed = landing_store.pages(S, W, below=2)
+    landing_store.discard(S, W, from_seq=1)  # page 1 goes
+    assert landing_store.read_lines(listed[0]) == lines("0.1")
+    with pytest.raises(LandingMissing, match="1"):
+        landing_store.read_lines(listed[1])
+    where = landing_store.where(S, W)
+    assert W.slug in where and where == landing_store.where(S, W) != landing_store.where(S, W_NEXT)
 
 
 def test_a_landed_page_names_its_page_and_epoch(landing_store: LandingStore) -> None:

@@ -134,6 +134,33 @@ def test_reconciling_writes_only_the_events_the_siem_lacks_under_a_name_no_batch
         assert sink.delivered_ids(S, W) == {id_digest(i) for i in "abcd"}
 
 
+class Fenced(Exception):
+    """What a fence raises for a delivery that lost its lease (LeaseLost, in deliver.py)."""
+
+
+@pytest.mark.parametrize("reconciling", [False, True])
+def test_a_fence_that_refuses_makes_nothing_visible_and_is_asked_right_before(
+        sink_backend: SinkUnderTest, sink: Sink, reconciling: bool) -> None:
+    """A delivery stalled past its lease (taken over, finished elsewhere, its files shipped and deleted by a
+    forwarder) wakes up and writes its batch: the fence refuses, and the SIEM receives nothing from it."""
+    lines, ids = batch("a", "b")
+    known = {id_digest("z")} if reconciling else None
+    seen_before: list[int] = []
+
+    def refuse() -> None:
+        seen_before.append(len(sink_backend.records(S)))
+        raise Fenced("lease lost")
+
+    with pytest.raises(Fenced):
+        sink.write_batch(S, W, 0, lines, ids, delivered=known, fence=refuse)
+    assert sink_backend.records(S) == [] and seen_before == [0]
+    if sink_backend.tells_what_it_holds:
+        assert sink.delivered_ids(S, W) == set()
+    calls: list[int] = []
+    written = sink.write_batch(S, W, 0, lines, ids, delivered=known, fence=lambda: calls.append(1))
+    assert written.events == 2 and calls == [1] and held(sink_backend) == Counter(lines)
+
+
 def test_a_new_sink_after_a_crash_resumes_exactly(sink_backend: SinkUnderTest,
                                                    open_sink: Callable[[], Sink]) -> None:
     """Batches 0..2 written, then the process died before batch 2's delivery checkpoint."""

@@ -96,6 +96,14 @@ class JsonFileCheckpointStore:
         self._write(new, cp.lease_owner, ())
         return new
 
+    def forget_ids(self, cp: Checkpoint, *, now: float) -> None:
+        with self._state(write=True) as state:
+            row = state["rows"].get(self._key(cp.source, cp.stage, cp.window_start))
+            if row is None or row["epoch"] != cp.epoch or row["lease_owner"] != cp.lease_owner:
+                raise LeaseLost(f"{cp.stage} of window {cp.window_start} of source {cp.source!r} is no longer held "
+                                f"by epoch {cp.epoch}; no id was forgotten")
+            state["ids"].pop(f"{cp.source}|{cp.window_start}", None)
+
     def known_ids(self, source: str, window_start: str, events: Collection[tuple[int, bytes]]) -> set[bytes]:
         with self._state(write=False) as state:
             known = state["ids"].get(f"{source}|{window_start}", {})
