@@ -365,6 +365,9 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
     def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
         stores = _Stores(context, keys)
         checkpoints, sink = stores.checkpoints.store, stores.siem.sink
+        # Windows whose landed pages are gone: each one stops, the others are delivered, and the step then
+        # fails naming every one of them (retrying cannot bring a page back: `logpull recover` can).
+        missing: dict[str, LandedPageMissing] = {}
         for key in context.partition_keys:
             window = window_for_key(src.cadence, key)
             sent = checkpoints.get(src.name, "deliver", rfc3339(window.start))
@@ -379,9 +382,10 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 )
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
-            except LandedPageMissing as e:  # retrying cannot bring the page back: `logpull recover` can
-                raise dg.Failure(description=str(e), metadata={"window": str(window), "missing_page": e.page},
-                                 allow_retries=False) from None
+            except LandedPageMissing as e:
+                context.log.error(str(e))
+                missing[key] = e
+                continue
             if res.reconciled:
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
                                     f"but the SIEM side held {res.already_delivered} of its events; delivered only "
@@ -405,5 +409,14 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
                 "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
             })
+        if missing:
+            first = next(iter(missing.values()))
+            raise dg.Failure(
+                description=(str(first) if len(missing) == 1 else
+                             f"{len(missing)} windows have landed pages that are gone, so their delivery stopped "
+                             f"there: " + "; ".join(f"{k}: page {e.page}" for k, e in missing.items())
+                             + f". The first: {first}"),
+                metadata={"windows": dg.MetadataValue.json({k: e.page for k, e in missing.items()})},
+                allow_retries=False)
 
     return _siem

@@ -54,7 +54,12 @@ def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, st
         landed = cp.landed_pages if cp else 0
         if sent is not None and sent.status == "failed" and sent.last_error and delivered < landed:
             # Why the SIEM is behind (a landed page gone, the SIEM down), beside why the pull is, if it is.
-            why = f"delivery stopped at page {delivered}: {sent.last_error[:300]}"
+            if isinstance(sent.stats.get("missing_page"), int):
+                why = (f"delivery stopped: landed page {sent.stats['missing_page']} is missing from the landing "
+                       f"store; `logpull recover --source {src.name} --window {key_for_window(src.cadence, w)}` "
+                       f"reads the window again")
+            else:
+                why = f"delivery stopped at page {delivered}: {sent.last_error[:300]}"
             detail = f"{detail}; {why}" if detail else why
         rows.append({
             "window": key_for_window(src.cadence, w),

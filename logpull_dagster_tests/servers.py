@@ -177,12 +177,15 @@ class Gate:
     """A TCP forwarder in front of a server, to cut it off and bring it back with its state intact.
 
     ``close()`` is an outage as a client sees it: the port refuses new connections and every open one
-    is reset. ``open()`` listens again on the same port.
+    is reset. ``open()`` listens again on the same port. ``pause()`` is a stall: new connections are
+    accepted but not connected upstream, and no byte goes through, until ``resume()``.
     """
 
     def __init__(self, target_port: int) -> None:
         import threading
 
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.target = target_port
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -205,6 +208,7 @@ class Gate:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
     def close(self) -> None:
+        self._flowing.set()  # threads held by a pause see their sockets closed and end
         with self._lock:
             listener, self._listener = self._listener, None
             conns, self._conns = self._conns, []
@@ -225,24 +229,40 @@ class Gate:
                 client, _ = listener.accept()
             except OSError:
                 return
-            try:
-                upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
-            except OSError:
-                client.close()
-                continue
             with self._lock:
-                if self._listener is not listener:
-                    client.close()
-                    upstream.close()
-                    return
-                self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+                self._conns.append(client)
+            threading.Thread(target=self._connect, args=(client, listener), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _connect(self, client: socket.socket, listener: socket.socket) -> None:
+        import threading
+
+        # A paused gate connects nothing upstream: a server that serves one connection at a time (moto's,
+        # here) goes on serving others while this client waits for its answer.
+        self._flowing.wait()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            if self._listener is not listener:
+                client.close()
+                upstream.close()
+                return
+            self._conns.append(upstream)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()
                 dst.sendall(data)
         except OSError:
             pass

@@ -95,7 +95,8 @@ def test_a_landed_page_that_is_gone_stops_delivery_at_it_naming_it_and_the_ledge
     assert (sent.status, sent.page_seq, sent.stats["missing_page"]) == ("failed", 3, 3)
     [row] = window_rows(_src(), site.store, W.end + (W.end - W.start) * 2, end=W.end).to_dict("records")
     assert row["status"] == "complete" and row["delivered"] == "3 of 10 pages"
-    assert "delivery stopped at page 3" in row["detail"] and "landed page 3 (of 10) is missing" in row["detail"]
+    assert "delivery stopped: landed page 3 is missing from the landing store; `logpull recover --source s " \
+           "--window 2026-11-26-10:00`" in row["detail"]
     with pytest.raises(LandedPageMissing):  # and again: never skipped, however often it is retried
         site.deliver(owner="deliver-2")
 
