@@ -26,7 +26,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
+from logpull_dagster import skips
+from logpull_dagster.checkpoints import CheckpointStore, LeaseHeld, LeaseLost
 from logpull_dagster.checks import check_results, check_specs
 from logpull_dagster.config import SourceBase
 from logpull_dagster.deliver import LandedPageMissing, deliver_window
@@ -121,22 +122,41 @@ def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
         stores = _Stores(context, keys)
         store = stores.checkpoints.store
         todo: list[_Window] = []
+        failed: dict[str, str] = {}  # windows this run gave up on, and why
         for key in context.partition_keys:
             window = window_for_key(src.cadence, key)
             cp = store.get(src.name, "pull", rfc3339(window.start))
-            if RunTally.of(cp, run_id).done:  # completed earlier in this run, before a retry of the step
+            tally = RunTally.of(cp, run_id)
+            if tally.done:  # completed earlier in this run, before a retry of the step
+                continue
+            if cp is not None and (tally.gave_up or tally.faults > src.retries):
+                # failed for good earlier in this run (a retry of the step for another window): not again
+                failed[key] = cp.last_error or "failed earlier in this run"
                 continue
             if ranged and not config.reread and cp is not None and cp.is_complete:
                 context.log.info(f"{src.name} {key}: complete already, skipped (reread: true reads it again)")
                 continue
             todo.append(_Window(key, window))
         audits: dict[str, WindowAudit | None] = {}
-        for w, result in _pull_windows(context, src, stores, todo, ranged):
+        for w, outcome in _pull_windows(context, src, stores, todo, ranged):
+            if isinstance(outcome, WindowFailed):
+                failed[w.key] = outcome.description
+                yield _failed_observation(context.asset_key, src, w, outcome, store, keys)
+                continue
             audits[w.key] = w.audit
-            metadata = _pull_metadata(src, w.window, result, stores.checkpoints)
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=w.key, metadata=metadata)
+            metadata = _pull_metadata(src, w.window, outcome, stores.checkpoints)
+            if skips.describe(outcome.checkpoint.stats):
+                # A known gap (an operator skipped a page) is never a plain complete window: no
+                # materialization (the partition stays red or missing, never green); what it holds, what
+                # was skipped, by whom and why are recorded on the partition, and delivery still sends
+                # every event it has (sensors.py watches these observations too).
+                yield dg.AssetObservation(asset_key=context.asset_key, partition=w.key,
+                                          metadata={**metadata, **_gap_metadata(outcome.checkpoint.stats)})
+            else:
+                yield dg.AssetMaterialization(asset_key=context.asset_key, partition=w.key, metadata=metadata)
         # Windows this run landed events in, this attempt or an earlier one, have their events checked
-        # (check_results audits those this attempt did not).
+        # (check_results audits those this attempt did not). The checks are recorded before the step
+        # fails, so none of them ever reads "execution failed" as if the data were wrong.
         audited: dict[str, WindowAudit | None] = {}
         for key in context.partition_keys:
             cp = store.get(src.name, "pull", rfc3339(window_for_key(src.cadence, key).start))
@@ -144,22 +164,33 @@ def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 audited[key] = audits.get(key)
         yield from check_results(src, list(context.partition_keys), audited, store, stores.landing.store,
                                  dt.datetime.now(dt.UTC), keys)
+        if failed:
+            raise _run_failure(src, failed, keys)
 
     return _logs
 
 
 PROGRESS_EVERY = 5.0  # seconds between progress lines of one window
-Log = Callable[[str, str], None]  # (level, message): "info" or "warning"
+Log = Callable[[str, str], None]  # (level, message): "info", "warning" or "error"
+
+
+@dataclass(frozen=True)
+class WindowFailed:
+    """A window this run gives up on (retrying in this run cannot help, or its retries are spent)."""
+
+    description: str
+    metadata: dict[str, object]
 
 
 def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _Stores, todo: list[_Window],
-                  ranged: bool) -> Iterator[tuple[_Window, PullResult]]:
-    """Pull the windows of ``todo``, up to ``concurrent_windows`` at once; yield each one as it completes.
+                  ranged: bool) -> Iterator[tuple[_Window, PullResult | WindowFailed]]:
+    """Pull the windows of ``todo``, up to ``concurrent_windows`` at once; yield each one as it completes,
+    or as it fails for good (``WindowFailed``: the others go on; the step fails at the end, naming all).
 
-    The first window that fails stops new windows from starting; those already reading finish (their
-    checkpoints are kept either way), then the failure is raised, so a retry of the step resumes the
-    rest. Workers never call Dagster's logger (it is not thread-safe): they queue messages, and this
-    thread, the step's, writes them.
+    A window that asks for a retry (a fault with retries left, a spent time budget) stops new windows
+    from starting; those already reading finish (their checkpoints are kept either way), then the retry
+    is raised, so the retried step resumes the rest. Workers never call Dagster's logger (it is not
+    thread-safe): they queue messages, and this thread, the step's, writes them.
     """
     messages: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
 
@@ -171,15 +202,18 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _S
                 return
             getattr(context.log, level)(message)
 
-    def attempt(w: _Window, log: Log) -> PullResult | None:
+    def attempt(w: _Window, log: Log) -> PullResult | WindowFailed | None:
         try:
             result = _pull_one(context, src, stores, w, log)
         except LeaseHeld as e:
             if not ranged:
-                raise dg.Failure(description=str(e), allow_retries=False) from None
+                return WindowFailed(str(e), {})
             # In a backfill, the run holding this window is reading it: leave it to that run.
             log("warning", f"{w.key} skipped: {e}")
             return None
+        except dg.Failure as e:  # every Failure of _pull_one is final (allow_retries=False)
+            log("error", f"{w.key}: {e.description}")
+            return WindowFailed(e.description or str(e), dict(e.metadata or {}))
         if result.tally.events_landed:  # audit here: beside the other windows' reads, not after all of them
             w.audit = audit_window(stores.landing.store, stores.checkpoints.store, src.name, w.window,
                                    result.checkpoint.page_seq)
@@ -298,6 +332,55 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Store
         ) from None
     finally:
         source.close()
+
+
+def _failed_observation(asset_key: dg.AssetKey, src: SourceBase, w: _Window, failure: WindowFailed,
+                        store: CheckpointStore, keys: ResourceKeys) -> dg.AssetObservation:
+    """Why a window failed, on its partition (the partitions view: the window, then its events): the
+    error, the page it stopped at, what it holds so far, and the command that resumes it."""
+    cp = store.get(src.name, "pull", rfc3339(w.window.start))
+    meta: dict[str, object] = {
+        "status": dg.MetadataValue.text("failed"),
+        "window": dg.MetadataValue.text(str(w.window)),
+        "error": dg.MetadataValue.text(failure.description[:4000]),
+        "resume": dg.MetadataValue.text(f"{keys.rerun(src.name, [w.key])} (reads on from the checkpoint)"),
+    }
+    if cp is not None:
+        meta["failed_at_page"] = dg.MetadataValue.int(cp.pages_read + 1)
+        meta["pages_landed"] = dg.MetadataValue.int(cp.page_seq)
+        meta["events_landed"] = dg.MetadataValue.int(cp.events)
+        bad = cp.stats.get("bad_page")
+        if isinstance(bad, dict):  # a page that cannot be read as it is: only an operator can skip it
+            meta["unreadable_page"] = dg.MetadataValue.json(
+                {k: bad.get(k) for k in ("page", "bytes", "sha256", "error")})
+            meta["skip_page"] = dg.MetadataValue.text(
+                f"logpull skip-page --source {src.name} --window {w.key} --reason '<why these events may be lost>' "
+                f"(docs/operations.md section 9)")
+    return dg.AssetObservation(asset_key=asset_key, partition=w.key, metadata=meta)
+
+
+def _gap_metadata(stats: dict[str, object]) -> dict[str, object]:
+    entries = [e for e in stats.get("skipped_pages", []) if isinstance(e, dict)]  # type: ignore[union-attr]
+    columns = ["page", "bytes", "sha256", "by", "skipped_at", "reason", "rest_of_pass"]
+    return {
+        "status": dg.MetadataValue.text("known gap"),
+        "known_gap": dg.MetadataValue.text(skips.describe(stats)),  # type: ignore[arg-type]
+        "skipped_pages": dg.MetadataValue.table(
+            records=[dg.TableRecord({c: str(e.get(c, "")) for c in columns}) for e in entries],
+            schema=dg.TableSchema(columns=[dg.TableColumn(c, "string") for c in columns])),
+    }
+
+
+def _run_failure(src: SourceBase, failed: dict[str, str], keys: ResourceKeys) -> dg.Failure:
+    """The step's failure, naming every window that failed and why (each keeps its checkpoint)."""
+    if len(failed) == 1:
+        description = next(iter(failed.values()))
+    else:
+        description = (f"{len(failed)} windows of {src.name!r} failed: "
+                       + "; ".join(f"{k}: {why[:300]}" for k, why in sorted(failed.items()))
+                       + f". Each keeps its checkpoint; {keys.rerun(src.name, sorted(failed))} resumes them.")
+    return dg.Failure(description=description, allow_retries=False, metadata={
+        "failed_windows": dg.MetadataValue.json({k: why[:1000] for k, why in sorted(failed.items())})})
 
 
 def _pull_metadata(src: SourceBase, window: Window, result: PullResult,

@@ -4,7 +4,8 @@ Evaluated by the asset itself at the end of every run, over the run's windows (o
 per run, naming every window that fails and what to run), and, for freshness, also by a sensor every
 ``freshness_interval`` so a stalled source turns red even when nothing runs.
 
-* ``window_complete``: every window of the run was read to its last page (no token outstanding);
+* ``window_complete``: every window of the run was read to its last page (no token outstanding); a
+  window with pages an operator skipped (a known gap) makes it a warning, never a pass;
 * ``events_inside_window``: every landed event's own time lies in its window;
 * ``no_duplicate_ids``: no event id landed twice in a window;
 * ``previous_window_complete``: no gap before the run's windows (the previous window is complete);
@@ -15,6 +16,7 @@ import datetime as dt
 
 import dagster as dg
 
+from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
 from logpull_dagster.config import SourceBase
 from logpull_dagster.keys import PLAIN, ResourceKeys, freshness_sensor, logs_key
@@ -47,12 +49,21 @@ def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAud
     results = []
 
     unfinished = {key_for_window(src.cadence, w): _state(cp) for w, cp in rows.items() if not _done(cp)}
-    results.append(_result(
-        "window_complete", not unfinished, unfinished,
-        f"{len(unfinished)} window(s) not read to their last page: "
-        + "; ".join(f"{k}: {v}" for k, v in list(unfinished.items())[:10])
-        + f". Run: {wiring.rerun(src.name, sorted(unfinished))}" if unfinished else f"{len(keys)} window(s) complete",
-        {"windows": len(keys)}))
+    gapped = {key_for_window(src.cadence, w): _gap(cp) for w, cp in rows.items() if _gap(cp)}
+    if unfinished:
+        text = (f"{len(unfinished)} window(s) not read to their last page: "
+                + "; ".join(f"{k}: {v}" for k, v in list(unfinished.items())[:10])
+                + f". Run: {wiring.rerun(src.name, sorted(unfinished))}")
+        if gapped:
+            text += f". Known gaps: {_gaps_text(gapped)}"
+    elif gapped:
+        text = f"read to their last page, but with known gaps: {_gaps_text(gapped)}"
+    else:
+        text = f"{len(keys)} window(s) complete"
+    # A known gap is an operator's decision, not a failure of this run: a warning, never a pass.
+    results.append(_result("window_complete", not unfinished and not gapped, {**gapped, **unfinished}, text,
+                           {"windows": len(keys), "known_gaps": len(gapped)},
+                           dg.AssetCheckSeverity.ERROR if unfinished else dg.AssetCheckSeverity.WARN))
 
     outside: dict[str, int] = {}
     duplicates: dict[str, int] = {}
@@ -78,16 +89,22 @@ def check_results(src: SourceBase, keys: list[str], audited: dict[str, WindowAud
 
     first = min(windows)
     prev = Window(first.start - CADENCE_STEP[src.cadence], first.start)
-    gaps = {}
+    gaps, known = {}, {}
     if prev.start >= src.start:
         cp = store.get(src.name, "pull", rfc3339(prev.start))
         if not _done(cp):
             gaps[key_for_window(src.cadence, prev)] = _state(cp)
-    results.append(_result(
-        "previous_window_complete", not gaps, gaps,
-        f"gap before {key_for_window(src.cadence, first)}: {gaps}. Run: {wiring.rerun(src.name, sorted(gaps))} "
-        f"(the orchestrator schedule requests it too)" if gaps else "no gap before the run's windows",
-        {}))
+        elif _gap(cp):
+            known[key_for_window(src.cadence, prev)] = _gap(cp)
+    if gaps:
+        text = (f"gap before {key_for_window(src.cadence, first)}: {gaps}. Run: {wiring.rerun(src.name, sorted(gaps))} "
+                f"(the orchestrator schedule requests it too)")
+    elif known:
+        text = f"known gap before {key_for_window(src.cadence, first)}: {_gaps_text(known)}"
+    else:
+        text = "no gap before the run's windows"
+    results.append(_result("previous_window_complete", not gaps and not known, {**known, **gaps}, text, {},
+                           dg.AssetCheckSeverity.ERROR if gaps else dg.AssetCheckSeverity.WARN))
     results.append(freshness_result(src, store, now))
     return results
 
@@ -107,16 +124,25 @@ def freshness_result(src: SourceBase, store: CheckpointStore, now: dt.datetime) 
                   "max_delay_minutes": round(f.max_delay.total_seconds() / 60, 1)})
 
 
-def _result(name: str, passed: bool, failing: dict[str, object], text: str,
-            extra: dict[str, int]) -> dg.AssetCheckResult:
+def _result(name: str, passed: bool, failing: dict[str, object], text: str, extra: dict[str, int],
+            severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
-        check_name=name, passed=passed, severity=dg.AssetCheckSeverity.ERROR, description=text,
+        check_name=name, passed=passed, severity=severity, description=text,
         metadata={**extra, "failing_windows": dg.MetadataValue.json(failing)},
     )
 
 
 def _done(cp: Checkpoint | None) -> bool:
     return cp is not None and cp.is_complete
+
+
+def _gap(cp: Checkpoint | None) -> str:
+    """The known gap of a complete window (pages an operator skipped), or ""."""
+    return skips.describe(cp.stats) if cp is not None and cp.is_complete else ""
+
+
+def _gaps_text(gaps: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in list(gaps.items())[:10]) + (" ..." if len(gaps) > 10 else "")
 
 
 def _state(cp: Checkpoint | None) -> str:

@@ -128,6 +128,7 @@ class RunTally:
     rate_wait: float = 0.0
     resumed_from_page: int | None = None
     done: bool = False
+    gave_up: bool = False  # failed for good in this run (retrying cannot help): a retry of the step skips it
 
     @classmethod
     def of(cls, cp: Checkpoint | None, run: str) -> RunTally:
@@ -293,6 +294,8 @@ def pull_window(
         tally.add(result)
         if not (isinstance(e, PullFailed) and e.permanent):
             tally.faults += 1
+        else:
+            tally.gave_up = True
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(tally.into(failed), now=clock())
         if isinstance(e, PullFailed):

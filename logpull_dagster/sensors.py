@@ -3,7 +3,9 @@
 One sensor per source, running by default. It walks the event log of ``logs/<source>`` by storage
 id (its cursor), so every materialization is seen once and in order: old windows re-read by a
 backfill are delivered too, and no event in between is skipped (``asset_sensor`` only reports the
-latest). A window is launched only if the checkpoint store says it has landed pages not delivered yet
+latest), and its observations too: a window completed with a known gap (pages an operator skipped) is
+recorded as an observation, not a materialization, and its landed events are delivered all the same.
+A window is launched only if the checkpoint store says it has landed pages not delivered yet
 *now*, not when its materialization was recorded: a sensor starting over (a new daemon, ``make ui`` on
 the demo's state, a reset cursor) walks materializations whose windows were delivered long ago, and
 must launch nothing for them. Windows seen in one tick go as few runs as possible (adjacent windows
@@ -44,20 +46,28 @@ def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition,
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         after = int(context.cursor) if context.cursor else None
-        found = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=logs_key(src.name), after_storage_id=after),
-            limit=BATCH, ascending=True,
-        )
+        records_filter = dg.AssetRecordsFilter(asset_key=logs_key(src.name), after_storage_id=after)
+        found = [context.instance.fetch_materializations(records_filter, limit=BATCH, ascending=True),
+                 context.instance.fetch_observations(records_filter, limit=BATCH, ascending=True)]
+        # One cursor over both kinds of event: a kind that has more than BATCH left is seen only up to its
+        # last record this tick, and so is the other kind (its later records come next tick).
+        full = [f.records[-1].storage_id for f in found if f.has_more and f.records]
+        cut = min(full) if full else None
         pending: set[str] = set()
-        for record in found.records:
+        for record in sorted((r for f in found for r in f.records), key=lambda r: r.storage_id):
+            if cut is not None and record.storage_id > cut:
+                break
             after = record.storage_id
-            mat = record.asset_materialization
-            if mat is None or mat.partition is None:
+            event = record.asset_materialization or record.asset_observation
+            if event is None or event.partition is None:
                 continue
-            left = mat.metadata.get("pages_to_deliver")
+            status = event.metadata.get("status")
+            if record.asset_observation is not None and getattr(status, "value", None) != "known gap":
+                continue  # a failed window's observation: delivered once it completes (or becomes a known gap)
+            left = event.metadata.get("pages_to_deliver")
             if left is not None and getattr(left, "value", 1) == 0:
                 continue
-            pending.add(mat.partition)
+            pending.add(event.partition)
         store = getattr(context.resources, keys.checkpoints).store
         windows = [w for w in sorted(window_for_key(src.cadence, k) for k in pending) if _to_deliver(store, src, w)]
         requests = []
