@@ -17,6 +17,7 @@ sim clock and the control endpoints. What an API's requests and answers look lik
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import socket
 import ssl
@@ -119,6 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` of every answer, on the sim clock: a real API's ``Date`` and the clock it publishes
+        events by are one clock, and clients compare the two (a window is due only once the API's clock
+        has passed its end)."""
+        if timestamp is None:
+            timestamp = self.server.sim.now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
