@@ -8,6 +8,7 @@ events it had so far, the window was marked complete, and the rest of the hour w
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from logpull_dagster.assets import CLOCK_SKEW_WARN
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.windows import rfc3339
 
@@ -60,11 +62,17 @@ def test_an_hour_the_api_s_clock_has_not_finished_is_not_completed_until_it_has(
     served = sim_process.okta_requests() if source == "okta" else sim_process.requests()
     assert [r["status"] for r in served] == [200]  # the first page was served, and refused
 
-    # The API's clock past the hour's end: the same window is read, completely, and delivered once.
-    sim_process.control("clock", {"now": (t + dt.timedelta(minutes=1)).isoformat()})
+    # The API's clock past the hour's end (frozen two minutes ahead of this host's, past the warning's
+    # bound): the same window is read, completely, and delivered once.
+    api_now = float(int(time.time() + 120))
+    sim_process.control("clock", {"now": dt.datetime.fromtimestamp(api_now, dt.UTC).isoformat()})
     before = time.time()
-    assert run(materialize_cmd(f"logs/{source}", partition), env, log) == 0, log.read_text()[-3000:]
+    second = tmp_path / "second.log"
+    assert run(materialize_cmd(f"logs/{source}", partition), env, second) == 0, second.read_text()[-3000:]
     after = time.time()
+    warned = re.search(r"the API's clock \(its Date header\) is (\d+) s ahead of this host's; .* Sync this host's "
+                       r"clock \(NTP\)", second.read_text())
+    assert warned and CLOCK_SKEW_WARN < int(warned[1]) <= 120
     assert run(materialize_cmd(f"siem/{source}", partition), env, log) == 0, log.read_text()[-3000:]
 
     truth = sim_process.okta_truth_ids(start, end) if source == "okta" else sim_process.truth_ids("login", start, end)
@@ -74,6 +82,5 @@ def test_an_hour_the_api_s_clock_has_not_finished_is_not_completed_until_it_has(
     assert sorted(ids) == sorted(truth), "an event is missing from the SIEM"
     [md] = materializations(env, f"logs/{source}", partition)
     assert md["status"] == "complete" and md["events"] == len(truth)
-    # The API's clock (frozen at t + 1 min) minus this host's when it answered; Date has whole seconds.
-    api_now = (t + dt.timedelta(minutes=1)).timestamp()
-    assert api_now - after - 1 <= md["api_clock_skew_seconds"] <= api_now - before + 0.1
+    # The API's clock (frozen) minus this host's when it answered: about +2 minutes.
+    assert api_now - after - 0.1 <= md["api_clock_skew_seconds"] <= api_now - before + 0.1
