@@ -8,6 +8,7 @@ that moves them both, so no test waits or depends on the real time.
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,3 +134,23 @@ def test_the_skew_is_recorded_without_settle_lag_and_not_without_a_date(store, l
         assert res.complete and "api_clock_skew_s" not in res.checkpoint.stats and res.api_clock_skew is None
     finally:
         other.close()
+
+
+def test_the_lease_is_kept_while_waiting_for_the_window_to_settle(store, landing):
+    """The wait runs under the lease keeper, as a slow page does: a short lease_ttl does not lapse in it."""
+    offset = END + 5.0 - time.time()  # this host: 5 s past the window's end, in real time
+
+    def host() -> float:
+        return time.time() + offset
+
+    held: list[bool] = []
+
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds)  # really wait: the keeper thread must renew the lease meanwhile
+        cp = store.get("s", "pull", rfc3339(W.start))
+        held.append(cp.lease_owner == "run-1" and cp.lease_expires > host())
+
+    src = FakeSource(make_events(W, 30), server_clock=lambda: float(math.floor(host() - 5.5)))  # ~1 s short
+    res = pull_window(src, W, source_name="s", checkpoints=store, landing=landing, owner="run-1", lease_ttl=0.3,
+                      clock=host, sleep=sleep, settle_lag=0.0)
+    assert res.complete and held == [True] and 0 < res.settle_wait <= 1.0
