@@ -344,7 +344,8 @@ class Simulator:
 
     def set_clock(self, now: datetime | None = None, offset: float | None = None) -> None:
         """Sim-now = (``now`` frozen, or the real UTC clock when None) + ``offset`` seconds.
-        ``set_clock()`` returns to real time."""
+        ``set_clock()`` returns to real time. Sim-now is the API's clock: what it has published, and
+        the ``Date`` header of every answer."""
         fixed = None if now is None else us_from_datetime(now)
         offset_us = 0 if offset is None else round(offset * 1_000_000)
         with self._lock:
