@@ -9,6 +9,8 @@ become stores, results become materialization metadata, and failures become Dags
   exponential delay, each resuming from the token. In-run retries matter because runs started by
   ``dagster asset materialize`` are never re-launched by Dagster's run retries.
 * window leased by another run: fail at once, with who holds it; retrying would only wait again.
+* window not settled by this host's clock or the API's (``pull.WindowNotSettled``): fail at once; the
+  schedule requests it again on a later tick, once both clocks have passed its end + settle_lag.
 
 Every count that bounds a retry is read from the window's checkpoint row (``pull.RunTally``), never
 from this process: a retried step may run in another process, pod or task (docs/architecture.md).
@@ -33,7 +35,15 @@ from logpull_dagster.config import SourceBase
 from logpull_dagster.deliver import LandedPageMissing, deliver_window
 from logpull_dagster.keys import PLAIN, ResourceKeys, api_resource, logs_key, siem_key
 from logpull_dagster.ledger import WindowAudit, audit_window
-from logpull_dagster.pull import BudgetExhausted, Progress, PullFailed, PullResult, RunTally, pull_window
+from logpull_dagster.pull import (
+    BudgetExhausted,
+    Progress,
+    PullFailed,
+    PullResult,
+    RunTally,
+    WindowNotSettled,
+    pull_window,
+)
 from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
 from logpull_dagster.sources import SourceError
 from logpull_dagster.windows import Window, rfc3339, window_for_key
@@ -43,6 +53,10 @@ warnings.filterwarnings("ignore", message=r"Parameter `backfill_policy`", catego
 
 # Bound on budget retries of one window in one run: each makes progress, but not forever.
 MAX_BUDGET_RETRIES = 1000
+# The API's clock (its Date header) and this host's may differ by this much, in seconds, before a
+# window's step warns: beyond it, windows are read later than settle_lag says (host clock slow) or
+# refused as not settled (host clock fast). A second or so is normal: Date has whole seconds.
+CLOCK_SKEW_WARN = 60.0
 
 
 def partitions_def(src: SourceBase) -> dg.TimeWindowPartitionsDefinition:
@@ -293,12 +307,15 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Store
             landing=stores.landing.store, owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
             lease_wait=src.effective_lease_wait.total_seconds(),
             time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(), rate=rate,
+            settle_lag=src.settle_lag.total_seconds(),
         )
+        _warn_skew(src, key, result, log)
         if result.tally.rate_wait:
             log("info", f"{src.name} {key}: waited {result.tally.rate_wait:,.1f}s of {result.tally.elapsed:,.1f}s for "
                         f"the rate budget of account {src.effective_rate_account!r} ({src.rate_limit})")
         return result
     except BudgetExhausted as e:
+        _warn_skew(src, key, e.result, log)
         tally = e.result.tally
         if not e.progress:  # read nothing new: a fault, not a budget (see BudgetExhausted)
             if tally.faults > src.retries:
@@ -313,6 +330,8 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Store
         raise dg.RetryRequested(max_retries=context.retry_number + 1, seconds_to_wait=0) from None
     except LeaseLost as e:
         raise dg.Failure(description=str(e), allow_retries=False) from None
+    except WindowNotSettled as e:  # not due yet: time, not a retry in this run, cures it (the schedule asks again)
+        raise dg.Failure(description=str(e), metadata={"window": str(window)}, allow_retries=False) from None
     except PullFailed as e:
         if e.permanent:  # retrying now cannot help (see PullFailed): fail the window at once
             raise dg.Failure(
@@ -383,6 +402,20 @@ def _run_failure(src: SourceBase, failed: dict[str, str], keys: ResourceKeys) ->
         "failed_windows": dg.MetadataValue.json({k: why[:1000] for k, why in sorted(failed.items())})})
 
 
+def _warn_skew(src: SourceBase, key: str, result: PullResult, log: Log) -> None:
+    """Warn when the API's clock and this host's differ by more than CLOCK_SKEW_WARN."""
+    skew = result.api_clock_skew
+    if skew is None or abs(skew) <= CLOCK_SKEW_WARN:
+        return
+    if skew < 0:
+        effect = ("this host's clock is fast: windows it finds due may be refused as not settled by the API's "
+                  "clock, and fail until the API's clock gets there")
+    else:
+        effect = "this host's clock is slow: windows are requested later than settle_lag says"
+    log("warning", f"{src.name} {key}: the API's clock (its Date header) is {abs(skew):,.0f} s "
+                   f"{'behind' if skew < 0 else 'ahead of'} this host's; {effect}. Sync this host's clock (NTP)")
+
+
 def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
                    checkpoints: CheckpointsResource) -> dict[str, object]:
     cp, tally = result.checkpoint, result.tally
@@ -418,6 +451,8 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
     }
     if stats.get("last_read_at"):
         meta["last_read_at"] = dg.MetadataValue.text(stats["last_read_at"])
+    if stats.get("api_clock_skew_s") is not None:  # the API's clock minus this host's at its latest answer
+        meta["api_clock_skew_seconds"] = dg.MetadataValue.float(float(stats["api_clock_skew_s"]))
     if stats.get("quota_remaining_min") is not None:  # the API reports its rate-limit headroom (Okta)
         meta["rate_limit_remaining_min"] = dg.MetadataValue.int(int(stats["quota_remaining_min"]))
     if stats.get("first_event_time"):

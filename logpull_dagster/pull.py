@@ -29,6 +29,18 @@ failed attempt). So while a page is being fetched, a keeper thread renews the le
 any fetch the client allows by default, short enough that a stuck process frees its window. A renewal
 is a commit that changes nothing but the lease; it never moves the cursor.
 
+WHEN A WINDOW IS DUE. A window is read only once both this host's clock and the API's have passed
+its end + ``settle_lag``: a host clock running fast would otherwise read the current hour as finished
+and mark it complete with its last minutes missing. This host's clock is asked before the first
+request of a pass; the API's clock is its ``Date`` header (``Page.server_time``) on the pass's first
+page. Only the first page: a pass whose first page the API served after the window settled by its own
+clock reads a settled window, and every later page is served later still. A first page answered too
+early is dropped unread (nothing of it journaled, landed or checkpointed); a shortfall of at most
+``SETTLE_WAIT_MAX`` is waited out within the time budget, a longer one fails the window
+(``WindowNotSettled``), which the schedule requests again on a later tick. The gap between the two
+clocks (``Date`` minus this host's clock when the answer arrived: it reads up to a second low, as
+``Date`` has whole seconds) is kept in the checkpoint (``stats["api_clock_skew_s"]``).
+
 Everything here is plain Python: no Dagster import. ``assets.py`` wires it into Dagster.
 """
 
@@ -40,6 +52,7 @@ import datetime as dt
 import functools
 import gc
 import hashlib
+import math
 import threading
 import time
 import traceback
@@ -66,6 +79,10 @@ MAX_KEPT_CURSORS = 20_000
 # How long one page's fetch keeps its lease alive (see THE LEASE WHILE A PAGE IS SLOW). The client's
 # defaults allow 6 attempts of at most 30 s and 5 waits of at most 60 s: 8 minutes.
 MAX_FETCH_KEEPALIVE = 15 * 60.0
+# The longest one attempt waits, in all, for a window to settle (by this host's clock or the API's, see
+# WHEN A WINDOW IS DUE): the second or so between a window's end and a run started right at it. A
+# longer shortfall is a clock that is wrong, or a run started early by hand: fail, do not park a worker.
+SETTLE_WAIT_MAX = 60.0
 
 
 class BudgetExhausted(Exception):
@@ -98,6 +115,12 @@ class PullFailed(RuntimeError):
         self.permanent, self.bad_page = permanent, bad_page  # bad_page: see skips.py
         self.tally = tally or RunTally()  # the run's attempts at the window, this one counted as a fault
         super().__init__(message)
+
+
+class WindowNotSettled(PullFailed):
+    """The window has not settled by this host's clock or the API's (module docstring, WHEN A WINDOW IS
+    DUE) by more than this attempt may wait: nothing of it was read for this pass. Permanent for this
+    run; the schedule requests the window again once it is due."""
 
 
 @dataclass
@@ -177,6 +200,9 @@ class PullResult:
     pages_skipped: int = 0  # bad pages an operator skipped before, met again (skips.py)
     elapsed: float = 0.0
     rate_wait: float = 0.0  # of elapsed, the seconds spent waiting for the rate budget (rate.py)
+    # The API's clock minus this host's at its latest answer this attempt (its Date header), when it sent one.
+    api_clock_skew: float | None = None
+    settle_wait: float = 0.0  # of elapsed, the seconds spent waiting for the window to settle
     landed: list[str] = field(default_factory=list)
     tally: RunTally = field(default_factory=RunTally)  # the run's attempts at the window, this one included
 
@@ -210,6 +236,8 @@ def pull_window(
     on_page: Callable[[Progress], None] | None = None,
     redactor: Redactor | None = None,
     rate: RateGate | None = None,
+    settle_lag: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> PullResult:
     """Read ``window`` from its checkpoint until the API has no next page (see the module docstring).
 
@@ -217,9 +245,13 @@ def pull_window(
     counted in the result (``rate_wait``). A request whose slot lies past the time budget ends the
     attempt as a spent budget does.
 
+    ``settle_lag`` (seconds): a pass starts only once ``clock()`` and the API's clock have both passed
+    the window's end + ``settle_lag`` (module docstring, WHEN A WINDOW IS DUE); None checks neither.
+    ``sleep`` waits out a short shortfall (tests pass one that moves their ``clock``).
+
     Raises BudgetExhausted (retry: it resumes), PullFailed (a page could not be read or trusted, or
-    anything else went wrong: its text redacted by ``redactor``), LeaseHeld (another run holds the
-    window) or LeaseLost (another run took it over).
+    anything else went wrong: its text redacted by ``redactor``; WindowNotSettled, a subclass, when the
+    window is not due yet), LeaseHeld (another run holds the window) or LeaseLost (another run took it over).
     """
     t0 = monotonic()
     cp = acquire(checkpoints, source_name, "pull", window, owner=owner, lease_ttl=lease_ttl,
@@ -229,7 +261,7 @@ def pull_window(
     if "pass_cursors" in cp.stats:
         cp = dataclasses.replace(cp, stats={k: v for k, v in cp.stats.items() if k != "pass_cursors"})
     run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
-                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)), rate)
+                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)), rate, settle_lag, sleep)
     if isinstance(kept, dict):
         run.seen.update({str(k): int(v) for k, v in kept.items() if isinstance(v, int)})
     result = run.result
@@ -299,7 +331,7 @@ def pull_window(
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
             result.checkpoint = checkpoints.release(tally.into(failed), now=clock())
         if isinstance(e, PullFailed):
-            raise PullFailed(redact(str(e), redactor), permanent=e.permanent, tally=tally) from None
+            raise type(e)(redact(str(e), redactor), permanent=e.permanent, tally=tally) from None
         if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit: not ours to turn into a fault
             raise
         # Anything else (a full disk, a bug) is a fault of this attempt. Its text may hold what an API
@@ -342,9 +374,13 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     run.seen.setdefault(_cursor_digest(cp.cursor), page_no)
                 # After the attempt's first page, no HTTP retry (or its wait) may run past the budget.
                 deadline = t0 + time_budget if result.pages_read and time_budget != float("inf") else None
+                first = cp.cursor is None  # the first page of a pass: the one read only once the window settled
+                if first:
+                    run.await_host_settled(keeper, t0 + time_budget, monotonic)
                 try:
                     with keeper.fetching():
                         page = run.source.fetch_page(window, cp.cursor, deadline)
+                    answered_at = run.clock()
                 except TokenRejected as e:
                     if result.token_restarts >= MAX_TOKEN_RESTARTS:
                         raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; "
@@ -375,6 +411,11 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     if entry.get("next_cursor"):
                         continue
                     break
+                skew = None if page.server_time is None else page.server_time - answered_at
+                if skew is not None:
+                    result.api_clock_skew = skew
+                if first and not run.api_settled(page, skew, keeper, t0 + time_budget, monotonic):
+                    continue  # waited for the API's clock: ask for the first page again
                 if page.next_cursor is not None:
                     first_seen = run.seen.get(_cursor_digest(page.next_cursor))
                     if first_seen is not None:
@@ -390,7 +431,7 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 n = cp.reads
                 run.landing.put_read(source_name, window, n, cp.epoch,
                                      journal.encode(cp.cursor, page.next_cursor, page.body, page.headers))
-                run.commit(functools.partial(_journaled, page=page))
+                run.commit(functools.partial(_journaled, page=page, skew=skew))
                 if landing_page is not None:  # one page lands while the next is read, no more
                     run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
                 landing_page = lander.submit(run.land, n, cp.epoch, page.items, page.next_cursor)
@@ -455,9 +496,12 @@ def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float) -> Checkpo
     return dataclasses.replace(moved, stats=_bump(moved.stats, "skips_reapplied", 1))
 
 
-def _journaled(cp: Checkpoint, page: Page) -> Checkpoint:
-    """The cursor moves past ``page``, which is now pending in the journal."""
+def _journaled(cp: Checkpoint, page: Page, skew: float | None = None) -> Checkpoint:
+    """The cursor moves past ``page``, which is now pending in the journal; ``skew``: the API's clock
+    minus ours when it answered, kept as the window's latest (WHEN A WINDOW IS DUE)."""
     stats = _bump(cp.stats, "http_retries", page.http_retries) if page.http_retries else cp.stats
+    if skew is not None:
+        stats = {**stats, "api_clock_skew_s": round(skew, 1)}
     if "bad_page" in stats:  # the page that failed before has been read now
         stats = {k: v for k, v in stats.items() if k != "bad_page"}
     if page.quota_remaining is not None:
@@ -475,14 +519,67 @@ class _WindowRun:
 
     def __init__(self, source: LogSource, window: Window, source_name: str, store: CheckpointStore,
                  landing: LandingStore, lease_ttl: float, clock: Callable[[], float], result: PullResult,
-                 rate: RateGate | None = None) -> None:
+                 rate: RateGate | None = None, settle_lag: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.source, self.window, self.source_name, self.rate = source, window, source_name, rate
+        self.settle_lag, self.sleep = settle_lag, sleep
+        # When the window is due: its end + settle_lag, by either clock (None: not checked).
+        self.settled_at = None if settle_lag is None else window.end.timestamp() + settle_lag
         self.store, self.landing, self.lease_ttl, self.clock, self.result = store, landing, lease_ttl, clock, result
         self.cp = result.checkpoint
         self.lock = threading.Lock()
         self.committed_at = time.monotonic()  # the lease was just taken
         # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
         self.seen: dict[str, int] = {}
+
+    def await_host_settled(self, keeper: _LeaseKeeper, budget_end: float, monotonic: Callable[[], float]) -> None:
+        """Return once this host's clock has passed ``settled_at``, waiting if that is near enough;
+        else raise WindowNotSettled (before any request of the pass)."""
+        while self.settled_at is not None:
+            now = self.clock()
+            short = self.settled_at - now
+            if short <= 0:
+                return
+            if not self._settle_wait(short, keeper, budget_end, monotonic):
+                raise WindowNotSettled(
+                    f"window {self.window} of {self.source_name!r} has not settled by this host's clock: it is due at "
+                    f"{_at(self.settled_at)} (its end + settle_lag {self.settle_lag:g}s), this host's clock says "
+                    f"{_at(now)}, {short:,.0f} s before. Nothing was read; the schedule requests the window once it "
+                    f"is due (a run started by hand must wait until then)", permanent=True)
+
+    def api_settled(self, page: Page, skew: float | None, keeper: _LeaseKeeper, budget_end: float,
+                    monotonic: Callable[[], float]) -> bool:
+        """Whether the API answered the pass's first ``page`` after ``settled_at`` by its own clock (or
+        said nothing of its clock). If not, the page is dropped: False after waiting out a shortfall
+        near enough (fetch it again), else WindowNotSettled."""
+        if self.settled_at is None or page.server_time is None or skew is None:
+            return True
+        # Date truncates to whole seconds, so it never runs ahead of the API's clock: >= proves the answer was later.
+        if page.server_time >= self.settled_at:
+            return True
+        short = math.ceil(self.settled_at) - page.server_time
+        if self._settle_wait(short, keeper, budget_end, monotonic):
+            return False
+        ahead = f"{abs(skew):,.1f} s {'behind' if skew < 0 else 'ahead of'} this host's"
+        raise WindowNotSettled(
+            f"window {self.window} of {self.source_name!r} has not settled by the API's clock: the API answered at "
+            f"{_at(page.server_time)} by its Date header while this host's clock said {_at(page.server_time - skew)} "
+            f"(the API's clock is {ahead}); the window is due at {_at(self.settled_at)} by the API's clock (its end + "
+            f"settle_lag {self.settle_lag:g}s), {short:,.0f} s after that answer. Nothing of the page was landed or "
+            f"checkpointed; the schedule requests the window again on a later tick. A host clock ahead of the API's "
+            f"makes windows look finished early: sync this host's clock (NTP)", permanent=True)
+
+    def _settle_wait(self, seconds: float, keeper: _LeaseKeeper, budget_end: float,
+                     monotonic: Callable[[], float]) -> bool:
+        """Wait ``seconds`` for the window to settle, if the attempt may (SETTLE_WAIT_MAX in all, within
+        its time budget), keeping the lease meanwhile; whether it waited."""
+        result = self.result
+        if result.settle_wait + seconds > SETTLE_WAIT_MAX or monotonic() + seconds >= budget_end:
+            return False
+        with keeper.fetching():  # a wait, like a slow page, must not let the lease lapse
+            self.sleep(seconds)
+        result.settle_wait += seconds
+        return True
 
     def stop_clock(self, elapsed: float) -> None:
         """The attempt ends: its time, and how much of it went to waiting for the rate budget."""
@@ -578,6 +675,10 @@ class _WindowRun:
         if on_page is not None:
             events = self.result.events_landed
             on_page(Progress(self.window, page_no, landed, events, events / elapsed if elapsed > 0 else 0.0))
+
+
+def _at(epoch: float) -> str:
+    return rfc3339(dt.datetime.fromtimestamp(epoch, dt.UTC))
 
 
 def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:

@@ -37,7 +37,8 @@ class FakeSource:
 
     ``fault(cursor, call_no)`` may raise to script a failure for a given request. ``cursor_in``:
     where the next cursor travels, in the body or (like Okta's and GitHub's ``Link``) only in a
-    response header, so that resuming from the journal needs the journaled headers.
+    response header, so that resuming from the journal needs the journaled headers. ``server_clock``:
+    the API's clock, read at each answer as its ``Date`` header (``Page.server_time``; None: no Date).
     """
 
     events: list[Event]
@@ -47,6 +48,7 @@ class FakeSource:
     token_epoch: int = 0
     ordering: str = "newest_first"
     cursor_in: str = "body"
+    server_clock: Callable[[], float] | None = None
 
     @property
     def journal_headers(self) -> tuple[str, ...]:
@@ -67,9 +69,11 @@ class FakeSource:
         nxt = offset + self.page_size
         items = [{"id": e.id, "time": rfc3339_ms(e.time), "raw": e.raw, "names": list(e.names)} for e in chunk]
         token = f"{self.token_epoch}:{nxt}" if nxt < len(visible) else None
+        date = None if self.server_clock is None else self.server_clock()
         if self.cursor_in == "header":
-            return Page(items, token, orjson.dumps({"items": items}), headers={"x-next": token} if token else {})
-        return Page(items, token, orjson.dumps({"items": items, "next": token}))
+            return Page(items, token, orjson.dumps({"items": items}), headers={"x-next": token} if token else {},
+                        server_time=date)
+        return Page(items, token, orjson.dumps({"items": items, "next": token}), server_time=date)
 
     def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:

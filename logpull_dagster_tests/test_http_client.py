@@ -29,6 +29,7 @@ from logpull_dagster.sources.http import (
     first_of,
     reset_epoch,
     retry_after,
+    server_date,
 )
 
 CLIENT_ID, CLIENT_SECRET = "logpull-client", "csecret-0123456789"
@@ -296,6 +297,32 @@ def test_reset_epoch_counts_from_the_server_date_when_it_has_one() -> None:
     assert hook(429, httpx.Headers({"X-Rate-Limit-Reset": "soon"}), 0.0) is None
     assert hook(429, httpx.Headers({}), 0.0) is None
     assert hook(403, httpx.Headers({"X-Rate-Limit-Reset": str(reset)}), reset - 1.0) is None
+
+
+def test_a_retry_after_date_counts_from_the_server_date_when_it_has_one() -> None:
+    hook = retry_after()
+    at = 1_900_000_000
+    when = {"Retry-After": email.utils.formatdate(at, usegmt=True)}
+    assert hook(503, httpx.Headers(when), at - 10.0) == 10.0
+    # our clock 25 minutes fast: counted from it, the wait would be none at all (a retry storm)
+    dated = {**when, "Date": email.utils.formatdate(at - 20, usegmt=True)}
+    assert hook(503, httpx.Headers(dated), at + 1500.0) == 20.0
+    assert hook(429, httpx.Headers({**dated, "Retry-After": "7"}), at + 1500.0) == 7.0  # delta-seconds: as said
+
+
+def test_server_date_reads_the_date_header_or_nothing() -> None:
+    at = 1_900_000_000
+    assert server_date(httpx.Headers({"Date": email.utils.formatdate(at, usegmt=True)})) == at
+    assert server_date(httpx.Headers({"date": "Sun, 06 Nov 1994 08:49:37 GMT"})) == 784111777
+    for bad in ({}, {"Date": ""}, {"Date": "yesterday"}, {"Date": "Sun, 06 Nov 1994 08:49:37 -0000"},
+                {"Date": "Sun, 06 Nov 99999 08:49:37 GMT"}):
+        assert server_date(httpx.Headers(bad)) is None, bad
+
+
+def test_a_response_carries_the_server_s_clock(api: App, make_client: Any) -> None:
+    before = int(time.time())
+    res = make_client(api.url).get("/any")
+    assert res.server_time is not None and before <= res.server_time <= time.time()
 
 
 def test_github_style_hooks_call_an_exhausted_403_a_rate_limit_and_any_other_403_a_refusal() -> None:

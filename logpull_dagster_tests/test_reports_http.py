@@ -5,12 +5,14 @@ source (``SOURCES``); the rest are Google's (its inclusive bounds, its page-leve
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections import Counter
 
 import orjson
 import pytest
 
-from logpull_dagster.pull import PullFailed, pull_window
+from logpull_dagster.pull import PullFailed, WindowNotSettled, pull_window
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sources import LogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
@@ -90,6 +92,24 @@ def test_transient_faults_are_retried_and_the_window_is_exact(sim, store, landin
     assert res.complete and res.http_retries == rule.get("count", 1)
     assert sorted(landed(landing, store, W10)) == truth(sim, W10, kind)
     assert sum(f["fired"] for f in sim.faults()) == rule.get("count", 1)
+
+
+@pytest.mark.parametrize("kind", SOURCES)
+def test_a_window_the_api_s_clock_has_not_finished_is_refused_then_read_once_it_has(sim, store, landing, kind):
+    """The API's Date (the sim clock) is half an hour into W11 while this host's clock is a day past it:
+    read now, the window would be complete with half its events missing (issue 19, case 3)."""
+    sim.set_clock(now=hour(11.5))
+    with pytest.raises(WindowNotSettled, match=rf"not settled by the API's clock: the API answered at {ts(11.5)}"):
+        run(sim, W11, store, landing, kind, settle_lag=0.0)
+    cp = store.get("gws", "pull", ts(11))
+    assert (cp.status, cp.cursor, cp.events, cp.page_seq, cp.reads, cp.journaled) == ("failed", None, 0, 0, 0, 0)
+    assert [p for p in landing.root.rglob("*") if p.is_file()] == []
+    assert [r["status"] for r in sim.requests()] == [200]  # the first page was served, and dropped
+    sim.set_clock(now=hour(12) + dt.timedelta(seconds=30))
+    res = run(sim, W11, store, landing, kind, settle_lag=0.0)
+    assert res.complete and sorted(landed(landing, store, W11)) == truth(sim, W11, kind)
+    expected_skew = hour(12).timestamp() + 30 - time.time()  # the sim clock is frozen a day behind ours
+    assert abs(res.checkpoint.stats["api_clock_skew_s"] - expected_skew) < 5
 
 
 def test_retry_after_is_honoured(sim, store, landing):

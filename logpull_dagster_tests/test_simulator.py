@@ -6,6 +6,7 @@ and small pages, so several pages are read in milliseconds.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 import os
@@ -717,6 +718,37 @@ def test_clock_controls(sim: Simulator) -> None:
     assert abs((datetime.now(UTC) - sim.now()).total_seconds()) < 5
     with pytest.raises(ValueError):
         sim.set_clock(datetime(2026, 11, 26, 12))  # naive: refused rather than guessed
+
+
+def test_the_date_header_is_the_sim_clock(sim: Simulator, http: httpx.Client) -> None:
+    """A real API's Date and its publication clock are one clock: clients compare the two."""
+    def date(r: httpx.Response) -> datetime:
+        return email.utils.parsedate_to_datetime(r.headers["date"])
+
+    assert date(get(http)) == NOW  # frozen: exactly sim-now
+    sim.advance_clock(90.7)
+    assert date(get(http)) == NOW + timedelta(seconds=90)  # whole seconds, never ahead of sim-now
+    sim.set_faults([{"kind": "503", "count": 1}])
+    assert get(http).status_code == 503 and date(get(http)) == NOW + timedelta(seconds=90)  # errors too
+    sim.set_clock(offset=-86400.0)  # running, a day behind the real clock
+    ahead = (datetime.now(UTC) - timedelta(days=1) - date(get(http))).total_seconds()
+    assert -1 <= ahead < 5
+
+
+def test_okta_s_rate_limit_reset_is_on_the_clock_of_its_date(make_sim: SimFactory) -> None:
+    from logpull_dagster.simulator.okta_system_log import LOGS_PATH
+
+    sim = make_sim()  # frozen a day and more behind the real clock
+    with client(sim) as c:
+        c.headers["Authorization"] = f"SSWS {TOKEN}"
+        ok = c.get(LOGS_PATH, params={"limit": 5})
+        sim.set_faults([{"kind": "429", "retry_after": 7, "count": 1}])
+        throttled = c.get(LOGS_PATH, params={"limit": 5})
+    assert ok.status_code == 200 and throttled.status_code == 429
+    now = email.utils.parsedate_to_datetime(ok.headers["date"]).timestamp()
+    assert now == NOW.timestamp()
+    assert 0 < int(ok.headers["x-rate-limit-reset"]) - now <= 61  # the end of the (real) minute, from sim-now
+    assert int(throttled.headers["x-rate-limit-reset"]) - now == 7
 
 
 # -- request log, admin endpoints, lifecycle --------------------------------------------------------

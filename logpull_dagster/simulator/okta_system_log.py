@@ -15,7 +15,9 @@ documentation for each):
   empty page links to itself.
 * ``X-Rate-Limit-Limit``/``-Remaining``/``-Reset`` on every answer of the logs endpoint (a per-minute
   budget of ``rate_limit`` requests, counted, never enforced: throttling is the fault switch's 429,
-  which carries the reset epoch and no Retry-After, as Okta's does, ``E0000047``).
+  which carries the reset epoch and no Retry-After, as Okta's does, ``E0000047``). The reset epoch is
+  on the sim clock, the clock of the ``Date`` header (the shared server's), as a client computes
+  reset minus Date.
 * Auth: ``SSWS <token>`` (the shared token) or ``Bearer <access token>`` issued by ``POST
   /oauth2/v1/token``: the client-credentials grant with ``private_key_jwt``. The assertion's signature
   is checked against the public key a test registered (``register_client``), and ``iss`` = ``sub`` =
@@ -90,7 +92,7 @@ class OktaSystemLogApi(EmulatedApi):
         self.rate_limit = 1200
         self._minute = 0
         self._used = 0
-        #: the ``X-Rate-Limit-Reset`` epoch second of the last 429 sent (tests compare waits with it).
+        #: the ``X-Rate-Limit-Reset`` epoch second (sim clock) of the last 429 sent (tests compare waits with it).
         self.last_reset: int | None = None
         #: seconds an access token lives (``expires_in``)
         self.token_lifetime = 3600
@@ -154,7 +156,8 @@ class OktaSystemLogApi(EmulatedApi):
         """Okta's 429: no Retry-After; the reset epoch (``retry_after`` seconds from now, or the end of
         the minute when None) and remaining 0."""
         now = time.time()
-        reset = math.ceil(now + retry_after) if retry_after is not None else (int(now) // 60 + 1) * 60
+        until = retry_after if retry_after is not None else (int(now) // 60 + 1) * 60 - now
+        reset = self._reset_epoch(until)
         self.last_reset = reset
         headers = [("X-Rate-Limit-Limit", str(self.rate_limit)), ("X-Rate-Limit-Remaining", "0"),
                    ("X-Rate-Limit-Reset", str(reset))]
@@ -243,15 +246,21 @@ class OktaSystemLogApi(EmulatedApi):
         return out
 
     def _rate_headers(self) -> list[tuple[str, str]]:
-        now = int(time.time())
-        minute = now // 60
+        now = time.time()
+        minute = int(now) // 60
         with self._lock:
             if minute != self._minute:
                 self._minute, self._used = minute, 0
             self._used += 1
             remaining = max(0, self.rate_limit - self._used)
         return [("X-Rate-Limit-Limit", str(self.rate_limit)), ("X-Rate-Limit-Remaining", str(remaining)),
-                ("X-Rate-Limit-Reset", str((minute + 1) * 60))]
+                ("X-Rate-Limit-Reset", str(self._reset_epoch((minute + 1) * 60 - now)))]
+
+    def _reset_epoch(self, seconds: float) -> int:
+        """The epoch second, on the sim clock, ``seconds`` from now. The minute is counted in real time
+        (a frozen sim clock must not freeze the budget), but the reset is stated on the clock the
+        ``Date`` header carries, as Okta's are: clients count the wait as reset minus Date."""
+        return math.ceil(self.ctx.now_us() / 1_000_000 + seconds)
 
     # -- after cursors ------------------------------------------------------------------------------
 

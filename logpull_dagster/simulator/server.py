@@ -17,6 +17,7 @@ sim clock and the control endpoints. What an API's requests and answers look lik
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import socket
 import ssl
@@ -119,6 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The ``Date`` of every answer, on the sim clock: a real API's ``Date`` and the clock it publishes
+        events by are one clock, and clients compare the two (a window is due only once the API's clock
+        has passed its end)."""
+        if timestamp is None:
+            timestamp = self.server.sim.now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -335,7 +344,8 @@ class Simulator:
 
     def set_clock(self, now: datetime | None = None, offset: float | None = None) -> None:
         """Sim-now = (``now`` frozen, or the real UTC clock when None) + ``offset`` seconds.
-        ``set_clock()`` returns to real time."""
+        ``set_clock()`` returns to real time. Sim-now is the API's clock: what it has published, and
+        the ``Date`` header of every answer."""
         fixed = None if now is None else us_from_datetime(now)
         offset_us = 0 if offset is None else round(offset * 1_000_000)
         with self._lock:

@@ -45,6 +45,9 @@ class Page:
     # (Okta: X-Rate-Limit-Remaining): the window's metadata shows the lowest, so operators see how
     # close the account runs to its limit.
     quota_remaining: int | None = None
+    # The API's clock when it answered (epoch seconds, from its ``Date`` header; None without one): the
+    # pull loop reads a window only once the API's clock, not just ours, has passed its end + settle_lag.
+    server_time: float | None = None
 
 
 class SourceError(RuntimeError):
@@ -109,7 +112,10 @@ class LogSource(Protocol):
     * ``parse_page(page.body, page.headers)`` gives back ``page.items`` and ``page.next_cursor``: a
       journaled page can be landed by another attempt without asking the API again;
     * quirks of the API (a page that repeats its own token, a last page pointing at itself) are
-      handled here, in the source's module, never in the loop.
+      handled here, in the source's module, never in the loop;
+    * ``page.server_time`` is the API's clock when it answered: its Date header (epoch seconds), or
+      None when the API sends none. The loop refuses a pass whose first page the API answered before
+      the window's end + settle_lag by its own clock (a fast host clock must not end a window early).
     """
 
     #: ``newest_first`` (Google, Slack) or ``oldest_first`` (Okta, GitHub with order=asc)

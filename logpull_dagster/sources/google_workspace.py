@@ -123,7 +123,7 @@ class GoogleWorkspaceSource:
         if cursor is not None and token == cursor and not items:
             raise BadPage("the API returned the page token it was sent, with no items "
                           "(a known Reports API bug); stopping instead of looping")
-        return Page(items, token, res.content, res.retries, res.reasons)
+        return Page(items, token, res.content, res.retries, res.reasons, server_time=res.server_time)
 
     def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:

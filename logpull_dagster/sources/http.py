@@ -12,11 +12,14 @@ What an API (or anything between us and it) may do, and what this client does ab
   streamed with ``max_length``, so no response ever decodes to more than ``max_bytes``
   (``max_page_bytes``); an encoding we did not ask for is refused.
 * **Throttled or failing**: 429, 500, 502, 503, 504, dropped connections and timeouts are retried
-  (``attempts``), obeying ``Retry-After`` (seconds or an HTTP date, up to RETRY_AFTER_MAX), otherwise
-  exponential backoff with jitter (stamina). A source whose API states its quota differently sets
+  (``attempts``), obeying ``Retry-After`` (seconds, or an HTTP date counted from the answer's ``Date``,
+  up to RETRY_AFTER_MAX), otherwise exponential backoff with jitter (stamina). A source whose API
+  states its quota differently sets
   ``rate_limit_wait`` (:func:`reset_epoch` for Okta's ``X-Rate-Limit-Reset`` and GitHub's
   ``x-ratelimit-reset``); what such a hook asks for is waited up to ``backoff_max``. No wait ends past
   the caller's deadline: a wait that would is not started, and the last error is raised at once.
+* **Keeping its own time**: every :class:`Response` carries the server's clock (``server_time``, from
+  ``Date``): the pull loop reads a window only once the API's clock, too, has passed its end.
 * **Counting us**: an API's quota per account and minute is kept before it is met: with ``rate`` (a
   :class:`~logpull_dagster.rate.RateGate`, from the source's ``rate_limit``) every request this client
   sends, first tries and retries alike, first takes a slot of the account's budget, shared by every
@@ -94,13 +97,32 @@ class RetryableStatus(Exception):
 RateLimitWait = Callable[[int, httpx.Headers, float], float | None]
 
 
+def server_date(headers: httpx.Headers) -> float | None:
+    """The server's clock when it answered, in epoch seconds: its ``Date`` header (whole seconds,
+    truncated, so never ahead of the server's clock); None when absent or not an HTTP date with a zone."""
+    value = headers.get("date")
+    if not value:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's "zone unknown"; an HTTP date is always GMT
+        return None
+    return when.timestamp()
+
+
 def retry_after() -> RateLimitWait:
-    """The default: ``Retry-After`` of a 429/5xx (delta-seconds or HTTP date); a 403 stays refused."""
+    """The default: ``Retry-After`` of a 429/5xx (delta-seconds or HTTP date); a 403 stays refused.
+    An HTTP date is counted from the response's ``Date`` when it has one: both are the server's clock,
+    so our clock's skew neither cancels the wait (our clock fast) nor stretches it (slow)."""
 
     def wait(status: int, headers: httpx.Headers, now: float) -> float | None:
         if status not in RETRY_STATUS:
             return None
-        return parse_retry_after(headers.get("retry-after"), dt.datetime.fromtimestamp(now, dt.UTC))
+        date = server_date(headers)
+        return parse_retry_after(headers.get("retry-after"), dt.datetime.fromtimestamp(
+            now if date is None else date, dt.UTC))
 
     return wait
 
@@ -127,12 +149,8 @@ def reset_epoch(header: str, *, remaining: str | None = None) -> RateLimitWait:
             return None
         if not math.isfinite(reset):
             return None
-        try:
-            when = email.utils.parsedate_to_datetime(headers.get("date") or "")
-            now = when.timestamp() if when.tzinfo is not None else now
-        except (TypeError, ValueError):
-            pass
-        return max(0.0, reset - now)
+        date = server_date(headers)
+        return max(0.0, reset - (now if date is None else date))
 
     return wait
 
@@ -176,6 +194,11 @@ class Response:
     @property
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
+
+    @property
+    def server_time(self) -> float | None:
+        """The API's clock when it answered (epoch seconds, from ``Date``; None without a usable one)."""
+        return server_date(self.headers)
 
 
 # ---- the deadline, under httpcore ------------------------------------------------------------------

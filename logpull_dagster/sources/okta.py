@@ -217,7 +217,8 @@ class OktaSystemLogSource:
             raise BadPage(str(e), res.content, _next_link_or_none(headers.get("link", ""))) from None
         remaining = res.headers.get("x-rate-limit-remaining", "")
         return Page(items, nxt, res.content, res.retries, res.reasons, headers,
-                    quota_remaining=int(remaining) if remaining.strip().isdigit() else None)
+                    quota_remaining=int(remaining) if remaining.strip().isdigit() else None,
+                    server_time=res.server_time)
 
     def _note_rate(self, headers: httpx.Headers) -> None:
         try:

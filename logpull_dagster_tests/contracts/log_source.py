@@ -125,6 +125,15 @@ def test_items_come_in_the_declared_ordering(source: LogSource) -> None:
     assert times == expected, f"items are not {source.ordering}"
 
 
+def test_every_page_carries_the_api_s_clock(source: LogSource, source_sim: Simulator) -> None:
+    """``Page.server_time``: the API's Date (here the simulator's frozen clock), which the pull loop holds
+    a window's first page to (a window is due only once the API's clock has passed its end too)."""
+    pages = read_window(source, W10)
+    assert {p.server_time for p in pages} == {SIM_NOW.timestamp()}
+    source_sim.advance_clock(61.5)
+    assert source.fetch_page(W10, None).server_time == SIM_NOW.timestamp() + 61  # Date has whole seconds
+
+
 @pytest.mark.parametrize("rule", [
     {"kind": "503", "count": 2, "after": 1},
     {"kind": "502", "count": 1, "after": 2},
