@@ -188,3 +188,36 @@ def test_a_range_run_reads_its_windows_concurrently_within_the_quota_and_lands_e
         store.close()
         logs = [e.message for e in instance.all_logs(res.run_id) if e.user_message]
         assert any(f"gws {key(5)} page 1: +" in m for m in logs)  # workers' progress, logged by the step
+
+
+def test_a_range_run_goes_on_past_failed_windows_records_why_on_each_and_fails_naming_every_one(tmp_path, instance):
+    """Before: the step failed naming the first window while four had failed, the others were not read,
+    and every check of the run read "Execution failed"."""
+    with Simulator(seed=4, events_per_hour=300, token=TOKEN) as sim:
+        sim.set_clock(now=SIM_NOW)
+        defs = make_defs(tmp_path, sim.url, concurrent_windows=2, retries=0)
+        sim.set_faults([{"kind": "bad_json", "match": "token", "count": 3}])  # page 2 of three windows
+        job = defs.resolve_implicit_global_asset_job_def()
+        res = job.execute_in_process(instance=instance, raise_on_error=False,
+                                     asset_selection=[dg.AssetKey(["logs", "gws"])],
+                                     tags={RANGE_START: key(0), RANGE_END: key(5)})
+        assert not res.success
+        done = sorted(m.partition for m in res.get_asset_materialization_events())
+        failed = sorted(set(key(h) for h in range(6)) - set(done))
+        assert len(failed) == 3 and len(done) == 3  # the windows after the first failure were read too
+        [failure] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+        text = failure.event_specific_data.error.message
+        assert "3 windows of 'gws' failed" in text and all(f"{k}: " in text for k in failed), text
+        assert f"--partition-range {failed[0]}...{failed[-1]}" in text
+        observed = {e.event_specific_data.asset_observation.partition: e.event_specific_data.asset_observation
+                    for e in res.all_events if e.event_type_value == "ASSET_OBSERVATION"}
+        assert sorted(observed) == failed
+        for k, obs in observed.items():
+            meta = {n: v.value for n, v in obs.metadata.items()}
+            assert (meta["status"], meta["failed_at_page"]) == ("failed", 2) and "not JSON" in meta["error"]
+            assert f"--partition {k}" in meta["resume"] and f"--window {k}" in meta["skip_page"]
+        evaluations = {e.check_name: e for e in res.get_asset_check_evaluations()}
+        assert set(evaluations) == {"window_complete", "events_inside_window", "no_duplicate_ids",
+                                    "previous_window_complete", "freshness"}  # all recorded, none "execution failed"
+        assert not evaluations["window_complete"].passed and evaluations["no_duplicate_ids"].passed
+        assert all(k in evaluations["window_complete"].description for k in failed)
