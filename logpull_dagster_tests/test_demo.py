@@ -51,3 +51,13 @@ def test_make_demo_pulls_google_through_a_service_account_and_okta_and_delivers_
               for k in [dg.AssetKey([kind, s])]}
     assert groups == {"logs/gws_login": "gws", "siem/gws_login": "gws", "logs/gws_admin": "gws",
                       "siem/gws_admin": "gws", "logs/okta": "okta", "siem/okta": "okta"}
+
+    # `make ui` then starts the daemon on the demo's DAGSTER_HOME: its delivery sensors begin with no cursor
+    # and walk every materialization the demo made. Before: one delivery run of 0 events per window.
+    with dg.DagsterInstance.from_config(str(state / "dagster_home")) as instance:
+        for stream in ("gws_login", "gws_admin", "okta"):
+            sensor = defs.resolve_sensor_def(f"deliver_{stream}_sensor")
+            with dg.build_sensor_context(instance=instance, definitions=defs, cursor=None,
+                                         resources=dict(defs.resources or {})) as ctx:
+                tick = sensor.evaluate_tick(ctx)
+            assert tick.run_requests == [] and tick.cursor is not None, stream  # it saw them, and has nothing to do
