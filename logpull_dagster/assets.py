@@ -44,6 +44,7 @@ from logpull_dagster.pull import (
     WindowNotSettled,
     pull_window,
 )
+from logpull_dagster.redact import error_text
 from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
 from logpull_dagster.sources import SourceError
 from logpull_dagster.windows import Window, rfc3339, window_for_key
@@ -390,6 +391,21 @@ def _gap_metadata(stats: dict[str, object]) -> dict[str, object]:
     }
 
 
+def _delivery_observation(asset_key: dg.AssetKey, src: SourceBase, key: str, window: Window, error: str,
+                          checkpoints: CheckpointStore, extra: dict[str, object]) -> dg.AssetObservation:
+    """Why a window's delivery stopped, on its ``siem/<source>`` partition, with where it stopped."""
+    sent = checkpoints.get(src.name, "deliver", rfc3339(window.start))
+    pulled = checkpoints.get(src.name, "pull", rfc3339(window.start))
+    return dg.AssetObservation(asset_key=asset_key, partition=key, metadata={
+        "status": dg.MetadataValue.text("failed"),
+        "window": dg.MetadataValue.text(str(window)),
+        "error": dg.MetadataValue.text(error[:4000]),
+        "delivered_pages": dg.MetadataValue.int(sent.delivered_pages if sent else 0),
+        "landed_pages": dg.MetadataValue.int(pulled.landed_pages if pulled else 0),
+        **extra,
+    })
+
+
 def _run_failure(src: SourceBase, failed: dict[str, str], keys: ResourceKeys) -> dg.Failure:
     """The step's failure, naming every window that failed and why (each keeps its checkpoint)."""
     if len(failed) == 1:
@@ -480,7 +496,7 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
     )
-    def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization]:
+    def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
         stores = _Stores(context, keys)
         checkpoints, sink = stores.checkpoints.store, stores.siem.sink
         # Windows whose landed pages are gone: each one stops, the others are delivered, and the step then
@@ -503,7 +519,18 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
             except LandedPageMissing as e:
                 context.log.error(str(e))
                 missing[key] = e
+                yield _delivery_observation(context.asset_key, src, key, window, str(e), checkpoints, {
+                    "missing_page": dg.MetadataValue.int(e.page),
+                    "recover": dg.MetadataValue.text(f"logpull recover --source {src.name} --window {key}, then read "
+                                                     f"and deliver the window again (docs/operations.md section 10)"),
+                })
                 continue
+            except Exception as e:
+                if context.retry_number >= src.retries:  # the last attempt: say why on the window, then fail
+                    yield _delivery_observation(context.asset_key, src, key, window, error_text(e), checkpoints, {
+                        "resume": dg.MetadataValue.text(f"{keys.launch} siem/{src.name} --partition {key} (resumes "
+                                                         f"at the page it stopped at)")})
+                raise
             if res.reconciled:
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
                                     f"but the SIEM side held {res.already_delivered} of its events; delivered only "

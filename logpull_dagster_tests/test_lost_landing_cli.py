@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import dagster as dg
 import orjson
 import pytest
 import yaml
@@ -66,6 +67,11 @@ def test_a_deleted_landed_page_is_a_gap_until_logpull_recover_and_a_re_read_deli
 
     assert run(materialize_cmd("siem/gws", key(10)), env, log) != 0
     assert f"landed page 2 (of {len(pages)}) is missing from {folder}" in log.read_text()
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:  # and on the partition, in the UI
+        [obs] = instance.fetch_observations(dg.AssetKey(["siem", "gws"]), limit=5).records
+    meta = {k: v.value for k, v in obs.asset_observation.metadata.items()}
+    assert (obs.partition_key, meta["status"], meta["missing_page"]) == (key(10), "failed", 2)
+    assert f"logpull recover --source gws --window {key(10)}" in meta["recover"]
     code, rows = window_status(env, 10, 10)
     assert code == 1 and rows[key(10)]["delivered"] == f"2 of {len(pages)} pages"
     assert f"landed page 2 is missing from the landing store; `logpull recover --source gws --window {key(10)}`" \
