@@ -20,7 +20,7 @@ import datetime as dt
 import queue
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
@@ -33,7 +33,7 @@ from logpull_dagster.checkpoints import CheckpointStore, LeaseHeld, LeaseLost
 from logpull_dagster.checks import check_results, check_specs
 from logpull_dagster.config import SourceBase
 from logpull_dagster.deliver import LandedPageMissing, deliver_window
-from logpull_dagster.keys import PLAIN, ResourceKeys, api_resource, logs_key, siem_key
+from logpull_dagster.keys import PLAIN, SINK_TAG, SOURCE_TAG, ResourceKeys, api_resource, logs_key, target_key
 from logpull_dagster.ledger import WindowAudit, audit_window
 from logpull_dagster.pull import (
     BudgetExhausted,
@@ -45,8 +45,10 @@ from logpull_dagster.pull import (
     pull_window,
 )
 from logpull_dagster.redact import error_text
-from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
+from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource
+from logpull_dagster.sinks import Sink
 from logpull_dagster.sources import SourceError
+from logpull_dagster.targets import LEGACY_SINK, DeliveryTarget
 from logpull_dagster.windows import Window, rfc3339, window_for_key
 
 # backfill_policy is marked beta in Dagster 1.13; single-run ranges are what we rely on, knowingly.
@@ -81,11 +83,6 @@ class _Stores:
     def __init__(self, context: dg.AssetExecutionContext, keys: ResourceKeys) -> None:
         self.checkpoints: CheckpointsResource = getattr(context.resources, keys.checkpoints)
         self.landing: LandingResource = getattr(context.resources, keys.landing)
-        self._context, self._keys = context, keys
-
-    @property
-    def siem(self) -> SiemResource:
-        return getattr(self._context.resources, self._keys.siem)  # type: ignore[no-any-return]
 
 
 def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
@@ -109,8 +106,12 @@ class PullConfig(dg.Config):
     )
 
 
-def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDefinition:
+def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN,
+                     targets: Sequence[DeliveryTarget] = ()) -> dg.AssetsDefinition:
+    """``logs/<stream>``; ``targets``: the stream's deliveries (its ``pages_to_deliver`` counts the one furthest
+    behind)."""
     api_key = api_resource(src.name)
+    stages = [t.stage for t in targets] or ["deliver"]
 
     @dg.asset(
         key=logs_key(src.name),
@@ -159,7 +160,7 @@ def build_logs_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 yield _failed_observation(context.asset_key, src, w, outcome, store, keys)
                 continue
             audits[w.key] = w.audit
-            metadata = _pull_metadata(src, w.window, outcome, stores.checkpoints)
+            metadata = _pull_metadata(src, w.window, outcome, stores.checkpoints, stages)
             if skips.describe(outcome.checkpoint.stats):
                 # A known gap (an operator skipped a page) is never a plain complete window: no
                 # materialization (the partition stays red or missing, never green); what it holds, what
@@ -391,11 +392,11 @@ def _gap_metadata(stats: dict[str, object]) -> dict[str, object]:
     }
 
 
-def _delivery_observation(asset_key: dg.AssetKey, src: SourceBase, key: str, window: Window, error: str,
+def _delivery_observation(asset_key: dg.AssetKey, target: DeliveryTarget, key: str, window: Window, error: str,
                           checkpoints: CheckpointStore, extra: dict[str, object]) -> dg.AssetObservation:
-    """Why a window's delivery stopped, on its ``siem/<source>`` partition, with where it stopped."""
-    sent = checkpoints.get(src.name, "deliver", rfc3339(window.start))
-    pulled = checkpoints.get(src.name, "pull", rfc3339(window.start))
+    """Why a window's delivery stopped, on its ``<sink>/<stream>`` partition, with where it stopped."""
+    sent = checkpoints.get(target.stream.name, target.stage, rfc3339(window.start))
+    pulled = checkpoints.get(target.stream.name, "pull", rfc3339(window.start))
     return dg.AssetObservation(asset_key=asset_key, partition=key, metadata={
         "status": dg.MetadataValue.text("failed"),
         "window": dg.MetadataValue.text(str(window)),
@@ -432,10 +433,11 @@ def _warn_skew(src: SourceBase, key: str, result: PullResult, log: Log) -> None:
                    f"{'behind' if skew < 0 else 'ahead of'} this host's; {effect}. Sync this host's clock (NTP)")
 
 
-def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
-                   checkpoints: CheckpointsResource) -> dict[str, object]:
+def _pull_metadata(src: SourceBase, window: Window, result: PullResult, checkpoints: CheckpointsResource,
+                   stages: Sequence[str] = ("deliver",)) -> dict[str, object]:
     cp, tally = result.checkpoint, result.tally
-    delivered = checkpoints.store.get(src.name, "deliver", cp.window_start)
+    sent = [checkpoints.store.get(src.name, stage, cp.window_start) for stage in stages]
+    behind = min((d.delivered_pages if d else 0) for d in sent)  # the sink furthest behind
     stats = cp.stats
     meta: dict[str, object] = {
         "dagster/row_count": dg.MetadataValue.int(cp.events),
@@ -445,7 +447,7 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
         "events": dg.MetadataValue.int(cp.events),
         "pages_read": dg.MetadataValue.int(tally.pages_read),
         "pages_landed": dg.MetadataValue.int(cp.page_seq),
-        "pages_to_deliver": dg.MetadataValue.int(cp.landed_pages - (delivered.delivered_pages if delivered else 0)),
+        "pages_to_deliver": dg.MetadataValue.int(cp.landed_pages - behind),
         "resumed_from_page": dg.MetadataValue.int(tally.resumed_from_page or 0),
         "attempts": dg.MetadataValue.int(tally.attempts),
         "window_attempts": dg.MetadataValue.int(cp.attempts),
@@ -479,69 +481,77 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult,
     return meta
 
 
-def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDefinition:
+def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> dg.AssetsDefinition:
+    """``<sink>/<stream>``: one stream's windows delivered to one sink (``targets.py``), with its own
+    checkpoint (stage), retries and lease, so one sink being down never holds another back."""
+    src, sink_key = target.stream, keys.sink(target.sink)
+    legacy = target.sink == LEGACY_SINK
+
     @dg.asset(
-        key=siem_key(src.name),
+        key=target_key(target),
         deps=[logs_key(src.name)],
         partitions_def=partitions_def(src),
-        required_resource_keys={keys.checkpoints, keys.landing, keys.siem},
+        required_resource_keys={keys.checkpoints, keys.landing, sink_key},
         group_name=src.group,
-        kinds={"jsonl"},
-        description=f"{src.demo_notice}The window's landed `{src.name}` events delivered to the SIEM sink, "
-                    f"each once.",
-        tags={"logpull/source": src.name},
-        retry_policy=dg.RetryPolicy(max_retries=src.retries, delay=src.retry_delay.total_seconds(),
+        kinds=target.kinds,
+        description=f"{src.demo_notice}The window's landed `{src.name}` events delivered to the "
+                    + ("SIEM sink" if legacy else f"sink `{target.sink}`") + ", each once.",
+        tags={SOURCE_TAG: src.name, SINK_TAG: target.sink},
+        retry_policy=dg.RetryPolicy(max_retries=target.retries, delay=target.retry_delay.total_seconds(),
                                     backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
         # The sensor sends adjacent windows as one range run; each window is recorded as it is delivered.
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
     )
-    def _siem(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
+    def _deliver(context: dg.AssetExecutionContext) -> Iterator[dg.AssetMaterialization | dg.AssetObservation]:
         stores = _Stores(context, keys)
-        checkpoints, sink = stores.checkpoints.store, stores.siem.sink
+        checkpoints = stores.checkpoints.store
+        sink: Sink = getattr(context.resources, sink_key).sink
+        asset = "/".join(target.asset_path)
         # Windows whose landed pages are gone: each one stops, the others are delivered, and the step then
         # fails naming every one of them (retrying cannot bring a page back: `logpull recover` can).
         missing: dict[str, LandedPageMissing] = {}
         for key in context.partition_keys:
             window = window_for_key(src.cadence, key)
-            sent = checkpoints.get(src.name, "deliver", rfc3339(window.start))
+            sent = checkpoints.get(src.name, target.stage, rfc3339(window.start))
             if sent is not None and sent.is_complete and sent.stats.get("completed_by") == context.run.run_id:
                 continue  # delivered earlier in this run, before a retry of the step
             try:
                 res = deliver_window(
                     window, source_name=src.name, checkpoints=checkpoints,
-                    landing=stores.landing.store, sink=sink,
-                    owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
-                    lease_wait=src.effective_lease_wait.total_seconds(),
+                    landing=stores.landing.store, sink=sink, stage=target.stage,
+                    owner=context.run.run_id, lease_ttl=target.lease_ttl.total_seconds(),
+                    lease_wait=target.lease_wait.total_seconds(),
                 )
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
             except LandedPageMissing as e:
                 context.log.error(str(e))
                 missing[key] = e
-                yield _delivery_observation(context.asset_key, src, key, window, str(e), checkpoints, {
+                yield _delivery_observation(context.asset_key, target, key, window, str(e), checkpoints, {
                     "missing_page": dg.MetadataValue.int(e.page),
                     "recover": dg.MetadataValue.text(f"logpull recover --source {src.name} --window {key}, then read "
                                                      f"and deliver the window again (docs/operations.md section 10)"),
                 })
                 continue
             except Exception as e:
-                if context.retry_number >= src.retries:  # the last attempt: say why on the window, then fail
-                    yield _delivery_observation(context.asset_key, src, key, window, error_text(e), checkpoints, {
-                        "resume": dg.MetadataValue.text(f"{keys.launch} siem/{src.name} --partition {key} (resumes "
-                                                         f"at the page it stopped at)")})
+                if context.retry_number >= target.retries:  # the last attempt: say why on the window, then fail
+                    yield _delivery_observation(context.asset_key, target, key, window, error_text(e), checkpoints, {
+                        "resume": dg.MetadataValue.text(f"{keys.launch} {asset} --partition {key} (resumes at the "
+                                                         f"page it stopped at)")})
                 raise
             if res.reconciled:
-                context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery, "
-                                    f"but the SIEM side held {res.already_delivered} of its events; delivered only "
-                                    f"the {res.events} it did not hold (see docs/operations.md)")
+                context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery "
+                                    f"to {target.sink}, but the sink held {res.already_delivered} of its events; "
+                                    f"delivered only the {res.events} it did not hold (see docs/operations.md)")
             if res.pending_pull:
                 context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
-            context.log.info(f"{src.name} {key}: delivered {res.events} events in {res.batches} batches "
-                             f"({res.total_events} in total for the window)")
-            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata={
+            context.log.info(f"{src.name} {key}: delivered {res.events} events to {target.sink} in {res.batches} "
+                             f"batches ({res.total_events} in total for the window)")
+            meta: dict[str, object] = {
                 "dagster/row_count": dg.MetadataValue.int(res.total_events),
                 "window": dg.MetadataValue.text(str(window)),
+                "sink": dg.MetadataValue.text(target.sink),
                 "delivered_events": dg.MetadataValue.int(res.events),
                 "delivered_batches": dg.MetadataValue.int(res.batches),
                 # After a lost checkpoint store: events the SIEM side held already, left out (deliver.py).
@@ -550,10 +560,12 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 # Pages a `logpull recover` recorded as lost, passed over: their events were landed again.
                 "lost_pages_passed": dg.MetadataValue.int(res.lost_pages),
                 "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),
-                "siem_folder": dg.MetadataValue.path(sink.location(src.name)),
+                # Where the sink keeps the stream (a folder, an index, a URL without secrets).
+                "siem_folder" if legacy else "location": dg.MetadataValue.path(sink.location(src.name)),
                 "batch_files": dg.MetadataValue.json(res.outputs[-20:]),
                 "delivered_at": dg.MetadataValue.text(rfc3339(dt.datetime.now(dt.UTC))),
-            })
+            }
+            yield dg.AssetMaterialization(asset_key=context.asset_key, partition=key, metadata=meta)
         if missing:
             first = next(iter(missing.values()))
             raise dg.Failure(
@@ -564,4 +576,4 @@ def build_siem_asset(src: SourceBase, keys: ResourceKeys = PLAIN) -> dg.AssetsDe
                 metadata={"windows": dg.MetadataValue.json({k: e.page for k, e in missing.items()})},
                 allow_retries=False)
 
-    return _siem
+    return _deliver

@@ -44,6 +44,7 @@ from logpull_dagster.landing import LandingStore
 from logpull_dagster.ledger import COLUMNS, collapse, freshness, gaps, window_rows
 from logpull_dagster.plugins import open_checkpoints, open_landing
 from logpull_dagster.recovery import describe, recover_window, survey
+from logpull_dagster.targets import targets
 from logpull_dagster.windows import (
     CADENCE_STEP,
     KEY_FORMAT,
@@ -107,7 +108,9 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
     report, ok = [], True
     try:
         for src in sources:
-            rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src))
+            sinks = [(t.sink, t.stage) for t in targets(config.all_sinks, [src])]
+            rows = window_rows(src, store, now, start=args.from_, end=args.to, queued=_queued(config, src),
+                               sinks=sinks)
             holes = gaps(rows, CADENCE_STEP[src.cadence])
             good = int(((rows["status"] == "complete") & (rows["delivered"] == "yes")).sum())
             fresh = freshness(src, store, now)
@@ -123,7 +126,7 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
             "freshness": {"newest_complete_end": rfc3339(fresh.newest_complete.end) if fresh.newest_complete else None,
                           "lag_seconds": fresh.lag.total_seconds() if fresh.lag is not None else None,
                           "max_delay_seconds": fresh.max_delay.total_seconds(), "ok": fresh.ok},
-            "windows": rows[COLUMNS].to_dict("records"),
+            "windows": rows[[*COLUMNS, "deliveries"]].to_dict("records"),
         } for src, rows, holes, good, fresh in report]}
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0 if ok else 1
@@ -271,11 +274,12 @@ def recover(args: argparse.Namespace, config: LogpullConfig) -> int:
 def _recover(args: argparse.Namespace, config: LogpullConfig, src: SourceBase, store: CheckpointStore,
              landing: LandingStore, windows: list[Window]) -> int:
     one = len(windows) == 1
+    stages = [t.stage for t in targets(config.all_sinks, [src])]
     done: list[Window] = []
     refused = 0
     for w in windows:
         key = key_for_window(src.cadence, w)
-        seen = survey(store, landing, src.name, w)
+        seen = survey(store, landing, src.name, w, stages)
         where = landing.where(src.name, w)
         if seen.pull is None:
             if one:
@@ -290,7 +294,7 @@ def _recover(args: argparse.Namespace, config: LogpullConfig, src: SourceBase, s
                 print(f"{src.name} {key}: every landed page and journaled read is in {where}; nothing to recover")
             continue
         try:
-            r = recover_window(store, landing, src.name, w, by=_operator(),
+            r = recover_window(store, landing, src.name, w, by=_operator(), stages=stages,
                                ttl=max(src.lease_ttl.total_seconds(), RECOVER_TTL), clock=time.time)
         except LeaseHeld as e:
             print(f"refused: {e}", file=sys.stderr)

@@ -7,7 +7,7 @@ value fails ``dg check defs`` with the message ``logpull.yaml`` gets, and ``buil
 the same assets, checks, jobs, schedules and sensors as the plain door (``-m logpull_dagster``).
 
 Several components load side by side in one project: each one's shared resources (checkpoints,
-landing, siem) are keyed by a namespace taken from its folder under ``defs/``; everything else is
+landing, each sink) are keyed by a namespace taken from its folder under ``defs/``; everything else is
 named per source, so two components naming the same source, or asking for different executors, are
 refused at load time with both folders named.
 """
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from typing import Self
 
 # The keys of the logpull.yaml document (config.LogpullConfig), which the attributes may hold inline.
-INLINE_KEYS = ("sources", "checkpoints", "landing", "siem", "executor")
+INLINE_KEYS = ("sources", "checkpoints", "landing", "siem", "sinks", "executor")
 
 # Rendered by dg when the defs.yaml loads: the URL is no secret, so a load-time default is fine here.
 SIMULATOR_URL_TEMPLATE = '{{ env("LOGPULL_SIMULATOR_URL", "http://127.0.0.1:8765") }}'
@@ -88,7 +88,7 @@ class LogPullScaffolder(dg.Scaffolder):
 class LogPullComponent(dg.Component, dg.Resolvable, dg.Model):
     """Pull audit logs from REST APIs into a SIEM, window by window, complete (logpull-dagster).
 
-    Attributes: the logpull.yaml document inline (sources, checkpoints, landing, siem, executor), or
+    Attributes: the logpull.yaml document inline (sources, checkpoints, landing, siem, sinks, executor), or
     config_file: a logpull.yaml relative to this defs.yaml's folder. Relative paths inline are
     relative to this defs.yaml's folder; in a config file, to that file's folder. Secrets are named,
     {env: NAME}, and read when a run starts.
@@ -103,6 +103,7 @@ class LogPullComponent(dg.Component, dg.Resolvable, dg.Model):
     checkpoints: dict[str, Any] | None = None
     landing: dict[str, Any] | None = None
     siem: dict[str, Any] | None = None
+    sinks: dict[str, dict[str, Any]] | None = None
     executor: str | None = None
 
     # Set when the component loads from a defs.yaml, so that siblings can compare configs.
@@ -140,7 +141,7 @@ class LogPullComponent(dg.Component, dg.Resolvable, dg.Model):
             return load_config(path)
         if not inline:
             raise ConfigError(f"{where} is invalid:\n  - attributes: give the logpull.yaml keys inline "
-                              f"(sources, and optionally checkpoints, landing, siem, executor), or "
+                              f"(sources, and optionally checkpoints, landing, siem, sinks, executor), or "
                               f"config_file: logpull.yaml")
         return parse_config(inline, origin=f"{where} (attributes)", base_dir=str(folder))
 

@@ -27,7 +27,7 @@ import ssl
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import (
@@ -45,6 +45,7 @@ from pydantic import (
 )
 
 from logpull_dagster.rate import RateLimit, parse_rate_limit
+from logpull_dagster.targets import LEGACY_SINK, RESERVED_SINK_NAMES, job_of
 from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_duration, parse_time, rfc3339
 
 DEFAULT_CONFIG_FILE = "logpull.yaml"
@@ -169,6 +170,8 @@ class SourceBase(_Strict):
     # The account whose budget this source draws from (default: its pool, effective_pool): sources
     # naming the same one share one budget, and must state the same rate_limit.
     rate_account: str | None = Field(default=None, max_length=200, pattern=r"^\S(.*\S)?$")
+    # The sinks (names in `sinks:`, or `siem`) this stream is delivered to; default every sink.
+    deliver_to: list[str] | None = None
 
     #: Whether this type sends its requests through the shared HTTP client, which keeps a rate_limit
     #: (its factory takes ``rate=``; see plugins.Plugin). A type that does not refuses rate_limit.
@@ -231,6 +234,16 @@ class SourceBase(_Strict):
             raise ValueError(f"rate_account: names the budget of rate_limit, which is not set; add rate_limit "
                              f"(e.g. rate_limit: 600/min) or remove rate_account: {self.rate_account}")
         return self
+
+    @field_validator("deliver_to")
+    @classmethod
+    def _deliver_to(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list delivers the stream nowhere; name at least one sink, or leave "
+                             "deliver_to out to deliver to every sink")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value} names a sink twice; name each sink once")
+        return value
 
     @field_validator("ca_file")
     @classmethod
@@ -359,8 +372,31 @@ class LocalStoreBase(StoreBase):
         return path if path.is_absolute() else (base_dir / path).resolve()
 
 
-# The stores a config gets when it names none: the embedded defaults.
-DEFAULT_STORES = {"checkpoints": {"type": "sqlite"}, "landing": {"type": "local"}, "siem": {"type": "file"}}
+class SinkBase(StoreBase):
+    """What every SIEM sink type shares (an entry of ``sinks:``, or ``siem:``): the retries and lease of
+    its deliveries. Left out, a delivery takes the stream's own ``retries``, ``retry_delay``,
+    ``lease_ttl`` and ``lease_wait`` (as before sinks had their own). ``kinds``: what the Dagster UI shows
+    of the sink's delivery assets (its technology)."""
+
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_delay: Duration | None = None
+    lease_ttl: Duration | None = None
+    lease_wait: Duration | None = None
+
+    kinds: ClassVar[tuple[str, ...]] = ()
+
+    @field_validator("lease_ttl")
+    @classmethod
+    def _positive_ttl(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+
+# The stores a config gets when it names none: the embedded defaults (`siem:` only without `sinks:`).
+DEFAULT_STORES = {"checkpoints": {"type": "sqlite"}, "landing": {"type": "local"}}
+DEFAULT_SINK = {"type": "file"}
+_SINK_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 class LogpullConfig(_Strict):
@@ -370,7 +406,10 @@ class LogpullConfig(_Strict):
     sources: list[SourceBase] = Field(min_length=1)
     checkpoints: StoreBase
     landing: StoreBase
-    siem: StoreBase
+    # The SIEM sinks, by name: each stream is delivered to those it names (deliver_to), else to all.
+    # `siem:` is the sink named siem (the only one before `sinks:` existed); the default, with neither.
+    siem: StoreBase | None = None
+    sinks: dict[str, StoreBase] = Field(default_factory=dict)
     # Dagster's executor for the code location. in_process: steps run in the run's process (a window's
     # work is I/O bound, so a subprocess per step costs ~1.5 s a run for nothing); multiprocess: each
     # step in its own process, as step-per-pod executors do. Retries behave the same under both.
@@ -379,12 +418,16 @@ class LogpullConfig(_Strict):
     base_dir: str = "."
 
     _demo: bool = PrivateAttr(default=False)
+    _sinks: dict[str, StoreBase] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _default_stores(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {**{k: v for k, v in DEFAULT_STORES.items() if k not in value}, **value}
+            defaults = dict(DEFAULT_STORES)
+            if "siem" not in value and "sinks" not in value:
+                defaults["siem"] = DEFAULT_SINK
+            return {**{k: v for k, v in defaults.items() if k not in value}, **value}
         return value
 
     @model_validator(mode="after")
@@ -406,6 +449,14 @@ class LogpullConfig(_Strict):
                 streams.append(s)
         object.__setattr__(self, "sources", streams)  # frozen model: set once, before anyone reads it
         _one_rate_per_account(self.sources)
+        self._sinks = _named_sinks(self.siem, self.sinks)
+        for i, src in enumerate(self.sources):
+            for name in src.deliver_to or ():
+                if name not in self._sinks:
+                    raise ValueError(f"{_origin(i, src)}.deliver_to: {name!r} is not a sink of this config; its "
+                                     f"sinks are {', '.join(self._sinks)} (sinks: names them; siem: is the sink "
+                                     f"named siem)")
+        _unique_delivery_names(self.sources, self._sinks)
         # Where the config came from, recorded on the sources too: the assets see only their source.
         self._demo = bool((info.context or {}).get("demo"))
         for s in self.sources:
@@ -417,6 +468,11 @@ class LogpullConfig(_Strict):
     def is_demo(self) -> bool:
         """True when this is the built-in demo config (no config file was found)."""
         return self._demo
+
+    @property
+    def all_sinks(self) -> dict[str, StoreBase]:
+        """Every sink by name, in order: ``siem`` (the ``siem:`` key) first, then ``sinks:``."""
+        return dict(self._sinks)
 
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
@@ -434,6 +490,35 @@ def _origin(i: int, stream: SourceBase) -> str:
     if stream.group == stream.name:
         return f"sources[{i}] ({stream.name})"
     return f"sources[{i}] ({stream.group}, application {getattr(stream, 'application', '?')})"
+
+
+def _named_sinks(siem: StoreBase | None, sinks: dict[str, StoreBase]) -> dict[str, StoreBase]:
+    """``siem:`` as the sink named siem, then ``sinks:``; names checked (they name assets and jobs)."""
+    if siem is not None and LEGACY_SINK in sinks:
+        raise ValueError("siem: and sinks.siem are both the sink named siem; keep one of them (sinks: {siem: ...})")
+    for name in sinks:
+        if not _SINK_NAME.match(name):
+            raise ValueError(f"sinks.{name}: a sink's name must be lowercase letters, digits and _, starting with "
+                             f"a letter, at most 63 characters (it names the assets <sink>/<stream>)")
+        if name in RESERVED_SINK_NAMES:
+            raise ValueError(f"sinks.{name}: the name {name!r} is taken by the pull's assets ({name}/<stream>); "
+                             f"name the sink otherwise")
+    if siem is None and not sinks:
+        raise ValueError("sinks: is empty; name at least one sink, e.g. sinks: {siem: {type: file, path: siem}}")
+    return {**({LEGACY_SINK: siem} if siem is not None else {}), **sinks}
+
+
+def _unique_delivery_names(streams: list[SourceBase], sinks: dict[str, StoreBase]) -> None:
+    """Jobs and sensors are named after (stream, sink) pairs; refuse two pairs with one name."""
+    seen: dict[str, tuple[str, str]] = {}
+    for stream in streams:
+        for sink in sinks:
+            name = job_of(stream.name, sink)
+            if name in seen and seen[name] != (stream.name, sink):
+                other = seen[name]
+                raise ValueError(f"the delivery of stream {stream.name!r} to sink {sink!r} and of stream {other[0]!r} "
+                                 f"to sink {other[1]!r} would both be named {name}; rename the sink or the source")
+            seen[name] = (stream.name, sink)
 
 
 def _one_rate_per_account(sources: list[SourceBase]) -> None:
@@ -550,9 +635,10 @@ def _cannot_read_ca(path: Path) -> str | None:
 def _path_problems(cfg: LogpullConfig) -> list[str]:
     """Every key of the config that cannot be used (paths that cannot be created or read), as ``key: why``."""
     out = []
-    for kind in ("checkpoints", "landing", "siem"):
-        store: StoreBase = getattr(cfg, kind)
-        out += [f"{kind}.{key}: {why}" for key, why in store.problems(cfg.resolve)]
+    stores: list[tuple[str, StoreBase]] = [("checkpoints", cfg.checkpoints), ("landing", cfg.landing)]
+    stores += [(LEGACY_SINK if cfg.siem is sink else f"sinks.{name}", sink) for name, sink in cfg.all_sinks.items()]
+    for where, store in stores:
+        out += [f"{where}.{key}: {why}" for key, why in store.problems(cfg.resolve)]
     for i, src in enumerate(cfg.sources):
         if src.ca_path is not None and (why := _cannot_read_ca(src.ca_path)):
             out.append(f"sources[{i}] ({src.name}).ca_file: {why}")
@@ -563,8 +649,8 @@ _models: tuple[int, type[LogpullConfig]] | None = None
 
 
 def config_model() -> type[LogpullConfig]:
-    """``LogpullConfig`` with ``sources``, ``checkpoints``, ``landing`` and ``siem`` as tagged unions of the
-    registered types (``plugins.py``): ``type`` picks the model, whose own keys are then checked."""
+    """``LogpullConfig`` with ``sources``, ``checkpoints``, ``landing``, ``siem`` and ``sinks`` as tagged unions
+    of the registered types (``plugins.py``): ``type`` picks the model, whose own keys are then checked."""
     global _models
     from logpull_dagster import plugins
 
@@ -576,10 +662,12 @@ def config_model() -> type[LogpullConfig]:
         models = tuple(p.config for p in plugins.plugins(kind).values())
         return Annotated[Union[models], Field(discriminator="type")]  # noqa: UP007 (a runtime tuple)
 
+    sink = union("siem")
     model = create_model(
         "LogpullConfig", __base__=LogpullConfig,
         sources=(list[union("source")], Field(min_length=1)),  # type: ignore[valid-type]
-        checkpoints=(union("checkpoints"), ...), landing=(union("landing"), ...), siem=(union("siem"), ...),
+        checkpoints=(union("checkpoints"), ...), landing=(union("landing"), ...),
+        siem=(Optional[sink], None), sinks=(dict[str, sink], Field(default_factory=dict)),  # type: ignore[valid-type]  # noqa: UP045
     )
     _models = (generation, model)
     return model

@@ -11,22 +11,23 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from logpull_dagster.assets import build_logs_asset, build_siem_asset
+from logpull_dagster.assets import build_delivery_asset, build_logs_asset
 from logpull_dagster.checks import build_freshness_sensor
 from logpull_dagster.config import LogpullConfig, load_config
 from logpull_dagster.keys import (
     DG_LAUNCH,
+    SINK_TAG,
     SOURCE_TAG,
     ResourceKeys,
     api_resource,
-    deliver_job,
     logs_key,
     pull_job,
-    siem_key,
+    target_key,
 )
 from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource, SiemResource
 from logpull_dagster.schedules import build_pull_schedule
 from logpull_dagster.sensors import build_delivery_sensor
+from logpull_dagster.targets import targets
 
 EXECUTORS = {"in_process": dg.in_process_executor, "multiprocess": dg.multiprocess_executor}
 
@@ -43,7 +44,7 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
     resources: dict[str, object] = {
         keys.checkpoints: CheckpointsResource.of(config.checkpoints, base),
         keys.landing: LandingResource.of(config.landing, base),
-        keys.siem: SiemResource.of(config.siem, base),
+        **{keys.sink(name): SiemResource.of(sink, base) for name, sink in config.all_sinks.items()},
     }
     assets: list[dg.AssetsDefinition] = []
     jobs: list[UnresolvedAssetJobDefinition] = []
@@ -52,13 +53,18 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
     # Every secret the config names: each source's messages are cleaned of all of them.
     secret_envs = sorted({ref.env for s in config.sources for ref in s.secret_refs()})
     for src in config.sources:
-        assets += [build_logs_asset(src, keys), build_siem_asset(src, keys)]
+        mine = targets(config.all_sinks, [src])
+        assets.append(build_logs_asset(src, keys, mine))
         pull = dg.define_asset_job(pull_job(src.name), selection=[logs_key(src.name)], tags={SOURCE_TAG: src.name})
-        deliver = dg.define_asset_job(deliver_job(src.name), selection=[siem_key(src.name)],
-                                      tags={SOURCE_TAG: src.name})
-        jobs += [pull, deliver]
+        jobs.append(pull)
         schedules.append(build_pull_schedule(src, pull, keys))
-        sensors += [build_delivery_sensor(src, deliver, keys), build_freshness_sensor(src, keys)]
+        sensors.append(build_freshness_sensor(src, keys))
+        for target in mine:  # one delivery asset, job and sensor per (stream, sink) pair
+            assets.append(build_delivery_asset(target, keys))
+            deliver = dg.define_asset_job(target.job, selection=[target_key(target)],
+                                          tags={SOURCE_TAG: src.name, SINK_TAG: target.sink})
+            jobs.append(deliver)
+            sensors.append(build_delivery_sensor(target, deliver, keys))
         # The resource carries the source's config with paths made absolute (it is opened elsewhere).
         settings = src.model_copy(update={"ca_file": str(src.ca_path)}) if src.ca_path else src
         resources[api_resource(src.name)] = LogSourceResource(

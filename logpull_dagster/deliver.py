@@ -1,8 +1,9 @@
 """The delivery loop: hand a window's landed pages to the SIEM sink, exactly once.
 
-Same shape as the pull loop, with its own checkpoint (stage ``deliver``, ``page_seq`` = the next
-landed page to deliver): write the batch for landed page N (the sink makes a repeated write of the
-same batch a no-op), THEN checkpoint N + 1. A SIEM outage stops delivery between batches and the
+Same shape as the pull loop, with its own checkpoint per sink (stage ``deliver`` for the sink named
+``siem``, ``deliver:<sink>`` for any other; ``page_seq`` = the next landed page to deliver): write the
+batch for landed page N (the sink makes a repeated write of the same batch a no-op), THEN checkpoint
+N + 1. A SIEM outage stops delivery between batches and the
 retry resends at most the one batch in flight, which the sink absorbs. Only pages the pull has
 committed are read, so delivery can run while a re-read of the window lands more.
 
@@ -49,7 +50,7 @@ from typing import Any
 import orjson
 
 from logpull_dagster import recovery
-from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
+from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost, Stage
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingMissing, LandingStore
@@ -140,16 +141,19 @@ def deliver_window(
     owner: str,
     lease_ttl: float,
     lease_wait: float = 0.0,
+    stage: Stage = "deliver",
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> DeliveryResult:
+    """Deliver ``window``'s landed pages to ``sink``, checkpointed in ``stage`` (one per sink of the stream:
+    ``targets.DeliveryTarget.stage``); see the module docstring."""
     t0 = monotonic()
     result = DeliveryResult(source_name, window)
     pulled = checkpoints.get(source_name, "pull", rfc3339(window.start))
     landed = pulled.landed_pages if pulled else 0
     lost = recovery.lost_pages(pulled.stats) if pulled else set()
     result.pending_pull = pulled is None or not pulled.read_once
-    cp = acquire(checkpoints, source_name, "deliver", window, owner=owner, lease_ttl=lease_ttl,
+    cp = acquire(checkpoints, source_name, stage, window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
 
     def fence() -> None:

@@ -4,8 +4,9 @@ here, so that one stream's pieces always find each other and two config files (t
 ``dg`` project) never collide.
 
 Names are per source (``logs/<name>``, ``pull_<name>``...), and source names are unique across a code
-location. The shared resources (the checkpoint store, the landing store, the SIEM sink) are per config:
-``namespace`` prefixes their keys, empty for the plain ``logpull.yaml`` door.
+location; a stream's deliveries are named per (stream, sink) pair (``targets.py``). The shared resources
+(the checkpoint store, the landing store, each sink) are per config: ``namespace`` prefixes their keys,
+empty for the plain ``logpull.yaml`` door.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from logpull_dagster.targets import LEGACY_SINK, DeliveryTarget, job_of, resource_of, sensor_of
 from logpull_dagster.windows import Cadence, Window, key_for_window
 
 # Dagster's own tags of a run over a partition range (one run, many windows).
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 SOURCE_TAG = "logpull/source"
+SINK_TAG = "logpull/sink"
 
 
 def logs_key(source: str) -> dg.AssetKey:
@@ -27,7 +30,13 @@ def logs_key(source: str) -> dg.AssetKey:
 
 
 def siem_key(source: str) -> dg.AssetKey:
+    """The delivery asset of ``source`` to the sink named ``siem`` (see ``target_key`` for any sink)."""
     return dg.AssetKey(["siem", source])
+
+
+def target_key(target: DeliveryTarget) -> dg.AssetKey:
+    """``<sink>/<stream>``: the asset of one stream's delivery to one sink."""
+    return dg.AssetKey(list(target.asset_path))
 
 
 def logs_op(source: str) -> str:
@@ -39,16 +48,16 @@ def pull_job(source: str) -> str:
     return f"pull_{source}"
 
 
-def deliver_job(source: str) -> str:
-    return f"deliver_{source}"
+def deliver_job(source: str, sink: str = LEGACY_SINK) -> str:
+    return job_of(source, sink)
 
 
 def pull_schedule(source: str) -> str:
     return f"pull_{source}_schedule"
 
 
-def delivery_sensor(source: str) -> str:
-    return f"deliver_{source}_sensor"
+def delivery_sensor(source: str, sink: str = LEGACY_SINK) -> str:
+    return sensor_of(source, sink)
 
 
 def freshness_sensor(source: str) -> str:
@@ -84,7 +93,11 @@ class ResourceKeys:
 
     @property
     def siem(self) -> str:
-        return f"{self.namespace}siem"
+        return self.sink(LEGACY_SINK)
+
+    def sink(self, name: str) -> str:
+        """The resource key of the sink ``name`` (``targets.resource_of``)."""
+        return resource_of(name, self.namespace)
 
 
 def run_request(cadence: Cadence, windows: Sequence[Window], run_key: str, tags: Mapping[str, str],

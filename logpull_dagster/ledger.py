@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -38,29 +38,43 @@ def default_max_delay(src: SourceBase) -> dt.timedelta:
 
 
 def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, start: dt.datetime | None = None,
-                end: dt.datetime | None = None, queued: Collection[str] = ()) -> pd.DataFrame:
-    """One row per due window of ``src`` in ``[start, end)`` (``queued``: window starts a run will read)."""
+                end: dt.datetime | None = None, queued: Collection[str] = (),
+                sinks: Sequence[tuple[str, str]] = (("siem", "deliver"),)) -> pd.DataFrame:
+    """One row per due window of ``src`` in ``[start, end)`` (``queued``: window starts a run will read;
+    ``sinks``: ``(sink name, delivery stage)`` of every sink the stream is delivered to). A window is
+    delivered when every one of them has every landed page; ``delivered`` says so per sink when there
+    are several, and ``deliveries`` holds each sink's own answer."""
     pulls = {cp.window_start: cp for cp in store.list(src.name, "pull")}
-    sends = {cp.window_start: cp for cp in store.list(src.name, "deliver")}
+    sends = {name: {cp.window_start: cp for cp in store.list(src.name, stage)} for name, stage in sinks}
     t = now.timestamp()
     rows = []
     for w in due_windows(src.cadence, src.start, now, src.settle_lag):
         if (start is not None and w.end <= start) or (end is not None and w.start >= end):
             continue
         key = rfc3339(w.start)
-        cp, sent = pulls.get(key), sends.get(key)
+        cp = pulls.get(key)
         status, detail = _status(cp, key in queued, t)
-        delivered = sent.delivered_pages if sent else 0
         landed = cp.landed_pages if cp else 0
-        if sent is not None and sent.status == "failed" and sent.last_error and delivered < landed:
-            # Why the SIEM is behind (a landed page gone, the SIEM down), beside why the pull is, if it is.
-            if isinstance(sent.stats.get("missing_page"), int):
-                why = (f"delivery stopped: landed page {sent.stats['missing_page']} is missing from the landing "
-                       f"store; `logpull recover --source {src.name} --window {key_for_window(src.cadence, w)}` "
-                       f"reads the window again")
-            else:
-                why = f"delivery stopped at page {delivered}: {sent.last_error[:300]}"
-            detail = f"{detail}; {why}" if detail else why
+        deliveries = {}
+        for name, by_window in sends.items():
+            sent = by_window.get(key)
+            delivered = sent.delivered_pages if sent else 0
+            deliveries[name] = ("yes" if cp and delivered >= landed and status in ("complete", "known gap") else
+                                ("no" if delivered == 0 else f"{delivered} of {landed} pages"))
+            if sent is not None and sent.status == "failed" and sent.last_error and delivered < landed:
+                # Why the SIEM is behind (a landed page gone, the SIEM down), beside why the pull is, if it is.
+                to = "" if len(sends) == 1 else f" to {name}"
+                if isinstance(sent.stats.get("missing_page"), int):
+                    why = (f"delivery{to} stopped: landed page {sent.stats['missing_page']} is missing from the "
+                           f"landing store; `logpull recover --source {src.name} --window "
+                           f"{key_for_window(src.cadence, w)}` reads the window again")
+                else:
+                    why = f"delivery{to} stopped at page {delivered}: {sent.last_error[:300]}"
+                detail = f"{detail}; {why}" if detail else why
+        if len(deliveries) == 1 or all(v == "yes" for v in deliveries.values()):
+            delivered_text = next(iter(deliveries.values())) if len(deliveries) == 1 else "yes"
+        else:
+            delivered_text = ", ".join(f"{name}: {v}" for name, v in deliveries.items())
         rows.append({
             "window": key_for_window(src.cadence, w),
             "start": w.start,
@@ -70,11 +84,11 @@ def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, st
             "late_events": int(cp.stats.get("late_events", 0)) if cp else 0,
             "attempts": cp.attempts if cp else 0,
             "last_read": cp.stats.get("last_read_at", "") if cp else "",
-            "delivered": "yes" if cp and delivered >= landed and status in ("complete", "known gap") else
-                         ("no" if delivered == 0 else f"{delivered} of {landed} pages"),
+            "delivered": delivered_text,
             "detail": detail,
+            "deliveries": deliveries,
         })
-    return pd.DataFrame(rows, columns=["start", *COLUMNS])
+    return pd.DataFrame(rows, columns=["start", *COLUMNS, "deliveries"])
 
 
 def _status(cp: Checkpoint | None, queued: bool, now: float) -> tuple[str, str]:

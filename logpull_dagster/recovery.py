@@ -18,10 +18,10 @@ reads or delivers it meanwhile:
 3. it records the lost pages in ``stats["lost_pages"]`` (delivery passes over them), drops the mark,
    and leaves the window failed ("recovered"), so the schedule reads it again from page one; every
    event not in a surviving page lands again, in new pages after the old ones;
-4. it sets the delivery row to reconcile (``stats["reconciling"]``): the re-landed pages are written
-   only with the events the sink does not hold by its own record (``Sink.delivered_ids``), so events
-   of lost pages that were delivered before are not sent twice. A sink that cannot tell what it holds
-   delivers them again (at-least-once), as its docstring says.
+4. it sets each delivery row (one per sink of the stream) to reconcile (``stats["reconciling"]``): the
+   re-landed pages are written only with the events the sink does not hold by its own record
+   (``Sink.delivered_ids``), so events of lost pages that were delivered before are not sent twice. A
+   sink that cannot tell what it holds delivers them again (at-least-once), as its docstring says.
 
 A window whose lost pages had all been delivered needs no recovery (the SIEM has their events; only
 the landing copy is gone): ``survey`` says so and ``logpull recover`` leaves it alone.
@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,17 +79,18 @@ def describe(pages: Iterable[int]) -> str:
 @dataclass(frozen=True)
 class Survey:
     """What is gone of one window: landed ``pages`` (not recorded lost before) and journaled ``reads``;
-    ``undelivered``: of those pages, the ones its delivery has not passed yet."""
+    ``undelivered``: of those pages, the ones a delivery (to any of the stream's sinks) has not passed yet."""
 
     pull: Checkpoint | None
-    deliver: Checkpoint | None
+    deliveries: dict[str, Checkpoint | None]  # by delivery stage
     pages: list[int]
     reads: list[int]
     kept: int  # landed pages still there
 
     @property
     def undelivered(self) -> list[int]:
-        done = self.deliver.delivered_pages if self.deliver is not None else 0
+        done = min((d.delivered_pages if d is not None else 0) for d in self.deliveries.values()) \
+            if self.deliveries else 0
         return [p for p in self.pages if p >= done]
 
     @property
@@ -98,14 +99,15 @@ class Survey:
         return bool(self.undelivered or self.reads)
 
 
-def survey(store: CheckpointStore, landing: LandingStore, source: str, window: Window) -> Survey:
+def survey(store: CheckpointStore, landing: LandingStore, source: str, window: Window,
+           stages: Sequence[str] = ("deliver",)) -> Survey:
     """Compare what the window's checkpoint says landed with what the landing store holds (reads nothing
-    but listings and the journaled reads that should be pending)."""
+    but listings and the journaled reads that should be pending); ``stages``: the stream's deliveries."""
     start = rfc3339(window.start)
     pull = store.get(source, "pull", start)
-    deliver = store.get(source, "deliver", start)
+    deliveries = {stage: store.get(source, stage, start) for stage in stages}
     if pull is None:
-        return Survey(None, deliver, [], [], 0)
+        return Survey(None, deliveries, [], [], 0)
     found = {p.seq for p in landing.pages(source, window, pull.landed_pages)}
     known_lost = lost_pages(pull.stats)
     pages = [n for n in range(pull.landed_pages) if n not in found and n not in known_lost]
@@ -115,7 +117,7 @@ def survey(store: CheckpointStore, landing: LandingStore, source: str, window: W
             landing.get_read(source, window, n)
         except LandingMissing:
             reads.append(n)
-    return Survey(pull, deliver, pages, reads, len(found))
+    return Survey(pull, deliveries, pages, reads, len(found))
 
 
 @dataclass(frozen=True)
@@ -128,19 +130,22 @@ class Recovered:
 
 
 def recover_window(store: CheckpointStore, landing: LandingStore, source: str, window: Window, *, by: str,
-                   ttl: float, clock: Callable[[], float]) -> Recovered:
-    """Recover ``window`` (the module docstring). Raises LeaseHeld, touching nothing, while a run holds
-    its pull or its delivery."""
+                   ttl: float, clock: Callable[[], float], stages: Sequence[str] = ("deliver",)) -> Recovered:
+    """Recover ``window`` (the module docstring); ``stages``: the delivery stages of every sink of the
+    stream. Raises LeaseHeld, touching nothing, while a run holds its pull or one of its deliveries."""
     start, end = rfc3339(window.start), rfc3339(window.end)
-    before = store.get(source, "pull", start)
-    pull = store.acquire(source, "pull", start, end, owner=RECOVER_OWNER, ttl=ttl, now=clock())
+    held: list[tuple[Checkpoint, str]] = []  # each row taken, with its status before
     try:
-        send = store.acquire(source, "deliver", start, end, owner=RECOVER_OWNER, ttl=ttl, now=clock())
-    except LeaseHeld:  # put the pull row back as it was, lease aside
-        store.release(dataclasses.replace(pull, status=before.status if before else "new"), now=clock())
+        for stage in ("pull", *stages):
+            before = store.get(source, stage, start)
+            row = store.acquire(source, stage, start, end, owner=RECOVER_OWNER, ttl=ttl, now=clock())
+            held.append((row, before.status if before is not None else "new"))
+    except LeaseHeld:  # put the rows taken back as they were, leases aside
+        for row, status in held:
+            store.release(dataclasses.replace(row, status=status), now=clock())  # type: ignore[arg-type]
         raise
-    sent_status = send.status
-    seen = survey(store, landing, source, window)  # again, under both leases: nothing changes it now
+    (pull, _), sends = held[0], held[1:]
+    seen = survey(store, landing, source, window, stages)  # again, under every lease: nothing changes it now
     when = rfc3339(dt.datetime.fromtimestamp(clock(), dt.UTC))
     pull = store.commit(dataclasses.replace(
         pull, cursor=None, pages_read=0, journaled=0, status="failed",
@@ -166,12 +171,13 @@ def recover_window(store: CheckpointStore, landing: LandingStore, source: str, w
         pull, events=kept_events, status="failed", stats=stats,
         last_error=f"recovered by {by} at {when} ({lost or 'nothing'} lost); the next run reads the window again "
                    f"from page one and delivery sends only what the SIEM does not hold"), now=clock())
-    send_stats = {k: v for k, v in send.stats.items() if k != "missing_page"}
-    store.release(dataclasses.replace(
-        send, status="complete" if sent_status == "complete" else "failed",
-        last_error=None if sent_status == "complete" else f"recovered by {by} at {when}: delivery resumes once "
-                                                          f"the window is read again",
-        stats={**send_stats, "reconciling": True}), now=clock())
+    for send, sent_status in sends:
+        send_stats = {k: v for k, v in send.stats.items() if k != "missing_page"}
+        store.release(dataclasses.replace(
+            send, status="complete" if sent_status == "complete" else "failed",
+            last_error=None if sent_status == "complete" else f"recovered by {by} at {when}: delivery resumes once "
+                                                              f"the window is read again",
+            stats={**send_stats, "reconciling": True}), now=clock())
     return Recovered(window, seen.pages, seen.reads, len(survivors), kept_events)
 
 

@@ -117,7 +117,8 @@ class LandingResource(_StoreResource):
 
 
 class SiemResource(_StoreResource):
-    """The SIEM sink (``siem:`` of the config; see ``sinks/__init__.py``)."""
+    """One SIEM sink (``siem:``, or an entry of ``sinks:``; see ``sinks/__init__.py``), shared by every
+    stream delivered to it."""
 
     _kind = "siem"
 

@@ -1,8 +1,8 @@
 """Sensors: launch delivery of a window each time its pull lands new data.
 
-One sensor per source, running by default. It walks the event log of ``logs/<source>`` by storage
-id (its cursor), so every materialization is seen once and in order: old windows re-read by a
-backfill are delivered too, and no event in between is skipped (``asset_sensor`` only reports the
+One sensor per (stream, sink) pair (``targets.py``), running by default. It walks the event log of
+``logs/<source>`` by storage id (its cursor), so every materialization is seen once and in order: old
+windows re-read by a backfill are delivered too, and no event in between is skipped (``asset_sensor`` only reports the
 latest), and its observations too: a window completed with a known gap (pages an operator skipped) is
 recorded as an observation, not a materialization, and its landed events are delivered all the same.
 A window is launched only if the checkpoint store says it has landed pages not delivered yet
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from logpull_dagster.config import SourceBase
-from logpull_dagster.keys import PLAIN, SOURCE_TAG, ResourceKeys, delivery_sensor, logs_key, run_request
+from logpull_dagster.keys import PLAIN, SINK_TAG, SOURCE_TAG, ResourceKeys, logs_key, run_request
 from logpull_dagster.orchestration import WindowRequest, batches
 from logpull_dagster.windows import key_for_window, rfc3339, window_for_key
 
@@ -31,18 +31,21 @@ if TYPE_CHECKING:  # dg.define_asset_job's return type has no public name in Dag
     from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
     from logpull_dagster.checkpoints import CheckpointStore
+    from logpull_dagster.targets import DeliveryTarget
     from logpull_dagster.windows import Window
 
 
-def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition,
+def build_delivery_sensor(target: DeliveryTarget, job: UnresolvedAssetJobDefinition,
                           keys: ResourceKeys = PLAIN) -> dg.SensorDefinition:
+    src = target.stream
+
     @dg.sensor(
-        name=delivery_sensor(src.name),
+        name=target.sensor,
         job=job,
         required_resource_keys={keys.checkpoints},
         minimum_interval_seconds=max(1, int(src.delivery_interval.total_seconds())),
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Delivers each window of logs/{src.name} to the SIEM after it lands new data.",
+        description=f"Delivers each window of logs/{src.name} to {target.sink} after it lands new data.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         after = int(context.cursor) if context.cursor else None
@@ -69,24 +72,26 @@ def build_delivery_sensor(src: SourceBase, job: UnresolvedAssetJobDefinition,
                 continue
             pending.add(event.partition)
         store = getattr(context.resources, keys.checkpoints).store
-        windows = [w for w in sorted(window_for_key(src.cadence, k) for k in pending) if _to_deliver(store, src, w)]
+        windows = [w for w in sorted(window_for_key(src.cadence, k) for k in pending)
+                   if _to_deliver(store, src, w, target.stage)]
         requests = []
         # Adjacent windows go as one run (a catch-up delivers in a few runs, not one per window). The run
         # key names the materializations seen, so a re-evaluated tick launches nothing twice.
         for batch in batches([WindowRequest(w, "new") for w in windows], src.max_windows_per_run):
             span = [r.window for r in batch]
             key = "...".join(dict.fromkeys(key_for_window(src.cadence, w) for w in (span[0], span[-1])))
-            requests.append(run_request(src.cadence, span, f"{key}@{after}", {SOURCE_TAG: src.name}))
+            requests.append(run_request(src.cadence, span, f"{key}@{after}",
+                                        {SOURCE_TAG: src.name, SINK_TAG: target.sink}))
         return dg.SensorResult(run_requests=requests, cursor=str(after) if after is not None else None)
 
     return _sensor
 
 
-def _to_deliver(store: CheckpointStore, src: SourceBase, window: Window) -> bool:
-    """Whether ``window`` has landed pages its delivery has not passed yet (one read of each row)."""
+def _to_deliver(store: CheckpointStore, src: SourceBase, window: Window, stage: str) -> bool:
+    """Whether ``window`` has landed pages its delivery (``stage``) has not passed yet (one read of each row)."""
     start = rfc3339(window.start)
     pulled = store.get(src.name, "pull", start)
     if pulled is None or pulled.landed_pages == 0:
         return False
-    sent = store.get(src.name, "deliver", start)
+    sent = store.get(src.name, stage, start)
     return sent is None or sent.delivered_pages < pulled.landed_pages

@@ -28,7 +28,10 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Stage = Literal["pull", "deliver"]
+#: ``pull`` (reading the API into landing), or a delivery stage: ``deliver`` for the sink named ``siem``
+#: (the one sink of older configs, whose rows keep their name), ``deliver:<sink>`` for any other sink
+#: (``targets.DeliveryTarget.stage``): each sink of a stream keeps its own delivery checkpoint.
+Stage = str
 Status = Literal["new", "running", "complete", "failed"]
 
 
@@ -86,8 +89,8 @@ class Checkpoint:
     ``reads`` the API pages read for the window ever (the journal's numbering) and ``journaled`` how
     many of the last of them are journaled but not landed yet (reads ``reads - journaled`` to
     ``reads - 1``; see ``landing``).
-    For ``deliver``: ``page_seq`` is the next landed page to deliver and ``events`` the events
-    delivered.
+    For a delivery stage (``deliver``, ``deliver:<sink>``): ``page_seq`` is the next landed page to
+    deliver to that sink and ``events`` the events delivered to it.
     """
 
     source: str
@@ -133,7 +136,7 @@ class Checkpoint:
         return self._of("deliver", self.events)
 
     def _of(self, stage: Stage, value: int) -> int:
-        if self.stage != stage:
+        if (stage == "pull") != (self.stage == "pull"):
             raise ValueError(f"a {self.stage} checkpoint has no {stage} progress")
         return value
 

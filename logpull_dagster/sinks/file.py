@@ -43,9 +43,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
-from logpull_dagster.config import LocalStoreBase
+from logpull_dagster.config import LocalStoreBase, SinkBase
 from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.landing.local import write_bytes_atomic
 from logpull_dagster.plugins import Plugin
@@ -191,11 +191,14 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-class FileSiemConfig(LocalStoreBase):
-    """``siem: {type: file, path: ...}``: immutable JSON Lines batch files under ``path/<source>/``."""
+class FileSiemConfig(SinkBase, LocalStoreBase):
+    """``{type: file, path: ...}`` (``siem:``, or an entry of ``sinks:``): immutable JSON Lines batch files
+    under ``path/<source>/``."""
 
     type: Literal["file"]
     path: str = ".logpull/siem"
+
+    kinds: ClassVar[tuple[str, ...]] = ("jsonl",)
 
 
 def _open(cfg: FileSiemConfig, base_dir: Path) -> FileSink:
