@@ -544,6 +544,10 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery "
                                     f"to {target.sink}, but the sink held {res.already_delivered} of its events; "
                                     f"delivered only the {res.events} it did not hold (see docs/operations.md)")
+            if res.at_least_once:
+                context.log.warning(f"{src.name} {key}: the window was recovered, and {target.sink} cannot tell which "
+                                    f"of its events it holds already: those it received before are sent again "
+                                    f"(at-least-once)")
             if res.pending_pull:
                 context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
             context.log.info(f"{src.name} {key}: delivered {res.events} events to {target.sink} in {res.batches} "

@@ -55,7 +55,7 @@ from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingMissing, LandingStore
 from logpull_dagster.redact import error_text
-from logpull_dagster.sinks import Sink
+from logpull_dagster.sinks import Sink, capabilities
 from logpull_dagster.windows import Window, rfc3339
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,7 @@ class DeliveryResult:
     pending_pull: bool = False
     reconciled: bool = False
     lost_pages: int = 0  # pages a recovery recorded as lost, passed over (their events landed again later)
+    at_least_once: bool = False  # reconciling was asked for, and the sink cannot read back: events may repeat
     outputs: list[str] = field(default_factory=list)
     elapsed: float = 0.0
 
@@ -164,7 +165,17 @@ def deliver_window(
     delivered: set[bytes] | None = None  # reconciling: what the SIEM side has of the window
     unmatched: int | None = None  # of those, not met in this attempt's pages yet (None: cannot tell)
     try:
-        reconciling = bool(cp.stats.get("reconciling")) or (cp.page_seq == 0 and sink.holds(source_name, window))
+        if "read_back" in capabilities(sink):
+            reconciling = bool(cp.stats.get("reconciling")) or (cp.page_seq == 0 and sink.holds(source_name, window))
+        else:
+            reconciling = False
+            if cp.stats.get("reconciling"):  # asked for (logpull recover) by a sink that cannot do it: say so, once
+                log.warning("%s window %s: the sink cannot tell which events it holds already (no read_back), so "
+                            "events of this window it received before the landing loss are sent again "
+                            "(at-least-once)", source_name, window)
+                result.at_least_once = True
+                cp = checkpoints.commit(dataclasses.replace(
+                    cp, stats={k: v for k, v in cp.stats.items() if k != "reconciling"}), ttl=lease_ttl, now=clock())
         from_start = cp.page_seq == 0
         head = _head(source_name, rfc3339(window.start), rfc3339(window.end))
         found = {page.seq: page for page in landing.pages(source_name, window, landed)} if cp.page_seq < landed else {}

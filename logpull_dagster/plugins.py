@@ -186,5 +186,6 @@ def open_landing(config: LogpullConfig) -> LandingStore:
     return open_store("landing", config.landing, config.base_dir)  # type: ignore[no-any-return]
 
 
-def open_sink(config: LogpullConfig) -> Sink:
-    return open_store("siem", config.siem, config.base_dir)  # type: ignore[no-any-return]
+def open_sink(config: LogpullConfig, name: str = "siem") -> Sink:
+    """The sink ``name`` of ``config`` (``siem:``, or an entry of ``sinks:``)."""
+    return open_store("siem", config.all_sinks[name], config.base_dir)  # type: ignore[no-any-return]

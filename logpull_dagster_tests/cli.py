@@ -62,7 +62,8 @@ def plugin_path(tmp_path: Path) -> str:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: logpull-examples\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
         "[logpull_dagster.plugins]\ncounter = logpull_dagster_tests.example_plugins.counter_api\n"
-        "json_file = logpull_dagster_tests.example_plugins.json_checkpoints\n")
+        "json_file = logpull_dagster_tests.example_plugins.json_checkpoints\n"
+        "spool = logpull_dagster_tests.example_plugins.spool_sink\n")
     return os.pathsep.join([str(site), str(REPO)])
 
 

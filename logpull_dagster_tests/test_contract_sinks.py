@@ -3,8 +3,8 @@
 To add an implementation, add one entry to FACTORIES: its name, and a function of the test's
 ``tmp_path`` returning a SinkUnderTest: how to open sink instances on one SIEM side of that test, and
 how to read back every record that SIEM side holds for a source, e.g.
-``"splunk_hec": lambda tmp: hec_under_test(FakeCollector(tmp))`` (``tells_what_it_holds=False`` for a
-collector that cannot be read back). Every contract test then runs for it too; nothing else changes.
+``"splunk_hec": lambda tmp: hec_under_test(FakeCollector(tmp))``. Every contract test then runs for it
+too, checking what the sink declares it can do (``capabilities``); nothing else changes.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from logpull_dagster.sinks.file import FileSink
 from logpull_dagster_tests.contracts.sink import *  # noqa: F403
 from logpull_dagster_tests.contracts.sink import SinkUnderTest
+from logpull_dagster_tests.example_plugins.spool_sink import SpoolSink
 
 
 def file_records(root: Path, source: str) -> list[bytes]:
@@ -25,9 +26,16 @@ def file_records(root: Path, source: str) -> list[bytes]:
     return [line for f in sorted((root / source).glob("*.jsonl")) for line in f.read_bytes().splitlines()]
 
 
+def spool_records(root: Path, source: str) -> list[bytes]:
+    return [line for f in sorted((root / source).glob("*.jsonl")) for line in f.read_bytes().splitlines()]
+
+
 FACTORIES: dict[str, Callable[[Path], SinkUnderTest]] = {
     "file": lambda tmp: SinkUnderTest(functools.partial(FileSink, tmp / "siem"),
                                       functools.partial(file_records, tmp / "siem")),
+    # The example plug-in of test_sinks.py: a sink that cannot read back what it holds (names only).
+    "spool": lambda tmp: SinkUnderTest(functools.partial(SpoolSink, tmp / "spool"),
+                                       functools.partial(spool_records, tmp / "spool")),
 }
 
 

@@ -1,14 +1,29 @@
 """SIEM sinks: where delivered events go.
 
-The contract every sink keeps (delivery's exactly-once rests on it):
+Every sink declares what it can do (``capabilities``), and the contract suite (``contracts/sink.py``)
+tests exactly what it declares; delivery relies on nothing else:
 
-* ``write_batch`` is idempotent for one (source, window, batch): a batch written once and written
-  again, after a crash between the write and the delivery checkpoint, reaches the SIEM once. Sinks
-  that can deduplicate are given the event id of every record.
-* A batch name that already holds *other* content is never overwritten or taken as written:
+* ``names``: ``write_batch`` is idempotent for one (source, window, batch): a batch written once and
+  written again, after a crash between the write and the delivery checkpoint, reaches the SIEM once;
+  and a batch name that already holds *other* content is never overwritten or taken as written:
   ``write_batch`` writes nothing and returns ``conflict``. That happens only when the delivery
   checkpoint no longer describes what the SIEM holds (the checkpoint store was lost or replaced);
-  delivery then reconciles (below).
+  delivery then reconciles (below). A folder of files can do this; an HTTP collector cannot.
+* ``read_back``: ``holds`` answers cheaply whether the SIEM side may already have events of a window;
+  ``delivered_ids`` reads which (that can read the whole window: it is called only to reconcile);
+  ``write_batch(..., delivered=ids)`` writes only the events not in ``ids``, under a name no earlier
+  batch has, and counts the others. This is what keeps delivery exact after a lost checkpoint store
+  and after ``logpull recover``.
+* ``dedupe_ids``: the SIEM itself keeps one copy per event id (it is given every record's id: an
+  Elasticsearch ``_id``, a deterministic object name), so a batch sent twice is stored once.
+
+A sink without ``names`` or ``dedupe_ids`` delivers at least once: the batch in flight at a crash may
+reach the SIEM twice. A sink without ``read_back`` cannot reconcile: after a lost checkpoint store or a
+recovery, events it holds already are sent again, and delivery says so in the run log. Each sink's
+docstring states its guarantee in one line (the README's table lists them).
+
+Every sink, whatever it can do:
+
 * ``fence`` (when given) is called right before the batch becomes visible in the SIEM (a file's rename
   into the folder, the request that hands events to a collector), after everything that can be done
   invisibly. It raises LeaseLost when this delivery no longer holds the window, and then the sink makes
@@ -16,24 +31,27 @@ The contract every sink keeps (delivery's exactly-once rests on it):
   lease, whose window another run then delivered (and a forwarder shipped and deleted), cannot add a
   duplicate when it wakes up. What no lease can exclude is a pause longer than ``lease_ttl`` between the
   fence and the visible step itself; the sink keeps that step short (one rename, one request).
-* Reconciliation, for sinks that can tell what they hold: ``holds`` answers cheaply whether the SIEM
-  side may already have events of a window; ``delivered_ids`` reads which (that can read the whole
-  window: it is called only to reconcile); ``write_batch(..., delivered=ids)`` writes only the
-  events not in ``ids``, under a name no earlier batch has, and counts the others. A sink that
-  cannot tell (an HTTP collector without reads) answers ``holds`` False: after a lost store it
-  delivers again what it delivered before (at-least-once), and its docstring says so.
+* A batch counts as delivered only once the SIEM has confirmed it: ``write_batch`` returns after that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from logpull_dagster.windows import Window
 
 #: Called right before a batch becomes visible; raises (LeaseLost) when the delivery lost its lease.
 Fence = Callable[[], None]
+#: What a sink can do (the module docstring).
+Capability = Literal["names", "read_back", "dedupe_ids"]
+CAPABILITIES: tuple[Capability, ...] = ("names", "read_back", "dedupe_ids")
+
+
+def capabilities(sink: object) -> frozenset[Capability]:
+    """What ``sink`` declares it can do; nothing, for a plug-in that predates ``capabilities``."""
+    return frozenset(getattr(sink, "capabilities", frozenset()))
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,9 @@ class Written:
 
 
 class Sink(Protocol):
+    #: What this sink can do (the module docstring); the contract suite tests each one it declares.
+    capabilities: frozenset[Capability]
+
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
                     delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
         """Deliver one batch (one JSON object per line; ``ids[i]`` is the event id of ``lines[i]``).
@@ -58,11 +79,13 @@ class Sink(Protocol):
         ...
 
     def holds(self, source: str, window: Window) -> bool:
-        """Whether the SIEM side may have events of ``window`` already (cheap: a few lookups)."""
+        """Whether the SIEM side may have events of ``window`` already (cheap: a few lookups); always False
+        without ``read_back``."""
         ...
 
     def delivered_ids(self, source: str, window: Window) -> set[bytes]:
-        """Digests of the events of ``window`` the SIEM side has (reads it all: reconciling only)."""
+        """Digests of the events of ``window`` the SIEM side has (reads it all: reconciling only); empty
+        without ``read_back``."""
         ...
 
     def location(self, source: str) -> str:
@@ -72,4 +95,4 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["Fence", "Sink", "Written"]
+__all__ = ["CAPABILITIES", "Capability", "Fence", "Sink", "Written", "capabilities"]

@@ -1,5 +1,7 @@
 """JSON Lines file sink: one immutable file per batch, for a SIEM forwarder watching a folder.
 
+Capabilities: ``names`` and ``read_back`` (``sinks/__init__.py``).
+
 Guarantee: exactly-once while the checkpoint store is intact (a batch file appears only after the
 delivery's fence, right before the rename, confirmed its lease); after it is lost or replaced, still
 exactly-once as long as a window's delivered-ids record or its batch files are there; with both gone
@@ -50,7 +52,7 @@ from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.landing.local import write_bytes_atomic
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.pull import id_digest
-from logpull_dagster.sinks import Fence, Written
+from logpull_dagster.sinks import Capability, Fence, Written
 from logpull_dagster.windows import Window
 
 RECORD_DIR = ".delivered"
@@ -60,6 +62,11 @@ _sync = getattr(os, "fdatasync", os.fsync)
 
 
 class FileSink:
+    """Exactly once into a folder a forwarder watches; after a lost checkpoint store, exactly once while
+    the window's delivered-ids record or its batch files are there (the module docstring)."""
+
+    capabilities: frozenset[Capability] = frozenset({"names", "read_back"})
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
