@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 import yaml
 
-import logpull_dagster.config as config_module
+import logpull_dagster.config.loading as config_module  # the demo warning lives in loading
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.cli import main
 from logpull_dagster.config import demo_config

@@ -96,7 +96,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
 
-import logpull_dagster.config as config_module  # noqa: E402
+import logpull_dagster.config.loading as config_module  # noqa: E402  (the demo warning lives in loading)
 from logpull_dagster.config import DemoConfigWarning  # noqa: E402
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")

@@ -1,0 +1,230 @@
+"""``SourceBase``: what every source type's config shares (one API account, one stream of it, read
+window by window). Each type's own model subclasses it in its module (``sources/<type>.py``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, PrivateAttr, StrictBool, ValidationInfo, field_validator, model_validator
+
+from logpull_dagster.config.fields import Duration, EnvRef, RateLimitText, Strict
+from logpull_dagster.rate import RateLimit, parse_rate_limit
+from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_time, rfc3339
+
+
+class SourceBase(Strict):
+    """What every source type shares: one API account and one stream of it, read window by window.
+    Becomes ``logs/<name>`` and ``siem/<name>``. Each type (``sources/<type>.py``) subclasses this with
+    ``type: Literal["<type>"]`` and the keys of its API; ``LogpullConfig.sources`` picks the model by
+    ``type``."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    type: str
+    cadence: Literal["hourly", "daily"] = "hourly"
+    start: dt.datetime
+    settle_lag: Duration = dt.timedelta(minutes=15)
+    time_budget: Duration = dt.timedelta(minutes=10)
+    lease_ttl: Duration = dt.timedelta(seconds=60)
+    # How long a run waits for a window leased by another run before failing clearly. Defaults to
+    # lease_ttl, so a run that follows a killed one takes the window over once the dead lease lapses.
+    lease_wait: Duration | None = None
+    # In-run attempts of one window (Dagster RetryPolicy) when an attempt fails on a fault.
+    retries: int = Field(default=3, ge=0, le=100)
+    retry_delay: Duration = dt.timedelta(seconds=5)
+    http_attempts: int = Field(default=6, ge=1, le=50)
+    http_timeout: Duration = dt.timedelta(seconds=30)
+    http_backoff_max: Duration = dt.timedelta(seconds=60)
+    # The most bytes one API response may decode to; a larger page fails clearly instead of exhausting memory.
+    max_page_bytes: int = Field(default=64 * 2**20, ge=1024, le=2**30)
+    # A PEM file of CA certificates, for an API (or proxy) behind a private CA. Checked when the config
+    # loads; the resolved absolute path is `ca_path`.
+    ca_file: str | None = None
+    # false turns certificate checks off; every run logs a warning.
+    tls_verify: StrictBool = True
+    # The orchestrator: one schedule per source (see schedules.py).
+    schedule: str = "*/15 * * * *"
+    max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
+    # Adjacent windows requested together run as one run of up to this many windows (a catch-up).
+    max_windows_per_run: int = Field(default=12, ge=1, le=10_000)
+    # Windows one run reads at once (range runs: catch-ups and backfills). This is the quota against the
+    # API: at most (runs the pool admits) x concurrent_windows requests of this source are in flight.
+    concurrent_windows: int = Field(default=4, ge=1, le=64)
+    # Late events: windows whose end lies within `lookback` of now are re-read every `lookback_every`.
+    lookback: Duration = dt.timedelta(0)
+    lookback_every: Duration = dt.timedelta(hours=1)
+    # Freshness: the newest complete window may end at most this long before now (default: two
+    # windows plus settle_lag). Checked on every run and every `freshness_interval` by a sensor.
+    max_delay: Duration | None = None
+    freshness_interval: Duration = dt.timedelta(minutes=5)
+    # How often the delivery sensor looks for windows with new landed data.
+    delivery_interval: Duration = dt.timedelta(seconds=30)
+    # Dagster concurrency pool (one per API account): bounds scheduled runs and backfills together.
+    pool: str | None = None
+    # Requests per second, minute or hour to the API account, e.g. "600/min", drawn by every run on every
+    # machine from one budget kept in the checkpoint store (rate.py). Off by default.
+    rate_limit: RateLimitText | None = None
+    # The account whose budget this source draws from (default: its pool, effective_pool): sources
+    # naming the same one share one budget, and must state the same rate_limit.
+    rate_account: str | None = Field(default=None, max_length=200, pattern=r"^\S(.*\S)?$")
+    # The sinks (names in `sinks:`, or `siem`) this stream is delivered to; default every sink.
+    deliver_to: list[str] | None = None
+
+    #: Whether this type sends its requests through the shared HTTP client, which keeps a rate_limit
+    #: (its factory takes ``rate=``; see plugins.Plugin). A type that does not refuses rate_limit.
+    supports_rate_limit: ClassVar[bool] = False
+
+    # Set by LogpullConfig when it is validated (they depend on where the config came from).
+    _demo: bool = PrivateAttr(default=False)
+    _ca_path: Path | None = PrivateAttr(default=None)
+    # The name of the source a stream was expanded from (``streams``); None: the stream is the source.
+    _group: str | None = PrivateAttr(default=None)
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> dt.datetime:
+        if isinstance(value, dt.datetime):
+            if value.tzinfo is None:
+                raise ValueError("must carry a timezone, e.g. 2026-11-01T00:00:00Z")
+            return value
+        try:
+            return parse_time(str(value))
+        except ValueError:
+            raise ValueError("must be an RFC 3339 time such as 2026-11-01T00:00:00Z") from None
+
+    @field_validator("start")
+    @classmethod
+    def _start_window(cls, value: dt.datetime, info: ValidationInfo) -> dt.datetime:
+        cadence = info.data.get("cadence")
+        if cadence is None:  # cadence itself is wrong; that error is reported
+            return value
+        if not is_aligned(cadence, value):
+            unit = "a whole UTC hour" if cadence == "hourly" else "a UTC midnight"
+            raise ValueError(f"start {value.isoformat()} must be {unit} for cadence {cadence}")
+        now = dt.datetime.now(UTC)
+        step = CADENCE_STEP[cadence]
+        if value - now > step:
+            window = "an hour" if cadence == "hourly" else "a day"
+            raise ValueError(f"{rfc3339(value)} is more than one window ({window}) after now ({rfc3339(now)}); "
+                             f"start is the first window to pull, so no window would be due until then")
+        return value
+
+    @field_validator("http_timeout", "time_budget", "lease_ttl", "http_backoff_max", "lookback_every",
+                     "freshness_interval", "delivery_interval", "max_delay")
+    @classmethod
+    def _positive(cls, value: dt.timedelta | None) -> dt.timedelta | None:
+        if value is not None and value <= dt.timedelta(0):
+            raise ValueError("must be longer than 0s")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_supported(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and not cls.supports_rate_limit:
+            raise ValueError(f"type {info.data.get('type')!r} does not send its requests through the shared HTTP "
+                             f"client (sources/http.py), so it cannot keep a rate budget; remove rate_limit")
+        return value
+
+    @model_validator(mode="after")
+    def _rate_account_needs_a_limit(self) -> SourceBase:
+        if self.rate_account is not None and self.rate_limit is None:
+            raise ValueError(f"rate_account: names the budget of rate_limit, which is not set; add rate_limit "
+                             f"(e.g. rate_limit: 600/min) or remove rate_account: {self.rate_account}")
+        return self
+
+    @field_validator("deliver_to")
+    @classmethod
+    def _deliver_to(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("an empty list delivers the stream nowhere; name at least one sink, or leave "
+                             "deliver_to out to deliver to every sink")
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError(f"{value} names a sink twice; name each sink once")
+        return value
+
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a PEM file of CA certificates, or be left out")
+        return value
+
+    @field_validator("tls_verify")
+    @classmethod
+    def _tls_verify(cls, value: bool, info: ValidationInfo) -> bool:
+        if not value and info.data.get("ca_file") is not None:
+            raise ValueError("false turns certificate checks off, so ca_file would be ignored; "
+                             "keep ca_file and remove tls_verify: false, or remove ca_file")
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        import dagster as dg  # the schedule's own check, through its public constructor
+
+        try:
+            dg.ScheduleDefinition(name="logpull_cron_check", cron_schedule=value, job_name="logpull_cron_check")
+        except dg.DagsterInvalidDefinitionError:
+            raise ValueError(f"{value!r} is not a cron string; write it like '*/15 * * * *'") from None
+        return value
+
+    @property
+    def is_demo(self) -> bool:
+        """True when the source comes from the built-in demo config (no config file was found)."""
+        return self._demo
+
+    @property
+    def demo_notice(self) -> str:
+        """A Markdown paragraph that starts the source's asset descriptions under the demo config, else ""."""
+        if not self._demo:
+            return ""
+        return (f"**DEMO config**: no config file was found (LOGPULL_CONFIG unset, no ./logpull.yaml), so this "
+                f"reads the bundled simulator at {getattr(self, 'base_url', '?')}, not a real API. Set "
+                f"LOGPULL_CONFIG to your config file.\n\n")
+
+    @property
+    def stream(self) -> str:
+        """What the stream is, for descriptions (e.g. ``login`` audit events); types override it."""
+        return f"{self.type} audit events"
+
+    @property
+    def group(self) -> str:
+        """The config source this stream belongs to: its asset group in the UI (its own name, unless it
+        is one of several streams of one source)."""
+        return self._group or self.name
+
+    def streams(self) -> list[SourceBase]:
+        """The plain streams this source stands for, each one ``logs/<name>``: itself, unless its type
+        expands one source into several (Google Workspace ``applications:``). ``LogpullConfig`` calls it
+        once, when it is validated, so everything downstream sees only streams."""
+        return [self]
+
+    def secret_refs(self) -> list[EnvRef]:
+        """Every secret this source names (each ``{env: NAME}`` among its keys)."""
+        return [v for v in (getattr(self, f) for f in type(self).model_fields) if isinstance(v, EnvRef)]
+
+    @property
+    def ca_path(self) -> Path | None:
+        """``ca_file`` resolved against the config file's folder (absolute), or None."""
+        if self.ca_file is None:
+            return None
+        return self._ca_path or Path(self.ca_file).expanduser().resolve()
+
+    @property
+    def effective_lease_wait(self) -> dt.timedelta:
+        return self.lease_ttl if self.lease_wait is None else self.lease_wait
+
+    @property
+    def effective_pool(self) -> str:
+        return self.pool or f"{self.type}:{self.name}"
+
+    @property
+    def effective_rate_account(self) -> str:
+        """The account whose rate budget this source draws from: ``rate_account``, else its pool."""
+        return self.rate_account or self.effective_pool
+
+    @property
+    def rate(self) -> RateLimit | None:
+        """``rate_limit`` parsed, or None (no budget)."""
+        return None if self.rate_limit is None else parse_rate_limit(self.rate_limit)
