@@ -33,6 +33,9 @@ from logpull_dagster.checkpoints.dynamodb import (
 )
 from logpull_dagster_tests.servers import MotoServer
 
+# Slow tier (`make test-fast` leaves it out): moto's server, and botocore's real throttling backoff (tens of seconds).
+pytestmark = pytest.mark.slow
+
 START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
 DDB = "com.amazonaws.dynamodb.v20120810#"
 Fault = Callable[[str, dict[str, Any]], tuple[int, dict[str, Any]] | None]
