@@ -31,7 +31,7 @@ test: $(STAMP) chromium postgres
 
 ## The fast tier, for developers between edits (CI runs make test): every test not marked slow in pytest.ini,
 ## i.e. none that starts the real dagster, dg or logpull CLI, the daemon, the webserver, moto or PostgreSQL,
-## or takes more than about 2 s. Needs neither Chromium nor PostgreSQL. Under 2 minutes on 2 cores.
+## or takes more than about 2 s. Needs neither Chromium nor PostgreSQL. Under a minute on 2 cores (make test: ~10).
 test-fast: $(STAMP)
 	$(PY) -m pytest -n 2 -m "not slow"
 
