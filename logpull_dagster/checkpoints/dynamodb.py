@@ -107,10 +107,11 @@ _META = "meta"
 # most 1 + 2 + 4 + 8 + 16 + 20 = 51 s, about 25 s on average) and rand(0, 1) * 0.025 * 2 ** i s after a
 # 5xx or a connection error (at most 1.6 s); a stall costs at most BOTO_ATTEMPTS read timeouts (7 x 15 s).
 # botocore's retry quota (a client's 500 units: 5 a throttled retry, 14 any other, paid back by
-# successes) can end its retries early in a long storm; the call then fails as a fault and the step's retry resumes
-# from the last commit. stamina owns only what botocore answers at once: a write refused for a
-# transaction in flight on the same item (TransactionConflictException), and a transaction cancelled
-# for a conflict or for throttling, which botocore does not look inside (TransactionCanceledException).
+# successes) can end its retries early in a long storm; the call then fails as a fault and the step's
+# retry resumes from the last commit. stamina owns only what botocore answers at once: a write refused
+# for a transaction in flight on the same item (TransactionConflictException), and a transaction
+# cancelled for a conflict or for throttling, which botocore does not look inside
+# (TransactionCanceledException).
 # Retrying those cannot change the outcome of a condition, only the chance to be served.
 _CONFLICTS = frozenset({"TransactionConflictException"})
 _RETRY_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
