@@ -1,10 +1,11 @@
 # Two commands on a fresh machine with Python 3.11+ and make:  make demo  and  make test.
+# For developers between edits, make test-fast: the suite without the tests marked slow (pytest.ini).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test lint clean chromium postgres bench bench-stores bench-rate
+.PHONY: install demo ui test test-fast lint clean chromium postgres bench bench-stores bench-rate
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -27,6 +28,12 @@ ui: $(STAMP)
 ## PostgreSQL cluster; the UI test needs Debian's chromium, the postgres tests Debian's postgresql).
 test: $(STAMP) chromium postgres
 	$(PY) -m pytest -n 2
+
+## The fast tier, for developers between edits (CI runs make test): every test not marked slow in pytest.ini,
+## i.e. none that starts the real dagster, dg or logpull CLI, the daemon, the webserver, moto or PostgreSQL,
+## or takes more than about 2 s. Needs neither Chromium nor PostgreSQL. Under a minute on 2 cores (make test: ~10).
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow"
 
 ## Headless Chromium for the UI test, from Debian's packages (Playwright drives it; it downloads nothing).
 chromium:

@@ -27,6 +27,10 @@ import orjson
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # a script: the tests' package is not installed, the repository holds it
+
+from logpull_dagster_tests.servers import SimProcess  # noqa: E402
+
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token"
 DAY = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
@@ -34,31 +38,19 @@ H = dt.timedelta(hours=1)
 PATH = "/admin/reports/v1/activity/users/all/applications/login"
 
 
-class Sim:
-    """The simulator in its own process (the client under test gets a core of its own)."""
+class Sim(SimProcess):
+    """The simulator in its own process (the client under test gets a core of its own), the one the tests
+    start (``servers.SimProcess``), with no boundary or shared-millisecond events."""
 
     def __init__(self, events_per_hour: int, latency: float = 0.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--token", TOKEN,
-             "--events-per-hour", str(events_per_hour), "--page-latency", str(latency),
-             "--no-boundary-events", "--no-shared-ms-events"],
-            stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().split()[1]  # type: ignore[union-attr]
-        self.http = httpx.Client(base_url=self.url, timeout=60)
-
-    def requests(self) -> list[dict]:
-        return self.http.get("/_sim/requests").json()["requests"]
+        super().__init__("--events-per-hour", str(events_per_hour), "--page-latency", str(latency),
+                         "--no-boundary-events", "--no-shared-ms-events", token=TOKEN, timeout=60)
 
     def clear(self) -> None:
         self.http.delete("/_sim/requests")
 
     def latency(self, seconds: float) -> None:
         self.http.post("/_sim/page_latency", json={"seconds": seconds})
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.terminate()
-        self.proc.wait()
 
 
 def window(i: int = 0) -> tuple[dt.datetime, dt.datetime]:

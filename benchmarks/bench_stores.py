@@ -124,6 +124,7 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=200, help="pages in the commit-latency measure")
     ap.add_argument("--big", type=int, default=0, help="also a window of this many events per backend (RSS)")
     args = ap.parse_args()
+    # This script's own process (it is no test): boto3's usual chain reads moto's test credentials here.
     os.environ.update(AWS_ENV)
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="bench-stores-"))

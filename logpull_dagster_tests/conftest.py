@@ -9,7 +9,28 @@ import pytest
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore
 
-os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+@pytest.fixture(scope="session", autouse=True)
+def no_telemetry() -> Iterator[None]:
+    """Dagster sends no telemetry from the tests, nor from any CLI they start (which inherits this
+    environment); set for the whole session and put back at its end, as every other variable a test sets."""
+    with pytest.MonkeyPatch.context() as mp:
+        if "DAGSTER_DISABLE_TELEMETRY" not in os.environ:
+            mp.setenv("DAGSTER_DISABLE_TELEMETRY", "1")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def environment_put_back() -> Iterator[None]:
+    """A variable a test sets without monkeypatch stays set for every later test of its xdist worker (a
+    config path whose folder is gone, a DAGSTER_HOME): such a test errors here, naming the variables.
+    Autouse, so it is set up before the test's own monkeypatch and checks after that has put things back."""
+    before = dict(os.environ)
+    yield
+    after = dict(os.environ)
+    changed = sorted(k for k in before.keys() | after.keys()
+                     if before.get(k) != after.get(k) and k != "PYTEST_CURRENT_TEST")  # pytest's own, per phase
+    assert not changed, f"this test changed the environment without monkeypatch (use monkeypatch.setenv): {changed}"
 
 
 @pytest.fixture
@@ -27,13 +48,9 @@ def landing(tmp_path: Path) -> LocalLandingStore:
 # ---- the simulator, over real HTTP ----------------------------------------------------------------
 
 import datetime as dt  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import httpx  # noqa: E402
 
 from logpull_dagster.simulator import Simulator  # noqa: E402
+from logpull_dagster_tests.servers import SimProcess  # noqa: E402
 
 # The day the tests read: yesterday (UTC), taken from the clock once per session. Its windows are
 # always settled, and a source that starts the day before it has at most 72 hourly partitions up to
@@ -73,56 +90,9 @@ def sim() -> Iterator[Simulator]:
         yield s
 
 
-class SimProcess:
-    """The simulator in its own process, so that it outlives the workers a test kills."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--token", TOKEN, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        line = self.proc.stdout.readline() if self.proc.stdout else ""
-        if not line.startswith("LISTENING "):
-            self.proc.kill()
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise RuntimeError(f"simulator did not start: {line!r} {err}")
-        self.url = line.split()[1]
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-
-    def control(self, path: str, body: dict) -> None:
-        self.http.post(f"/_sim/{path}", json=body).raise_for_status()
-
-    def requests(self) -> list[dict]:
-        return self.http.get("/_sim/requests").json()["requests"]
-
-    def truth_ids(self, application: str, start: str, end: str) -> list[str]:
-        items = self.http.get("/_sim/events", params={"application": application, "startTime": start,
-                                                      "endTime": end}).json()["items"]
-        return ["/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
-                for i in items]
-
-    def okta_truth_ids(self, start: str, end: str) -> list[str]:
-        """The ``uuid`` of every Okta System Log event of ``[start, end)`` (the emulated Okta API's truth)."""
-        ids = self.http.get("/_sim/events", params={"application": "system_log", "api": "okta_system_log",
-                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
-        return [i[0] for i in ids]
-
-    def okta_requests(self) -> list[dict]:
-        """The request log's entries for Okta's ``/api/v1/logs`` (its ``after`` column is the cursor sent)."""
-        return [r for r in self.requests() if r.get("path") == "/api/v1/logs"]
-
-    def stop(self) -> None:
-        self.http.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
 @pytest.fixture
 def sim_process() -> Iterator[SimProcess]:
-    p = SimProcess("--seed", "5", "--events-per-hour", "2500")
+    p = SimProcess("--seed", "5", "--events-per-hour", "2500", token=TOKEN)
     p.control("clock", {"now": SIM_NOW.isoformat()})
     yield p
     p.stop()

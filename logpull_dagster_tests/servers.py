@@ -1,8 +1,12 @@
-"""Real servers on 127.0.0.1 for the production backends: moto (DynamoDB, S3) and PostgreSQL.
+"""Real servers on 127.0.0.1, shared by the tests and the benchmarks: the bundled API simulator, and for the
+production backends moto (DynamoDB, S3) and PostgreSQL.
 
 Each is a process of its own, started here on a free port and stopped by its pid, so a test can stop
 and restart it mid-run the way an outage would. Nothing is patched: boto3 and psycopg talk to them over
 TCP exactly as they talk to AWS or a managed PostgreSQL.
+
+This module is the one place the benchmarks (``benchmarks/``) take anything from the tests' package: it
+imports neither pytest nor a test module, so a benchmark script runs without the test suite's fixtures.
 
 PostgreSQL comes from Debian's packages (``.ci/run`` installs ``postgresql`` when it is missing). A
 missing installation fails the tests that need it with the command that fixes it, never a skip.
@@ -15,13 +19,16 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -44,6 +51,81 @@ def _wait(ok, what: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
             proc.kill()
             raise RuntimeError(f"{what} did not start:\n{tail}")
         time.sleep(0.05)
+
+
+class SimProcess:
+    """The bundled simulator in its own process (``python -m logpull_dagster.simulator``): it outlives the
+    workers a test kills, and the client a benchmark measures gets a core of its own.
+
+    ``args``: the simulator's command line (``--seed``, ``--events-per-hour``, ...; see its ``--help``);
+    ``token``: the bearer token it requires; ``timeout``: of the control client (``http``).
+    """
+
+    def __init__(self, *args: str, token: str, timeout: float = 10) -> None:
+        # stderr into a file, not a pipe nobody reads: a long run's tracebacks (clients killed
+        # mid-answer) would fill a pipe and stall the simulator.
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "logpull_dagster.simulator", "--port", "0", "--token", token, *args],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("LISTENING "):
+            self.proc.kill()
+            self.proc.wait()
+            self._stderr.seek(0)
+            err = self._stderr.read().decode(errors="replace")
+            self._stderr.close()
+            raise RuntimeError(f"simulator did not start: {line!r} {err}")
+        self.url = line.split()[1]
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def control(self, path: str, body: dict[str, Any]) -> None:
+        self.http.post(f"/_sim/{path}", json=body).raise_for_status()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """The request log: every request the simulator answered, with its arrival time ``t``."""
+        return self.http.get("/_sim/requests").json()["requests"]
+
+    def truth_ids(self, application: str, start: str, end: str) -> list[str]:
+        items = self.http.get("/_sim/events", params={"application": application, "startTime": start,
+                                                      "endTime": end}).json()["items"]
+        return ["/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
+                for i in items]
+
+    def okta_truth_ids(self, start: str, end: str) -> list[str]:
+        """The ``uuid`` of every Okta System Log event of ``[start, end)`` (the emulated Okta API's truth)."""
+        ids = self.http.get("/_sim/events", params={"application": "system_log", "api": "okta_system_log",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return [i[0] for i in ids]
+
+    def okta_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for Okta's ``/api/v1/logs`` (its ``after`` column is the cursor sent)."""
+        return [r for r in self.requests() if r.get("path") == "/api/v1/logs"]
+
+    def stop(self) -> None:
+        self.http.close()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._stderr.close()
+
+
+def max_in_span(times: Sequence[float], span: float) -> int:
+    """The most of ``times`` inside any half-open span ``[t, t + span)`` (spans start at a request: the
+    densest span always does). Applied to the request log's arrival times, it is the API's own view of a
+    rate limit: the rate tests assert on it, ``benchmarks/bench_rate.py`` reports it."""
+    times = sorted(times)
+    most, j = 0, 0
+    for i, t in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < t + span:
+            j += 1
+        most = max(most, j - i)
+    return most
 
 
 # moto_server checks a ConditionExpression and then writes without a lock, so two concurrent conditional

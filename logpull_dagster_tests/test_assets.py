@@ -55,6 +55,7 @@ def truth(sim: Simulator, start: dt.datetime = W10[0], end: dt.datetime = W10[1]
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", start, end))
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(tmp_path, sim, instance):
     defs = make_defs(tmp_path, sim.url)
     res = materialize(defs, "logs/gws", KEY10, instance)
@@ -79,6 +80,7 @@ def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(
     assert not any(TOKEN in line for line in every_event)
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_a_window_needing_several_time_budgets_completes_in_one_run_reading_each_page_once(tmp_path, sim, instance):
     sim.set_page_latency(0.1)
     defs = make_defs(tmp_path, sim.url, page_size=20, time_budget="350ms")
@@ -94,6 +96,7 @@ def test_a_window_needing_several_time_budgets_completes_in_one_run_reading_each
     assert len(retries) == md["budget_retries"]
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_faults_outlasting_http_retries_are_retried_in_the_run_from_the_checkpoint(tmp_path, sim, instance):
     sim.set_faults([{"kind": "503", "count": 4, "after": 2}])
     defs = make_defs(tmp_path, sim.url, http_attempts=2, retries=2)
@@ -103,6 +106,7 @@ def test_faults_outlasting_http_retries_are_retried_in_the_run_from_the_checkpoi
     assert md["fault_retries"] == 2 and md["resumed_from_page"] == 3 and md["events"] == len(truth(sim))
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_a_window_that_keeps_failing_fails_clearly_and_keeps_its_checkpoint(tmp_path, sim, instance):
     sim.set_faults([{"kind": "bad_json", "match": "token", "after": 1, "count": None}])
     defs = make_defs(tmp_path, sim.url, retries=1)
@@ -117,6 +121,7 @@ def test_a_window_that_keeps_failing_fails_clearly_and_keeps_its_checkpoint(tmp_
     assert again.success and metadata(again)["resumed_from_page"] == 3
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_the_sensor_delivers_every_window_with_new_data_once_old_windows_included(tmp_path, instance):
     with Simulator(seed=3, events_per_hour=200, token=TOKEN, late_fraction=0.2, late_delay=2 * 3600) as sim:
         sim.set_clock(now=SIM_NOW - dt.timedelta(hours=1, minutes=30))  # 10:30: late events of 08:00 pending
@@ -159,6 +164,7 @@ def test_the_sensor_delivers_every_window_with_new_data_once_old_windows_include
         assert tick(None)[0] == []
 
 
+@pytest.mark.slow  # 3 to 8 s of Dagster runs
 def test_a_range_run_reads_its_windows_concurrently_within_the_quota_and_lands_each_event_once(tmp_path, instance):
     from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
     from logpull_dagster.landing.local import LocalLandingStore

@@ -20,6 +20,9 @@ from .cli import DAGSTER, run, setup_project, siem_ids, start
 from .conftest import DAY, key
 from .test_kill import wait_for
 
+# Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs (backfills, SIGKILLs).
+pytestmark = pytest.mark.slow
+
 H = dt.timedelta(hours=1)
 WINDOWS = [Window(DAY + i * H, DAY + (i + 1) * H) for i in range(8)]
 RANGE = f"{key(0)}...{key(7)}"

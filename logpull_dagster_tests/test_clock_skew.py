@@ -23,6 +23,9 @@ from logpull_dagster.windows import rfc3339
 from .cli import materialize_cmd, run, setup_project, siem_ids
 from .test_status import top_of_this_hour
 
+# Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs.
+pytestmark = pytest.mark.slow
+
 
 def materializations(env: dict[str, str], asset: str, partition: str) -> list[dict[str, Any]]:
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:

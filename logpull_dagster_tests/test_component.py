@@ -27,6 +27,9 @@ from logpull_dagster.simulator import Simulator
 
 from .conftest import TOKEN
 
+# Slow tier (`make test-fast` leaves it out): the real `dg` CLI (check defs, list defs, launch).
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "dg_project"
 DG = str(Path(sys.executable).with_name("dg"))
 DEFS = Path("logpull_example/defs")

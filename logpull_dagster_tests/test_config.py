@@ -148,6 +148,7 @@ def test_the_assets_of_the_demo_config_say_so_in_their_description(no_config, tm
     assert "DEMO" not in spec.description
 
 
+@pytest.mark.slow  # the real `dagster` CLI
 def test_the_dagster_cli_on_the_demo_config_warns_on_stderr(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "LOGPULL_CONFIG"}
     res = subprocess.run([DAGSTER, "asset", "list", "-m", "logpull_dagster"], cwd=tmp_path, env=env,

@@ -46,6 +46,11 @@ FACTORIES: dict[str, Callable[[Path, Servers], OpenStore]] = {
 }
 
 
-@pytest.fixture(params=list(FACTORIES))
+# The stores on real servers start moto or PostgreSQL: the slow tier (`make test-fast` leaves them out).
+ON_SERVERS = {"dynamodb", "postgres"}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) if name in ON_SERVERS else name
+                        for name in FACTORIES])
 def checkpoint_backend(request: pytest.FixtureRequest, tmp_path: Path, servers: Servers) -> OpenStore:
     return FACTORIES[request.param](tmp_path, servers)

@@ -39,6 +39,11 @@ FACTORIES: dict[str, Callable[[Path, Servers], OpenLanding]] = {
 }
 
 
-@pytest.fixture(params=list(FACTORIES))
+# The stores on real servers start moto: the slow tier (`make test-fast` leaves them out).
+ON_SERVERS = {"s3"}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) if name in ON_SERVERS else name
+                        for name in FACTORIES])
 def landing_backend(request: pytest.FixtureRequest, tmp_path: Path, servers: Servers) -> OpenLanding:
     return FACTORIES[request.param](tmp_path, servers)

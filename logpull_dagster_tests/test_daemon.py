@@ -22,14 +22,18 @@ from dagster._core.events import DagsterEventType
 from logpull_dagster.windows import UTC, parse_time, rfc3339
 
 from .cli import DAGSTER, setup_project, siem_ids
-from .conftest import SimProcess
+from .conftest import TOKEN
+from .servers import SimProcess
+
+# Slow tier (`make test-fast` leaves it out): the real dagster-daemon, on the wall clock.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def live_sim() -> Iterator[SimProcess]:
-    p = SimProcess("--seed", "9", "--events-per-hour", "400")  # real clock
+    p = SimProcess("--seed", "9", "--events-per-hour", "400", token=TOKEN)  # real clock
     yield p
     p.stop()
 

@@ -20,6 +20,9 @@ import pytest
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
 
+# Slow tier (`make test-fast` leaves it out): `make demo` in a process of its own.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.timeout(300)
 def test_make_demo_pulls_google_through_a_service_account_and_okta_and_delivers_every_event(tmp_path):

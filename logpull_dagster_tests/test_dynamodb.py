@@ -20,11 +20,21 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 
 from logpull_dagster import plugins
 from logpull_dagster.checkpoints import CheckpointStoreLost, LeaseLost
-from logpull_dagster.checkpoints.dynamodb import DynamoDbCheckpointsConfig, DynamoDbCheckpointStore, DynamoDbStoreError
+from logpull_dagster.checkpoints.dynamodb import (
+    BOTO_ATTEMPTS,
+    RETRY_ATTEMPTS,
+    DynamoDbCheckpointsConfig,
+    DynamoDbCheckpointStore,
+    DynamoDbStoreError,
+)
 from logpull_dagster_tests.servers import MotoServer
+
+# Slow tier (`make test-fast` leaves it out): moto's server, and botocore's real throttling backoff (tens of seconds).
+pytestmark = pytest.mark.slow
 
 START, END = "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
 DDB = "com.amazonaws.dynamodb.v20120810#"
@@ -206,7 +216,8 @@ def test_no_credentials_is_a_clear_error_naming_boto3s_chain(moto: MotoServer, m
 def test_throttling_is_retried_until_served(proxy: Proxy) -> None:
     store = DynamoDbCheckpointStore(table_name(), region="us-east-1", endpoint_url=proxy.url, create_table=True)
     cp = store.acquire("s", "pull", START, END, owner="a", ttl=60, now=100)
-    # More throttles than botocore's own attempts (4): the store's second round gets it through.
+    # More throttles than botocore's default for DynamoDB (4 attempts): the store's own (BOTO_ATTEMPTS)
+    # get it through, in the one layer that retries throttling.
     proxy.fail("UpdateItem", 5, 400, {"__type": DDB + "ThrottlingException", "message": "Rate of requests exceeds "
                                       "the allowed throughput."})
     cp = store.commit(dataclasses.replace(cp, page_seq=1), ttl=60, now=101)
@@ -226,6 +237,42 @@ def test_throttling_is_retried_until_served(proxy: Proxy) -> None:
     assert proxy.count("TransactWriteItems", 400) == 2 and proxy.count("TransactWriteItems", 200) == 1
     assert store.count_ids("s", START) == 100 and store.known_ids("s", START, page) == {d for _, d in page}
     assert store.get("s", "pull", START) == cp
+    store.close()
+
+
+THROTTLED = {"__type": DDB + "ThrottlingException", "message": "Rate of requests exceeds the allowed throughput."}
+CANCELLED_THROTTLED = {
+    "__type": DDB + "TransactionCanceledException",
+    "message": "Transaction cancelled, please refer cancellation reasons for specific reasons [ThrottlingError, None]",
+    "CancellationReasons": [{"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity of your "
+                             "table or index."}, {"Code": "None"}]}
+
+
+def test_a_throttle_that_never_clears_is_retried_by_one_layer_only(proxy: Proxy) -> None:
+    """One owner per fault: a throttled request is retried by botocore alone (BOTO_ATTEMPTS requests, not
+    botocore's attempts times the store's), a cancelled transaction by the store alone (botocore answers
+    it at once); past its owner's bound the call fails with DynamoDB's own error, and the next call, once
+    the throttle clears, is served."""
+    store = DynamoDbCheckpointStore(table_name(), region="us-east-1", endpoint_url=proxy.url, create_table=True)
+    cp = store.acquire("s", "pull", START, END, owner="a", ttl=600, now=100)
+    proxy.fail("UpdateItem", 1_000, 400, THROTTLED)
+    began = time.monotonic()
+    with pytest.raises(ClientError, match="ThrottlingException"):
+        store.commit(dataclasses.replace(cp, page_seq=1), ttl=600, now=101)
+    took = time.monotonic() - began
+    assert proxy.count("UpdateItem", 400) == BOTO_ATTEMPTS == 7  # before: 5 botocore x 4 stamina rounds = 20
+    # botocore's throttling backoff: rand(0, 1) * min(2 ** i, 20) s, at most 51 s in all for 7 attempts
+    assert took < 51 + 10, took
+
+    proxy.fail("TransactWriteItems", 1_000, 400, CANCELLED_THROTTLED)
+    with pytest.raises(ClientError, match="TransactionCanceledException"):
+        store.commit(dataclasses.replace(cp, page_seq=1), ttl=600, now=102, landed_ids=pairs(range(1, 11)))
+    assert proxy.count("TransactWriteItems", 400) == RETRY_ATTEMPTS == 5
+
+    proxy.faults.clear()  # the throttle clears: the same commit goes through, once
+    cp = store.commit(dataclasses.replace(cp, page_seq=1), ttl=600, now=103, landed_ids=pairs(range(1, 11)))
+    assert store.get("s", "pull", START) == cp and store.count_ids("s", START) == 10
+    assert proxy.count("TransactWriteItems", 200) == 1
     store.close()
 
 

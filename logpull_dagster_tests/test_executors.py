@@ -21,6 +21,9 @@ from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from .cli import materialize_cmd, run, setup_project
 from .conftest import hour, key, ts
 
+# Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs under both executors.
+pytestmark = pytest.mark.slow
+
 KEY = key(10)
 EXECUTORS = ["in_process", "multiprocess"]
 

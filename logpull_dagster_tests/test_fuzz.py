@@ -82,6 +82,7 @@ def land_and_deliver(source: GoogleWorkspaceSource, body: bytes) -> list[tuple[d
     return out
 
 
+@pytest.mark.slow  # about 15 s of generated APIs
 @SETTINGS
 @given(st.lists(items(), max_size=6), st.one_of(st.none(), any_text.filter(bool)), st.booleans())
 def test_every_valid_event_is_landed_and_delivered_exactly(source, page_items, token, ascii_only):

@@ -218,6 +218,7 @@ def materialize(defs: dg.Definitions, asset: str, instance: dg.DagsterInstance) 
                                   asset_selection=[dg.AssetKey(asset.split("/"))])
 
 
+@pytest.mark.slow  # about 4 s of Dagster runs
 def test_each_application_is_its_own_asset_in_the_sources_group_and_no_secret_is_written(
         tmp_path, sim, key_file, sa_key, instance, monkeypatch, capfd):
     monkeypatch.setenv(ENV, str(key_file))
@@ -241,6 +242,7 @@ def test_each_application_is_its_own_asset_in_the_sources_group_and_no_secret_is
     assert "eyJ0eXAiOiAiSldUIi" not in written and "eyJhbGciOi" not in written  # no signed assertion
 
 
+@pytest.mark.slow  # about 3 s of Dagster runs
 def test_a_missing_key_file_fails_the_window_at_once_naming_the_variable(tmp_path, sim, instance, monkeypatch):
     monkeypatch.setenv(ENV, str(tmp_path / "nowhere.json"))
     defs = build_definitions(load_config(write_config(tmp_path, sim, ["login"])))

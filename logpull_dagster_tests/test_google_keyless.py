@@ -148,6 +148,7 @@ def first_page_fails(stream, error: type[Exception], match: str) -> None:  # typ
         src.close()
 
 
+@pytest.mark.slow  # about 4 s of Dagster runs
 def test_refused_or_missing_application_default_credentials_fail_naming_adc(sim, tmp_path, adc_file, monkeypatch):
     [stream] = load_config(keyless_config(tmp_path, sim)).sources[0].streams()
     (tmp_path / "pod-token").write_text("eyJsim.not-the-pods-token")  # the pool does not trust it
@@ -190,6 +191,7 @@ def test_the_service_account_is_given_one_way(tmp_path, sa, said):
             load_config(path)
 
 
+@pytest.mark.slow  # the real `dagster` CLI
 def test_a_keyless_window_through_the_metadata_server_with_the_real_cli(tmp_path, sim):
     """GKE / Cloud Run: the workload's own service account (from the metadata server) signs as SA."""
     workload = "pull-runner@logpull-sim.iam.gserviceaccount.com"

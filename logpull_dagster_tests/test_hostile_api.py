@@ -169,6 +169,7 @@ def peak_fetch(case: Case, sim: Simulator) -> tuple[str, int]:
     return out, peak
 
 
+@pytest.mark.slow  # about 4 s per source
 @both_sources
 def test_a_gzip_bomb_is_cut_at_max_page_bytes_and_memory_stays_bounded(sim, case):
     baseline_out, baseline = peak_fetch(case, sim)
@@ -373,6 +374,7 @@ def make_defs(tmp_path: Path, case: Case, url: str, **overrides: Any) -> dg.Defi
     return build_definitions(load_config(tmp_path / "logpull.yaml"))
 
 
+@pytest.mark.slow  # 2 to 4 s of Dagster runs per source
 @both_sources
 def test_tls_verify_false_warns_on_every_run(tls_sim, tmp_path, instance, monkeypatch, case):
     from .test_assets import materialize

@@ -16,6 +16,10 @@ import pytest
 from .cli import REPO, STORES, materialize_cmd, run, setup_project, siem_ids, start
 from .conftest import Servers, key, ts
 
+# Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs killed at random, on every store (moto,
+# PostgreSQL).
+pytestmark = pytest.mark.slow
+
 KEY = key(10)
 START, END = ts(10), ts(11)
 

@@ -9,6 +9,8 @@ import threading
 import time
 from typing import Any
 
+import pytest
+
 from logpull_dagster import pull as pull_module
 from logpull_dagster.checkpoints import LeaseHeld, LeaseLost
 from logpull_dagster.pull import pull_window
@@ -18,6 +20,9 @@ from logpull_dagster.windows import rfc3339
 
 from .conftest import TOKEN
 from .test_google_auth import W10, truth
+
+# Slow tier (`make test-fast` leaves it out): each waits out leases and keepalive bounds (about 6 s).
+pytestmark = pytest.mark.slow
 
 LEASE_TTL = 2.0
 SLOW = 6.0  # the second page answers after this long: three lease lifetimes

@@ -26,9 +26,12 @@ import yaml
 from logpull_dagster.windows import rfc3339
 
 from .cli import materialize_cmd, run, setup_project, siem_ids, start
-from .conftest import SimProcess, hour, key, ts
-from .servers import AWS_ENV, Gate
+from .conftest import hour, key, ts
+from .servers import AWS_ENV, Gate, SimProcess
 from .test_s3_landing import keys, new_bucket
+
+# Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs, S3 on moto.
+pytestmark = pytest.mark.slow
 
 LOGPULL = str(Path(sys.executable).with_name("logpull"))
 

@@ -127,6 +127,7 @@ def test_a_lost_database_after_a_partial_delivery_drops_nothing(tmp_path, big_si
     assert "reconciling" not in stats and stats["already_delivered"] == first.events
 
 
+@pytest.mark.slow  # 2 to 4 s per case
 @pytest.mark.parametrize("left", ["record and batch files", "batch files only", "record only"])
 def test_what_the_siem_side_still_has_is_enough_to_reconcile(tmp_path, big_sim, left):
     """The record alone covers a forwarder that deletes what it shipped (Splunk's sinkhole batch input);
@@ -149,6 +150,7 @@ def test_what_the_siem_side_still_has_is_enough_to_reconcile(tmp_path, big_sim, 
     assert sorted(ids) == site.truth() and again.events == 0
 
 
+@pytest.mark.slow  # about 4 s
 def test_with_neither_record_nor_batch_files_the_window_is_delivered_again_in_full(tmp_path, big_sim):
     """Where exactness ends (the sink's docstring): nothing left to reconcile against, so at-least-once."""
     site = Site(tmp_path, big_sim)

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -32,7 +33,7 @@ from logpull_dagster.pull import PullFailed, pull_window
 from logpull_dagster.redact import Redactor, clean_secret
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.simulator.okta_system_log import OktaSystemLogApi
-from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
+from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, Page, SourceRequestError
 from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, TokenRefused
 from logpull_dagster.sources.okta import (
     OktaConfig,
@@ -259,27 +260,44 @@ def test_x_rate_limit_remaining_is_kept_for_the_operator(okta_sim):
         pages = [src.fetch_page(W10, None)]
         while pages[-1].next_cursor is not None:
             pages.append(src.fetch_page(W10, pages[-1].next_cursor))
-        seen = src.rate_limit_seen
     finally:
         src.close()
-    assert seen["limit"] == 40 and seen["remaining_min"] <= 40 - len(pages) and seen["remaining_min"] >= 0
+    remaining = [p.quota_remaining if p.quota_remaining is not None else -1 for p in pages]
+    assert all(p.headers["x-rate-limit-limit"] == "40" for p in pages)
+    assert min(remaining) >= 0 and min(remaining) <= 40 - len(pages)
     # Journaled with each page, so it is in the read journal (and for the metadata) with the Link header.
     assert all(set(p.headers) == {"link", "x-rate-limit-limit", "x-rate-limit-remaining"} for p in pages)
-    assert int(pages[-1].headers["x-rate-limit-remaining"]) == seen["remaining_last"]
-    assert pages[-1].quota_remaining == seen["remaining_last"]
+    assert remaining == [int(p.headers["x-rate-limit-remaining"]) for p in pages]
+
+
+class PagesSeen:
+    """A source as the pull loop uses it, keeping every Page it handed over (what the loop was told)."""
+
+    def __init__(self, src: OktaSystemLogSource) -> None:
+        self.src = src
+        self.pages: list[Page] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.src, name)
+
+    def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
+        page = self.src.fetch_page(window, cursor, deadline)
+        self.pages.append(page)
+        return page
 
 
 def test_the_lowest_remaining_count_of_a_window_reaches_its_checkpoint_for_the_metadata(okta_sim, store, landing):
     api_of(okta_sim).rate_limit = 1000
-    src = source(okta_sim)
+    src = PagesSeen(source(okta_sim))
     try:
         result = pull(src, W10, store, landing)
-        seen = src.rate_limit_seen
     finally:
         src.close()
     assert result.complete and result.pages_read >= 2
+    assert all(p.quota_remaining is not None for p in src.pages)
+    lowest = min(p.quota_remaining or 0 for p in src.pages)
     # assets._pull_metadata shows this as rate_limit_remaining_min
-    assert result.checkpoint.stats["quota_remaining_min"] == seen["remaining_min"] <= 1000 - result.pages_read
+    assert result.checkpoint.stats["quota_remaining_min"] == lowest <= 1000 - result.pages_read
 
 
 # ---- HTTP faults and a rejected after --------------------------------------------------------------

@@ -102,6 +102,7 @@ def test_two_configs_load_side_by_side_under_their_namespaces(tmp_path, register
     merged.resolve_schedule_def("pull_counter_b_schedule")
 
 
+@pytest.mark.slow  # a fresh Python importing Dagster
 def test_a_third_party_package_registers_its_types_through_an_entry_point(tmp_path):
     """A real entry point, in a dist-info folder on sys.path, as ``pip install`` would leave it."""
     dist = tmp_path / "logpull_counter-0.1.dist-info"
@@ -119,6 +120,7 @@ def test_a_third_party_package_registers_its_types_through_an_entry_point(tmp_pa
                                   "['dynamodb', 'json_file', 'postgres', 'sqlite']")
 
 
+@pytest.mark.slow  # a fresh Python importing Dagster
 def test_a_broken_entry_point_names_itself(tmp_path):
     dist = tmp_path / "broken-0.1.dist-info"
     dist.mkdir()

@@ -35,6 +35,9 @@ from logpull_dagster_tests.cli import materialize_cmd, run, setup_project, siem_
 from logpull_dagster_tests.conftest import key, ts
 from logpull_dagster_tests.servers import Gate, PostgresServer, free_port
 
+# Slow tier (`make test-fast` leaves it out): a PostgreSQL cluster of its own, and real `dagster` CLI runs.
+pytestmark = pytest.mark.slow
+
 S, START, END = "s", "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z"
 PASSWORD = "pw-Zq7x!s3cr3t-9d1"  # the test cluster trusts loopback, so any password connects
 

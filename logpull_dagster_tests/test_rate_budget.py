@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -29,21 +28,9 @@ from logpull_dagster.windows import Window, rfc3339
 
 from .cli import materialize_cmd, setup_project, siem_ids, start
 from .conftest import TOKEN, hour, key, ts
+from .servers import max_in_span
 
 W10 = Window(hour(10), hour(11))
-
-
-def max_in_span(times: Sequence[float], span: float) -> int:
-    """The most of ``times`` inside any half-open span ``[t, t + span)`` (spans start at a request: the
-    densest span always does)."""
-    times = sorted(times)
-    most, j = 0, 0
-    for i, t in enumerate(times):
-        j = max(j, i)
-        while j < len(times) and times[j] < t + span:
-            j += 1
-        most = max(most, j - i)
-    return most
 
 
 # ---- the arithmetic and the gate, without HTTP ------------------------------------------------------
@@ -191,6 +178,7 @@ HOURS = (9, 10)  # settled windows of DAY (the sim clock stands at noon)
 KEYS = [key(h) for h in HOURS]
 
 
+@pytest.mark.slow  # real `dagster` CLI runs
 @pytest.mark.timeout(180)
 def test_concurrent_runs_on_different_windows_share_one_budget_and_stay_exact(tmp_path, sim_process):
     env = setup_project(tmp_path, sim_process.url, page_size=150, rate_limit=f"{RATE}/min", lease_ttl="30s")

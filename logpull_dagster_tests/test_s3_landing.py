@@ -28,9 +28,12 @@ from logpull_dagster.landing import LandedPage
 from logpull_dagster.landing.s3 import S3LandingConfig, S3LandingError, S3LandingStore, S3Unreachable
 from logpull_dagster.plugins import open_checkpoints
 from logpull_dagster_tests.cli import materialize_cmd, setup_project, siem_ids, start
-from logpull_dagster_tests.conftest import Servers, SimProcess, hour, key, ts
+from logpull_dagster_tests.conftest import Servers, hour, key, ts
 from logpull_dagster_tests.contracts.landing_store import W, lines
-from logpull_dagster_tests.servers import AWS_ENV, Gate, free_port
+from logpull_dagster_tests.servers import AWS_ENV, Gate, SimProcess, free_port
+
+# Slow tier (`make test-fast` leaves it out): S3 on moto, and real `dagster` CLI runs.
+pytestmark = pytest.mark.slow
 
 KEY = key(10)
 START, END = ts(10), ts(11)

@@ -18,7 +18,8 @@ from logpull_dagster.windows import rfc3339
 from .conftest import DAY, TOKEN, key, ts
 from .test_assets import make_defs, siem_ids
 
-pytestmark = pytest.mark.usefixtures("token_env")
+# Slow tier (`make test-fast` leaves it out): schedule ticks over many windows, lookback re-reads (5 to 30 s each).
+pytestmark = [pytest.mark.usefixtures("token_env"), pytest.mark.slow]
 
 H = dt.timedelta(hours=1)
 

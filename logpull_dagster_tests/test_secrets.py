@@ -69,6 +69,7 @@ def scan(root: Path, secrets: list[str]) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # real `dagster` CLI runs
 @pytest.mark.timeout(300)
 def test_no_byte_of_any_state_or_output_holds_the_token(tmp_path, sim_process, capfd, monkeypatch):
     """A real-CLI run killed at a random page and resumed, a failing-credentials run against an API that

@@ -27,6 +27,8 @@ from .cli import materialize_cmd, run, setup_project, siem_ids
 from .conftest import key, ts
 from .example_plugins import spool_sink
 
+pytestmark = pytest.mark.slow  # the real dagster and logpull CLIs
+
 LOGPULL = str(Path(sys.executable).with_name("logpull"))
 
 

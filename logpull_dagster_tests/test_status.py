@@ -155,6 +155,7 @@ def test_five_thousand_windows_fold_into_a_readable_table(tmp_path, monkeypatch,
     print(f"status over 5,001 windows: {elapsed:.2f}s")
 
 
+@pytest.mark.slow  # the real `logpull` console script
 def test_the_console_script_is_installed(ledger, tmp_path):
     exe = Path(sys.executable).with_name("logpull")
     res = subprocess.run([str(exe), "status", "--json"], capture_output=True, text=True,

@@ -61,7 +61,8 @@ def write_config(tmp_path: Path, first: dt.datetime, stores: dict[str, Any]) -> 
     return path
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres", "dynamodb"])  # every built-in store
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow),  # every built-in store
+                                   pytest.param("dynamodb", marks=pytest.mark.slow)])  # (slow: PostgreSQL, moto)
 def test_status_answers_for_every_source_type_on_every_store(store, tmp_path, servers, monkeypatch, capsys):
     stores, env = STORES[store](tmp_path, servers)
     for k, v in env.items():
@@ -109,6 +110,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
                           env={"PATH": "/usr/bin:/bin", **env})
 
 
+@pytest.mark.slow  # the real `logpull` console script
 @pytest.mark.parametrize("store", ["postgres", "dynamodb"])
 def test_a_store_that_cannot_be_reached_exits_2_with_one_line_naming_it(store, tmp_path):
     port = free_port()  # nothing listens there
@@ -129,6 +131,7 @@ def test_a_store_that_cannot_be_reached_exits_2_with_one_line_naming_it(store, t
     assert "Traceback" not in res.stderr and "secret-pw" not in res.stderr
 
 
+@pytest.mark.slow  # the real `logpull` console script
 def test_a_sqlite_file_that_is_not_a_database_exits_2_naming_it(tmp_path):
     path = write_config(tmp_path, top_of_this_hour() - 4 * H,
                         {"checkpoints": {"type": "sqlite", "path": "c.db"}})

@@ -31,8 +31,11 @@ import pytest
 from logpull_dagster.windows import rfc3339
 
 from .cli import DAGSTER, setup_project
-from .conftest import SimProcess
+from .servers import SimProcess
 from .test_status import top_of_this_hour
+
+# Slow tier (`make test-fast` leaves it out): dagster-webserver and Chromium.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -73,10 +76,14 @@ def key(first: dt.datetime, i: int) -> str:
 
 
 @pytest.fixture
-def webserver(tmp_path: Path, sim_process: SimProcess, first: dt.datetime) -> Iterator[tuple[str, dict[str, str]]]:
+def webserver(tmp_path: Path, sim_process: SimProcess, first: dt.datetime,
+              monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, dict[str, str]]]:
     sim_process.control("clock", {"now": (first + 6 * H).isoformat()})
     env = setup_project(tmp_path, sim_process.url, start=rfc3339(first), retries=0, page_size=500, settle_lag="0s")
-    os.environ.update({k: env[k] for k in ("LOGPULL_CONFIG", "DAGSTER_HOME", "LOGPULL_TEST_TOKEN")})
+    # populate() runs in this process (load_config, DagsterInstance.get) and reads these; monkeypatch puts
+    # them back after the test, so no later test of this worker inherits a deleted config or home.
+    for k in ("LOGPULL_CONFIG", "DAGSTER_HOME", "LOGPULL_TEST_TOKEN"):
+        monkeypatch.setenv(k, env[k])
     port = free_port()
     proc = subprocess.Popen(
         [str(Path(DAGSTER).with_name("dagster-webserver")), "-h", "127.0.0.1", "-p", str(port),

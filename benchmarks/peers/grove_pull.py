@@ -47,6 +47,7 @@ conf_dir = tempfile.mkdtemp(prefix="grove-conf-")
 with open(os.path.join(conf_dir, "login.json"), "w") as f:
     json.dump({"name": "bench", "connector": "gsuite_activities", "identity": "admin@example.com",
                "key": "{}", "operation": "login", "outputs": {"logs": "raw"}}, f)
+# This script's own process (bench.py runs it as a child): Grove reads its handlers from the environment.
 os.environ.update(GROVE_CONFIG_LOCAL_FILE_PATH=conf_dir, GROVE_CACHE_HANDLER="local_memory",
                   GROVE_OUTPUT_HANDLER="local_file", GROVE_OUTPUT_LOCAL_FILE_PATH=out)
 

@@ -18,8 +18,10 @@ Guarantees (the contract of ``checkpoints/__init__.py``):
 * A page's ids are deduplicated against the committed ones of its time range before they are written,
   so ``count_ids`` is the distinct count (a total kept in the summary item, one read).
 * The table deleted while in use: the next call raises :class:`CheckpointStoreLost` (a ``LeaseLost``).
-* Throttling and transaction conflicts are retried with bounded backoff (botocore's standard mode, then
-  stamina); every call has connect and read timeouts, so none blocks for more than seconds.
+* Each fault is retried by one layer, with bounded backoff: throttling, 5xx and connection errors by
+  botocore's standard mode (7 requests, at most 51 s of backoff), transaction conflicts and cancelled
+  transactions by stamina (botocore answers those at once); every call has connect and read timeouts,
+  so none blocks for more than about a minute of throttling or 7 read timeouts of a stalled server.
 * ``reserve`` (the shared rate budget): an item per account holding the last slot handed out, advanced by a
   consistent read and a conditional put (compare-and-set), retried on conflict, bounded.
 
@@ -97,18 +99,29 @@ _MAX_ID_ITEMS = 12
 _OFFSET = 2**63  # time_us + _OFFSET is never negative, so zero-padded it sorts as the time does
 _META = "meta"
 
-# Errors where retrying cannot change the outcome of the condition, only the chance to be served.
-_THROTTLED = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-                        "TransactionConflictException", "TransactionInProgressException",
-                        "InternalServerError", "ServiceUnavailable"})
+# One owner per fault (docs/architecture.md). botocore owns what it recognises: throttling
+# (ThrottlingException, ProvisionedThroughputExceededException, RequestLimitExceeded,
+# TransactionInProgressException), 5xx (InternalServerError, ServiceUnavailable) and connection errors
+# and timeouts, in standard mode (botocore/retries/standard.py): BOTO_ATTEMPTS requests in all, the
+# same ClientRequestToken on each, backoff rand(0, 1) * min(2 ** i, 20) s between throttled ones (at
+# most 1 + 2 + 4 + 8 + 16 + 20 = 51 s, about 25 s on average) and rand(0, 1) * 0.025 * 2 ** i s after a
+# 5xx or a connection error (at most 1.6 s); a stall costs at most BOTO_ATTEMPTS read timeouts (7 x 15 s).
+# botocore's retry quota (a client's 500 units: 5 a throttled retry, 14 any other, paid back by
+# successes) can end its retries early in a long storm; the call then fails as a fault and the step's
+# retry resumes from the last commit. stamina owns only what botocore answers at once: a write refused
+# for a transaction in flight on the same item (TransactionConflictException), and a transaction
+# cancelled for a conflict or for throttling, which botocore does not look inside
+# (TransactionCanceledException).
+# Retrying those cannot change the outcome of a condition, only the chance to be served.
+_CONFLICTS = frozenset({"TransactionConflictException"})
 _RETRY_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 
-# botocore retries throttling and connection errors itself (standard mode: exponential backoff with
-# jitter, bounded by max_attempts); stamina adds a few slower rounds on top for throttling that outlasts
-# those, and for cancelled transactions (botocore does not look inside a TransactionCanceledException).
-_BOTO_CONFIG = Config(retries={"mode": "standard", "max_attempts": 4}, connect_timeout=5, read_timeout=15,
-                      max_pool_connections=16)
+# Why 7: nested, botocore's 5 requests inside stamina's rounds (5, within 30 s) made 20 requests in 30 s
+# for one throttled call (measured); one layer of 7 rides out as long a throttle with a third of them.
+BOTO_ATTEMPTS = 7
+_BOTO_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": BOTO_ATTEMPTS}, connect_timeout=5,
+                      read_timeout=15, max_pool_connections=16)
 RETRY_ATTEMPTS = 5
 RETRY_TIMEOUT = 30.0
 
@@ -140,7 +153,7 @@ def _reasons(e: ClientError) -> list[str]:
 def _retryable(e: Exception) -> bool:
     if not isinstance(e, ClientError):
         return False
-    if _code(e) in _THROTTLED:
+    if _code(e) in _CONFLICTS:
         return True
     if _code(e) == "TransactionCanceledException":
         reasons = set(_reasons(e)) - {"None"}
@@ -263,11 +276,12 @@ class DynamoDbCheckpointStore:
         raise AssertionError("unreachable: stamina re-raises the last error")
 
     def _call(self, op: str, *, token: bool = False, **kwargs: Any) -> dict[str, Any]:
-        """One request (retried while throttled); the table gone is this run's store lost.
+        """One request (retried while throttled or in conflict); the table gone is this run's store lost.
 
         ``token``: a new ``ClientRequestToken`` for each of our retries. botocore's own retries resend
         the same one, so a transaction whose response was lost is applied once; ours follow only a
-        definite refusal (throttled, cancelled), after which a new token cannot apply anything twice.
+        definite refusal (a conflict, a cancelled transaction), after which a new token cannot apply
+        anything twice.
         """
         fn = getattr(self._client, op)
         if token:

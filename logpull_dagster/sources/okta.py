@@ -29,9 +29,9 @@ What Okta promises, and where it says so:
   seconds)"), and a throttled request is a 429 (``E0000047``) [developer.okta.com/docs/reference/
   rl-best-practices]. A 429 waits until that reset (counted from the response's ``Date``, so our
   clock's skew does not shorten it), up to ``http_backoff_max``; other retryable statuses back off
-  as usual. ``X-Rate-Limit-Limit``/``-Remaining`` are journaled with each page (``journal_headers``)
-  and the lowest remaining count of this source is kept (``rate_limit_seen``) so operators see how
-  close they run to the limit.
+  as usual. ``X-Rate-Limit-Limit``/``-Remaining`` are journaled with each page (``journal_headers``),
+  and the remaining count is the page's ``quota_remaining``: the pull loop keeps a window's lowest, which
+  its metadata shows as ``rate_limit_remaining_min``, so operators see how close they run to the limit.
 * Auth: an API token (``Authorization: SSWS <token>``), or, as Okta recommends ("Okta recommends using
   scoped OAuth 2.0 and OIDC access tokens to authenticate with the System Log API"), a service app
   with ``private_key_jwt`` client authentication and the ``okta.logs.read`` scope, its token from the
@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -169,15 +168,6 @@ class OktaSystemLogSource:
             backoff_initial=backoff_initial, backoff_max=backoff_max, max_bytes=max_page_bytes,
             credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate_limit_wait=okta_wait(), rate=rate,
         )
-        self._lock = threading.Lock()
-        self._rate: dict[str, int] = {}
-
-    @property
-    def rate_limit_seen(self) -> dict[str, int]:
-        """``{"limit": .., "remaining_min": .., "remaining_last": ..}`` of the responses so far (empty
-        before any carried the headers): how close this source runs to Okta's limit."""
-        with self._lock:
-            return dict(self._rate)
 
     def close(self) -> None:
         self._http.close()
@@ -204,7 +194,6 @@ class OktaSystemLogSource:
         except CredentialsRefused as e:
             said = _error_message(e.api_message)
             raise CredentialsRefused(f"{e}; Okta said: {said}" if said else str(e), status=e.status) from None
-        self._note_rate(res.headers)
         if res.status == 400 and cursor is not None:
             raise TokenRejected(f"Okta rejected the next link's cursor: {_error_message(res.content)}")
         if res.status != 200:
@@ -219,18 +208,6 @@ class OktaSystemLogSource:
         return Page(items, nxt, res.content, res.retries, res.reasons, headers,
                     quota_remaining=int(remaining) if remaining.strip().isdigit() else None,
                     server_time=res.server_time)
-
-    def _note_rate(self, headers: httpx.Headers) -> None:
-        try:
-            remaining = int(headers.get("x-rate-limit-remaining", ""))
-        except ValueError:
-            return
-        with self._lock:
-            self._rate["remaining_last"] = remaining
-            self._rate["remaining_min"] = min(remaining, self._rate.get("remaining_min", remaining))
-            limit = headers.get("x-rate-limit-limit", "").strip()
-            if limit.isdigit():
-                self._rate["limit"] = int(limit)
 
     def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:
