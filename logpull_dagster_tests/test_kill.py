@@ -127,7 +127,28 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
             break
     else:
         pytest.fail(f"the rerun did not succeed:\n{log.read_text()[-3000:]}")
-    assert run(materialize_cmd(f"siem/{source}", KEY), env, log) == 0
+
+    # Delivery, killed the same way: after a random number of batch files, at a random point of the next
+    # (between its fence, its rename and its checkpoint); the rerun takes over once the lease lapses.
+    deliver = materialize_cmd(f"siem/{source}", KEY)
+    batches = tmp_path / "siem" / source
+    delivery_kills = 0
+    for _ in range(2):
+        target = len(list(batches.glob("*.jsonl"))) + rng.randint(1, 15)
+        proc = start(deliver, env, log)
+        wait_for(lambda p=proc, n=target: p.poll() is not None or len(list(batches.glob("*.jsonl"))) >= n)
+        time.sleep(rng.uniform(0, 0.01))
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            delivery_kills += 1
+        proc.wait()
+    for _ in range(3):
+        if run(deliver, env, log) == 0:
+            break
+    else:
+        pytest.fail(f"the delivery rerun did not succeed:\n{log.read_text()[-3000:]}")
+    print(f"{delivery_kills} delivery kills")
+    assert delivery_kills >= 1
 
     truth = truth_of(sim_process, source)
     ids = siem_ids(tmp_path)
