@@ -129,7 +129,7 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
             "windows": rows[[*COLUMNS, "deliveries"]].to_dict("records"),
         } for src, rows, holes, good, fresh in report]}
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0 if ok else 1
+        return OK if ok else GAPS
 
     for src, rows, holes, good, fresh in report:
         print(f"{src.name}: {src.stream} ({src.type}), {src.cadence} windows from {rfc3339(src.start)}, "
@@ -150,7 +150,7 @@ def status(args: argparse.Namespace, config: LogpullConfig) -> int:
             print(f"{src.name}: newest complete window ends {lag} before now "
                   f"({'ok' if fresh.ok else 'STALE'}, max {fresh.max_delay})")
         print()
-    return 0 if ok else 1
+    return OK if ok else GAPS
 
 
 def _render(table: pd.DataFrame, detail_width: int = 110) -> str:
@@ -193,15 +193,15 @@ def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
         cp = store.get(src.name, "pull", rfc3339(window.start))
         if cp is None:
             print(f"{src.name} {args.window}: no checkpoint, nothing to reset; the next run reads it from page one")
-            return 0
+            return OK
         if _operator_write(store, cp, RESET_OWNER, _reset) is None:
-            return 1
+            return GAPS
     finally:
         store.close()
     print(f"{src.name} {args.window}: reset (was {cp.status}, cursor {'set' if cp.cursor else 'none'}, "
           f"{cp.events} events in {cp.page_seq} landed pages, kept). Read it again with:\n"
           f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} --partition {args.window}")
-    return 0
+    return OK
 
 
 def _operator_write(store: CheckpointStore, cp: Checkpoint, owner: str,
@@ -264,17 +264,18 @@ def recover(args: argparse.Namespace, config: LogpullConfig) -> int:
             return USAGE
         landing = open_landing(config)
         try:
-            return _recover(args, config, src, store, landing, windows)
+            return _recover(config, src, store, landing, windows)
         finally:
             landing.close()
     finally:
         store.close()
 
 
-def _recover(args: argparse.Namespace, config: LogpullConfig, src: SourceBase, store: CheckpointStore,
-             landing: LandingStore, windows: list[Window]) -> int:
+def _recover(config: LogpullConfig, src: SourceBase, store: CheckpointStore, landing: LandingStore,
+             windows: list[Window]) -> int:
     one = len(windows) == 1
-    stages = [t.stage for t in targets(config.all_sinks, [src])]
+    deliveries = targets(config.all_sinks, [src])
+    stages = [t.stage for t in deliveries]
     done: list[Window] = []
     refused = 0
     for w in windows:
@@ -316,9 +317,10 @@ def _recover(args: argparse.Namespace, config: LogpullConfig, src: SourceBase, s
         keys = [key_for_window(src.cadence, w) for w in (done[0], done[-1])]
         where = f"--partition {keys[0]}" if len(done) == 1 else f"--partition-range {keys[0]}...{keys[1]}"
         print(f"Read {'it' if len(done) == 1 else 'them'} again now (or let the schedule do it), then deliver (or let "
-              f"the delivery sensor do it):\n"
-              f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}\n"
-              f"  dagster asset materialize -m logpull_dagster --select siem/{src.name} {where}")
+              f"the delivery sensors do it):\n"
+              f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}"
+              + "".join(f"\n  dagster asset materialize -m logpull_dagster --select {'/'.join(t.asset_path)} {where}"
+                        for t in deliveries))
     return GAPS if refused else OK
 
 
@@ -334,12 +336,12 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
             print(f"logpull skip-page: {src.name} {args.window} ({state}) is not stopped at an unreadable page; "
                   f"nothing to skip (only a page that failed as not readable, and is still where the window "
                   f"stands, can be skipped)", file=sys.stderr)
-            return 2
+            return USAGE
         by = _operator()
         done = _operator_write(store, cp, SKIP_OWNER,
                                lambda held, now: skips.skip(held, reason=args.reason, by=by, now=now))
         if done is None:
-            return 1
+            return GAPS
     finally:
         store.close()
     print(f"{src.name} {args.window}: page {bad['page']} skipped ({bad['bytes']} bytes, sha256 {bad['sha256']}; "
@@ -351,7 +353,7 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
         print(f"The next run reads on from page {bad['page'] + 1}:\n  dagster asset materialize -m logpull_dagster "
               f"--select logs/{src.name} --partition {args.window}\nThe window is a known gap in `logpull status` "
               f"from now on.")
-    return 0
+    return OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

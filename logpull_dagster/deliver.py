@@ -3,9 +3,9 @@
 Same shape as the pull loop, with its own checkpoint per sink (stage ``deliver`` for the sink named
 ``siem``, ``deliver:<sink>`` for any other; ``page_seq`` = the next landed page to deliver): write the
 batch for landed page N (the sink makes a repeated write of the same batch a no-op), THEN checkpoint
-N + 1. A SIEM outage stops delivery between batches and the
-retry resends at most the one batch in flight, which the sink absorbs. Only pages the pull has
-committed are read, so delivery can run while a re-read of the window lands more.
+N + 1. A SIEM outage stops delivery between batches and the retry resends at most the one batch in
+flight, which the sink absorbs. Only pages the pull has committed are read, so delivery can run while a
+re-read of the window lands more.
 
 RECONCILING. The checkpoint names batches by landed page, so it describes the SIEM only while the
 checkpoint store survives. When the window's delivery checkpoint knows nothing delivered (no row, or
@@ -185,14 +185,14 @@ def deliver_window(
                 cp = checkpoints.commit(dataclasses.replace(cp, page_seq=seq + 1), ttl=lease_ttl, now=clock())
                 continue
             page = found.get(seq)
-            if page is None:
-                raise LandedPageMissing(source_name, window, seq, landed, landing.where(source_name, window))
-            lines, ids = [], []
             try:
-                raw = landing.read_lines(page)
-            except LandingMissing:  # listed a moment ago, gone now
+                if page is None:
+                    raise LandingMissing(f"landed page {seq} is not listed")
+                raw = landing.read_lines(page)  # LandingMissing too if it went since the listing
+            except LandingMissing:
                 raise LandedPageMissing(source_name, window, seq, landed, landing.where(source_name, window)) \
                     from None
+            lines, ids = [], []
             for line in raw:
                 out, event_id = _envelope(head, line)
                 lines.append(out)

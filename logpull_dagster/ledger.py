@@ -9,7 +9,6 @@ same facts feed ``logpull status``, the asset checks and the runbook. No Dagster
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
 from logpull_dagster.config import SourceBase
 from logpull_dagster.landing import LandingStore
+from logpull_dagster.pull import LANDED_HEAD
 from logpull_dagster.windows import (
     CADENCE_STEP,
     Window,
@@ -189,8 +189,6 @@ class WindowAudit:
         return max(0, self.events - self.distinct_ids)
 
 
-# The envelope written by the pull loop starts with the event id and the event's own time.
-_HEAD = re.compile(rb'\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"')
 
 
 def audit_window(landing: LandingStore, store: CheckpointStore, source: str, window: Window,
@@ -211,7 +209,7 @@ def audit_window(landing: LandingStore, store: CheckpointStore, source: str, win
             i = line.find(b'","time":"', 7)
             if line.startswith(b'{"id":"') and i > 0 and line[i + 34:i + 35] == b'"':
                 event_id, t = line[7:i], line[i + 10:i + 34]
-            elif (m := _HEAD.match(line)) is not None:
+            elif (m := LANDED_HEAD.match(line)) is not None:
                 event_id, t = m.groups()
             else:
                 outside.append(f"page {page.seq}: a line without the id/time envelope")

@@ -53,6 +53,7 @@ import functools
 import gc
 import hashlib
 import math
+import re
 import threading
 import time
 import traceback
@@ -688,6 +689,11 @@ def _bump(stats: dict[str, object], key: str, n: int) -> dict[str, object]:
 
 def _cursor_digest(cursor: str) -> str:
     return hashlib.blake2b(cursor.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+# What every landed line starts with (``_WindowRun.land`` writes the envelope in this key order): the
+# event id (a JSON string body) and the event's own time. Read back by the audit and by recovery.
+LANDED_HEAD = re.compile(rb'\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"')
 
 
 def id_digest(event_id: str) -> bytes:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,14 +40,12 @@ from typing import Any
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld
 from logpull_dagster.json_codec import loads
 from logpull_dagster.landing import LandingMissing, LandingStore
-from logpull_dagster.pull import id_digest
+from logpull_dagster.pull import LANDED_HEAD, id_digest
 from logpull_dagster.windows import Window, epoch_us, parse_time, rfc3339
 
 RECOVER_OWNER = "logpull-recover"
 # Recoveries kept in a window's history (stats["recoveries"]): the newest.
 MAX_HISTORY = 20
-# The envelope every landed line starts with (pull.py): the event id, then its own time.
-_HEAD = re.compile(rb'\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"')
 
 
 def lost_pages(stats: dict[str, Any]) -> set[int]:
@@ -185,7 +182,7 @@ def landed_ids(lines: list[bytes], where: str) -> list[tuple[int, bytes]]:
     """``(time_us, id digest)`` of each landed line, as the pull recorded them (``pull.py``)."""
     out = []
     for n, line in enumerate(lines, 1):
-        m = _HEAD.match(line)
+        m = LANDED_HEAD.match(line)
         if m is None:
             raise ValueError(f"{where}, line {n}: not a landed event (no id/time envelope); cannot recover "
                              f"the window from it: move the file away and run `logpull recover` again")

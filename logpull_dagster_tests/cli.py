@@ -103,6 +103,12 @@ def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, stor
             "LOGPULL_TEST_TOKEN": TOKEN, "PYTHONPATH": plugin_path(tmp_path)}
 
 
+def logpull(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real ``logpull`` console script, as an operator runs it."""
+    return subprocess.run([str(Path(sys.executable).with_name("logpull")), *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
 def materialize_cmd(asset: str, key: str) -> list[str]:
     return [DAGSTER, "asset", "materialize", "-m", "logpull_dagster", "--select", asset, "--partition", key]
 

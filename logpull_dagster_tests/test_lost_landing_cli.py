@@ -11,8 +11,6 @@ its batch again for a forwarder that had shipped and deleted the first copy.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,19 +23,13 @@ import yaml
 
 from logpull_dagster.windows import rfc3339
 
-from .cli import materialize_cmd, run, setup_project, siem_ids, start
+from .cli import logpull, materialize_cmd, run, setup_project, siem_ids, start
 from .conftest import hour, key, ts
 from .servers import AWS_ENV, Gate, SimProcess
 from .test_s3_landing import keys, new_bucket
 
 # Slow tier (`make test-fast` leaves it out): real `dagster` CLI runs, S3 on moto.
 pytestmark = pytest.mark.slow
-
-LOGPULL = str(Path(sys.executable).with_name("logpull"))
-
-
-def logpull(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LOGPULL, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
 def window_status(env: dict[str, str], first: int, last: int) -> tuple[int, dict[str, dict[str, Any]]]:

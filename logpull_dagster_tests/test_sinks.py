@@ -9,8 +9,6 @@ found through the entry point by the real ``dagster`` CLI, as a pip-installed pl
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,13 +21,12 @@ import yaml
 from logpull_dagster import plugins
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 
-from .cli import materialize_cmd, run, setup_project, siem_ids
+from .cli import logpull, materialize_cmd, run, setup_project, siem_ids
 from .conftest import key, ts
 from .example_plugins import spool_sink
 
 pytestmark = pytest.mark.slow  # the real dagster and logpull CLIs
 
-LOGPULL = str(Path(sys.executable).with_name("logpull"))
 
 
 @pytest.fixture(autouse=True)
@@ -58,8 +55,7 @@ def spool_ids(tmp_path: Path) -> list[str]:
 
 
 def status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
-    res = subprocess.run([LOGPULL, "status", "--json", "--from", ts(10), "--to", ts(11)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    res = logpull(["status", "--json", "--from", ts(10), "--to", ts(11)], env)
     [window] = orjson.loads(res.stdout)["sources"][0]["windows"]
     return res.returncode, window
 
