@@ -106,7 +106,10 @@ def simulator() -> Iterator[Simulator]:
 
 def test_dg_launch_pulls_one_window_from_the_simulator(tmp_path: Path, simulator: Simulator) -> None:
     project = copy_project(tmp_path / "proj")
-    start = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
+    # The newest window that has settled (the example's settle_lag is 5m): a run started by hand for a
+    # window that has not is refused, so in the first minutes of an hour this is the one before last.
+    settled = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    start = settled.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=1)
     key = start.strftime("%Y-%m-%d-%H:%M")
     out = dg(project, "launch", "--assets", "logs/gws_login", "--partition", key,
              extra_env={"LOGPULL_SIMULATOR_URL": simulator.url, "LOGPULL_DEMO_TOKEN": TOKEN})
