@@ -548,6 +548,9 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
                 context.log.warning(f"{src.name} {key}: the window was recovered, and {target.sink} cannot tell which "
                                     f"of its events it holds already: those it received before are sent again "
                                     f"(at-least-once)")
+            if res.resent:
+                context.log.warning(f"{src.name} {key}: {res.resent} events were sent to {target.sink} again because "
+                                    f"it did not confirm an earlier send in time; they may be in it twice")
             if res.pending_pull:
                 context.log.warning(f"window {window} is not completely pulled yet; delivered what has landed")
             context.log.info(f"{src.name} {key}: delivered {res.events} events to {target.sink} in {res.batches} "
@@ -561,6 +564,9 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
                 # After a lost checkpoint store: events the SIEM side held already, left out (deliver.py).
                 "already_delivered": dg.MetadataValue.int(res.already_delivered),
                 "reconciled": dg.MetadataValue.bool(res.reconciled),
+                # Events sent again because the SIEM did not confirm an earlier send in time (a Splunk HEC
+                # ack that never turned true): the only duplicates such a sink's guarantee allows.
+                "resent_events": dg.MetadataValue.int(res.resent),
                 # Pages a `logpull recover` recorded as lost, passed over: their events were landed again.
                 "lost_pages_passed": dg.MetadataValue.int(res.lost_pages),
                 "window_pull_complete": dg.MetadataValue.bool(not res.pending_pull),

@@ -85,6 +85,7 @@ class DeliveryResult:
     batches: int = 0
     events: int = 0
     already_delivered: int = 0
+    resent: int = 0  # events sent again because the SIEM did not confirm an earlier send in time (Written.resent)
     total_events: int = 0
     pending_pull: bool = False
     reconciled: bool = False
@@ -214,6 +215,7 @@ def deliver_window(
             result.batches += 1
             result.events += written.events
             result.already_delivered += written.already
+            result.resent += written.resent
             stats = cp.stats
             if reconciling:
                 result.reconciled = True

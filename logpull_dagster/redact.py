@@ -102,3 +102,17 @@ def clean_secret(name: str, value: str | None) -> str:
             raise InvalidSecret(f"the credential in {name} holds {kind} at position {i}, which cannot be sent in "
                                 f"an HTTP header; fix the variable's value (it is not shown here)")
     return secret
+
+
+def env_secret(name: str) -> str:
+    """The secret in environment variable ``name`` of this process, cleaned (``clean_secret``); raises
+    InvalidSecret naming the variable (never a value) when it is unset. Sources and sinks read their
+    credentials through this when they are opened, in the run's environment, which is where the
+    resources' ``dg.EnvVar`` resolved them from."""
+    from logpull_dagster.sources import InvalidSecret
+
+    value = os.environ.get(name)
+    if value is None:
+        raise InvalidSecret(f"the environment variable {name} is not set in the run's environment; set it "
+                            f"where the run executes (the config names it, e.g. access_token: {{env: {name}}})")
+    return clean_secret(name, value)

@@ -25,9 +25,9 @@ from logpull_dagster.checkpoints import CheckpointStore
 from logpull_dagster.config import SourceBase, StoreBase
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.rate import RateGate
-from logpull_dagster.redact import Redactor, clean_secret
+from logpull_dagster.redact import Redactor, env_secret
 from logpull_dagster.sinks import Sink
-from logpull_dagster.sources import InvalidSecret, LogSource
+from logpull_dagster.sources import LogSource
 
 
 class LogSourceResource(dg.ConfigurableResource):
@@ -50,7 +50,7 @@ class LogSourceResource(dg.ConfigurableResource):
     def open(self, rate: RateGate | None = None) -> LogSource:
         """A source for one attempt, drawing from ``rate`` (see ``rate_gate``) before every request;
         raises InvalidSecret if a credential is unset or cannot be sent."""
-        return plugins.open_source(self.config, _secret, rate=rate)
+        return plugins.open_source(self.config, env_secret, rate=rate)
 
     def rate_gate(self, store: CheckpointStore) -> RateGate | None:
         """The source's share of its account's request budget, kept in ``store`` (the run's checkpoint
@@ -62,14 +62,6 @@ class LogSourceResource(dg.ConfigurableResource):
     def redactor(self) -> Redactor:
         """Masks every secret the config names (``secret_envs``) in any text."""
         return Redactor([os.environ.get(n) for n in self.secret_envs])
-
-
-def _secret(name: str) -> str:
-    value = os.environ.get(name)
-    if value is None:
-        raise InvalidSecret(f"the environment variable {name} is not set in the run's environment; set it "
-                            f"where the run executes (the config names it, e.g. access_token: {{env: {name}}})")
-    return clean_secret(name, value)
 
 
 class _StoreResource(dg.ConfigurableResource):

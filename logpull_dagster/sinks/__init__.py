@@ -62,6 +62,9 @@ class Written:
     events: int = 0  # events this batch put in the SIEM (a retried identical batch: found there whole)
     already: int = 0  # events left out because the SIEM had them already (reconciling only)
     conflict: bool = False  # the batch's name holds other content: nothing written, reconcile first
+    # events sent again because the SIEM did not confirm an earlier send in time (e.g. a Splunk HEC ack
+    # that never turned true): they may be in the SIEM twice; counted in the materialization
+    resent: int = 0
 
 
 class Sink(Protocol):
