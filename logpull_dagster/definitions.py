@@ -65,10 +65,7 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
                                           tags={SOURCE_TAG: src.name, SINK_TAG: target.sink})
             jobs.append(deliver)
             sensors.append(build_delivery_sensor(target, deliver, keys))
-        # The resource carries the source's config with paths made absolute (it is opened elsewhere).
-        settings = src.model_copy(update={"ca_file": str(src.ca_path)}) if src.ca_path else src
-        resources[api_resource(src.name)] = LogSourceResource(
-            source=src.name, type=src.type, settings=settings.model_dump_json(), secret_envs=secret_envs)
+        resources[api_resource(src.name)] = LogSourceResource.of(src, secret_envs)
     return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules, sensors=sensors, resources=resources,
                           executor=EXECUTORS[config.executor])
 

@@ -251,10 +251,14 @@ def test_a_missing_key_file_fails_the_window_at_once_naming_the_variable(tmp_pat
     [failure] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
     text = str(failure.step_failure_data.error)
     assert f"{ENV} names {tmp_path / 'nowhere.json'}, which does not exist; point {ENV} at the service" in text
+    # Unset: the resource carries the secret as dg.EnvVar, so Dagster refuses the run as it starts, naming
+    # the key and the variable, before a step (or a request) runs.
     monkeypatch.delenv(ENV)
-    res = materialize(defs, "logs/gws_login", instance)
-    assert not res.success and f"the environment variable {ENV} is not set" in str(
-        next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    with pytest.raises(dg.DagsterInvalidConfigError) as unset:
+        materialize(defs, "logs/gws_login", instance)
+    assert "service_account:file" in str(unset.value) and f'environment variable "{ENV}" which is not set' in str(
+        unset.value)
+    assert sim.requests() == []
 
 
 def test_a_refused_credential_is_a_credentials_refused_for_the_pull_loop(sim, tmp_path, sa_key):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,6 +32,7 @@ import pytest
 from logpull_dagster.windows import rfc3339
 
 from .cli import DAGSTER, setup_project
+from .conftest import TOKEN
 from .servers import SimProcess
 from .test_status import top_of_this_hour
 
@@ -212,7 +214,18 @@ def test_the_ui_shows_materialized_and_failed_partitions_and_the_checks(webserve
         page.get_by_text("previous_window_complete").first.wait_for(timeout=60_000)
         checks_text = page.inner_text("body")
         page.screenshot(path=str(ARTIFACTS / "checks.png"), full_page=True)
+        # The source's resource page: its config key by key (typed resources), the secret by its variable.
+        page.goto(f"{base}/locations/logpull/resources/gws_api", wait_until="networkidle", timeout=90_000)
+        page.get_by_text("settle_lag").first.wait_for(timeout=60_000)
+        resource_text = page.inner_text("body")
+        (ARTIFACTS / "source-resource.txt").write_text(resource_text)
+        page.screenshot(path=str(ARTIFACTS / "source-resource.png"), full_page=True)
         browser.close()
+    for field in ("base_url", "page_size", "settle_lag", "lease_ttl", "access_token"):
+        assert field in resource_text, field
+    assert re.search(r"`page_size:` of the config\s+Int\s+500\s", resource_text)  # each key, with its value
+    assert re.search(r"LOGPULL_TEST_TOKEN\s+Env var", resource_text)  # the secret, by its variable
+    assert TOKEN not in resource_text and "settings" not in resource_text
     for name in CHECKS:
         assert name in checks_text
     assert "Execution failed" not in checks_text
