@@ -3,12 +3,14 @@
 import contextlib
 import errno
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
+from logpull_dagster.checkpoints import LeaseHeld
 from logpull_dagster.deliver import deliver_window, envelope
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.pull import BudgetExhausted, id_digest, pull_window
@@ -161,3 +163,44 @@ def test_a_full_siem_folder_fails_the_batch_naming_its_file_and_leaves_no_temp_f
         res = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=FileSink(root),
                              owner="d9", lease_ttl=60)
         assert res.events == 96 and len({r["event_id"] for r in siem_records(root)}) == len(siem_records(root)) == 96
+
+
+class SlowAckSink(FileSink):
+    """Like a collector that holds each batch until its indexer acknowledges it: after the fence (right
+    before the request) the call waits ``wait`` seconds, longer than the lease, then makes the batch visible.
+    While it waits, another run tries to take the window over."""
+
+    def __init__(self, root, wait: float, contender) -> None:
+        super().__init__(root)
+        self.wait, self.contender, self.contended = wait, contender, []
+
+    def write_batch(self, source, window, batch, lines, ids, *, fence=None, **kw):
+        if fence is not None:
+            fence()
+        deadline = time.monotonic() + self.wait
+        while time.monotonic() < deadline:  # the "ack" is pending: others keep trying to take the window
+            self.contended.append(self.contender())
+            time.sleep(0.05)
+        return super().write_batch(source, window, batch, lines, ids, **kw)
+
+
+def test_a_sink_waiting_on_its_siem_longer_than_the_lease_keeps_it(store, landing, tmp_path):
+    """The delivery lease is renewed while a sink call waits (deliver.py: KEPT WHILE THE SIEM IS SLOW): no
+    other run takes the window over mid-batch (and sends it again), and the delivery completes."""
+    pull_window(FakeSource(make_events(W, 15)), W, source_name="s", checkpoints=store, landing=landing,
+                owner="p", lease_ttl=60)
+
+    def contender() -> str:
+        try:
+            store.acquire("s", "deliver", "2026-11-26T10:00:00Z", "2026-11-26T11:00:00Z", owner="other",
+                          ttl=0.3, now=time.time())
+        except LeaseHeld:
+            return "held"
+        return "taken"
+
+    sink = SlowAckSink(tmp_path / "siem", wait=1.2, contender=contender)  # 4 leases of 0.3 s per batch
+    res = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=sink, owner="d",
+                         lease_ttl=0.3)
+    assert res.batches == 2 and res.total_events == 16
+    assert len(sink.contended) > 20 and set(sink.contended) == {"held"}
+    assert len(siem_records(tmp_path / "siem")) == 16
