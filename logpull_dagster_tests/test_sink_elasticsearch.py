@@ -337,6 +337,7 @@ def test_the_config_takes_the_issues_keys(tmp_path: Path) -> None:
     elastic = cfg.all_sinks["elastic"]
     assert elastic.where(cfg.resolve) == "https://es.example.com:9200/logs-logpull-default"
     assert elastic.kinds == ("elasticsearch",) and [r.env for r in elastic.secret_refs()] == ["ES_PASSWORD"]
+    assert type(elastic).model_validate_json(elastic.model_dump_json()) == elastic  # as the resources carry it
 
 
 SOURCE = {"name": "gws_login", "type": "google_workspace", "application": "login", "base_url": "http://127.0.0.1:9",

@@ -65,6 +65,7 @@ import email.utils
 import hashlib
 import logging
 import random
+import ssl
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -529,8 +530,12 @@ class ElasticsearchSinkConfig(SinkBase):
             out.append(("index", why))
         if self.ca_file is not None:
             path = resolve(self.ca_file)
-            if not path.is_file():
-                out.append(("ca_file", f"{path} is not a file; name a PEM file of CA certificates"))
+            try:
+                ssl.create_default_context(cafile=str(path))
+            except (ssl.SSLError, OSError) as e:  # missing, unreadable, or not PEM: as for sources' ca_file
+                why = getattr(e, "strerror", None) or getattr(e, "reason", None) or e
+                out.append(("ca_file", f"{path} is not a readable PEM file of CA certificates ({why}); relative "
+                                       f"paths start at the config file's folder"))
         return out
 
     def where(self, resolve: Callable[[str], Path]) -> str:
