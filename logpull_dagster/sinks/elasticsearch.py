@@ -94,7 +94,7 @@ ATTEMPTS = 8  # requests for one part of a batch (whole-request retries and per-
 BACKOFF_INITIAL = 0.5  # seconds before the first retry, doubled each time (with jitter) up to BACKOFF_MAX
 BACKOFF_MAX = 30.0
 DEADLINE = 600.0  # seconds one batch may spend in retries before it fails (the delivery retries it later)
-TIMEOUT = httpx.Timeout(120.0, connect=10.0)  # per read/write; a 5 MiB bulk on a busy cluster can take a while
+TIMEOUT = httpx.Timeout(60.0, connect=10.0)  # per read/write: _bulk waits up to 1m for shards by default
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _REASON_CHARS = 500  # of a cluster's error reason in a message
 
@@ -466,7 +466,7 @@ def _hint(status: int, error: Any, sink: ElasticsearchSink) -> str:
     kind = error.get("type", "") if isinstance(error, dict) else ""
     if kind == "index_not_found_exception":
         return f"; create the index or data stream {sink.index} (or an index template for it), or allow auto-create"
-    if kind in ("mapper_parsing_exception", "document_parsing_exception", "illegal_argument_exception"):
+    if kind in ("mapper_parsing_exception", "document_parsing_exception"):
         return ("; the index's mapping refuses this event: map the field it names to fit (e.g. `event` as "
                 "`flattened`), or deliver to an index whose template does (docs/sinks/elasticsearch.md)")
     if status == 403:
