@@ -50,8 +50,9 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
     jobs: list[UnresolvedAssetJobDefinition] = []
     sensors: list[dg.SensorDefinition] = []
     schedules: list[dg.ScheduleDefinition] = []
-    # Every secret the config names: each source's messages are cleaned of all of them.
-    secret_envs = sorted({ref.env for s in config.sources for ref in s.secret_refs()})
+    # Every secret the config names (sources, stores, sinks): each source's messages are cleaned of all.
+    named = [*config.sources, config.checkpoints, config.landing, *config.all_sinks.values()]
+    secret_envs = sorted({ref.env for s in named for ref in s.secret_refs()})
     for src in config.sources:
         mine = targets(config.all_sinks, [src])
         assets.append(build_logs_asset(src, keys, mine))

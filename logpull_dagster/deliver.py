@@ -34,6 +34,14 @@ another run has taken the window over. A run stalled past its lease (a slow land
 process), whose window another run then delivered and a forwarder shipped and deleted, therefore writes
 nothing when it wakes up, instead of a batch the SIEM receives twice.
 
+KEPT WHILE THE SIEM IS SLOW. A sink may wait on its SIEM longer than ``lease_ttl`` (Splunk HEC holds a
+batch until the indexer acknowledges it, up to ``ack_timeout``; a bulk request queues at a busy
+cluster). While a sink call is in progress a keeper thread renews the lease every third of
+``lease_ttl`` that passes without a commit, for at most ``MAX_SINK_KEEPALIVE`` per call, so another run
+does not take over (and send the batch again) while this one still waits for the answer. The fence and
+the renewals share one lock and one checkpoint, so the fence still fails only when the lease was
+really lost.
+
 No Dagster import.
 """
 
@@ -42,8 +50,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +68,10 @@ from logpull_dagster.sinks import Sink, capabilities
 from logpull_dagster.windows import Window, rfc3339
 
 log = logging.getLogger(__name__)
+
+# The longest one sink call keeps the lease alive: beyond it a stuck SIEM lets the lease lapse, and the
+# next attempt (or run) takes the window over.
+MAX_SINK_KEEPALIVE = 30 * 60.0
 
 
 class LandedPageMissing(RuntimeError):
@@ -158,32 +171,40 @@ def deliver_window(
     cp = acquire(checkpoints, source_name, stage, window, owner=owner, lease_ttl=lease_ttl,
                  lease_wait=lease_wait, clock=clock)
 
+    held = _Held(checkpoints, cp, lease_ttl, clock)
+
     def fence() -> None:
         """Right before a batch becomes visible: still ours? (a conditional write; LeaseLost if not)"""
-        nonlocal cp
-        cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
+        held.commit(held.cp)
 
     delivered: set[bytes] | None = None  # reconciling: what the SIEM side has of the window
     unmatched: int | None = None  # of those, not met in this attempt's pages yet (None: cannot tell)
     try:
         if "read_back" in capabilities(sink):
-            reconciling = bool(cp.stats.get("reconciling")) or (cp.page_seq == 0 and sink.holds(source_name, window))
+            with held.waiting():
+                holds = cp.page_seq == 0 and sink.holds(source_name, window)
+            cp = held.cp
+            reconciling = bool(cp.stats.get("reconciling")) or holds
         else:
             reconciling = False
-            if cp.stats.get("reconciling"):  # asked for (logpull recover) by a sink that cannot do it: say so, once
+            if cp.stats.get("reconciling") and "dedupe_ids" in capabilities(sink):
+                # The SIEM keeps one copy per event id: sending the window's events again is exact.
+                cp = held.commit(dataclasses.replace(
+                    cp, stats={k: v for k, v in cp.stats.items() if k != "reconciling"}))
+            elif cp.stats.get("reconciling"):  # asked for (logpull recover) by a sink that cannot: say so, once
                 log.warning("%s window %s: the sink cannot tell which events it holds already (no read_back), so "
                             "events of this window it received before the landing loss are sent again "
                             "(at-least-once)", source_name, window)
                 result.at_least_once = True
-                cp = checkpoints.commit(dataclasses.replace(
-                    cp, stats={k: v for k, v in cp.stats.items() if k != "reconciling"}), ttl=lease_ttl, now=clock())
+                cp = held.commit(dataclasses.replace(
+                    cp, stats={k: v for k, v in cp.stats.items() if k != "reconciling"}))
         from_start = cp.page_seq == 0
         head = _head(source_name, rfc3339(window.start), rfc3339(window.end))
         found = {page.seq: page for page in landing.pages(source_name, window, landed)} if cp.page_seq < landed else {}
         for seq in range(cp.page_seq, landed):
             if seq in lost:
                 result.lost_pages += 1
-                cp = checkpoints.commit(dataclasses.replace(cp, page_seq=seq + 1), ttl=lease_ttl, now=clock())
+                cp = held.commit(dataclasses.replace(cp, page_seq=seq + 1))
                 continue
             page = found.get(seq)
             try:
@@ -199,17 +220,22 @@ def deliver_window(
                 lines.append(out)
                 ids.append(event_id)
             if reconciling and delivered is None:
-                delivered = _reconcile(sink, source_name, window, cp)
+                with held.waiting():
+                    delivered = _reconcile(sink, source_name, window, cp)
+                cp = held.cp
                 unmatched = len(delivered) if from_start and not result.batches else None
                 if unmatched == 0:  # the SIEM side holds nothing of it after all (an empty record)
                     reconciling, delivered, unmatched = False, None, None
-            written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered, fence=fence)
-            if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
-                reconciling = True
-                delivered = _reconcile(sink, source_name, window, cp, batch=page.seq)
-                unmatched = len(delivered) if from_start and not result.batches else None
+            with held.waiting():
                 written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered,
                                            fence=fence)
+                if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
+                    reconciling = True
+                    delivered = _reconcile(sink, source_name, window, held.cp, batch=page.seq)
+                    unmatched = len(delivered) if from_start and not result.batches else None
+                    written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered,
+                                               fence=fence)
+            cp = held.cp
             if written.location is not None:
                 result.outputs.append(written.location)
             result.batches += 1
@@ -228,7 +254,7 @@ def deliver_window(
                         stats = {k: v for k, v in stats.items() if k != "reconciling"}
             cp = dataclasses.replace(cp, page_seq=page.seq + 1, pages_read=cp.pages_read + 1,
                                      events=cp.events + len(lines), stats=stats)
-            cp = checkpoints.commit(cp, ttl=lease_ttl, now=clock())
+            cp = held.commit(cp)
         # completed_by: a retry of the same run's step knows the window is done (assets.py)
         stats = {k: v for k, v in cp.stats.items() if k != "missing_page"}
         cp = dataclasses.replace(cp, status="complete", last_error=None, stats={**stats, "completed_by": owner})
@@ -236,9 +262,10 @@ def deliver_window(
     except LeaseLost:
         raise
     except BaseException as e:
-        stats = {**cp.stats, "missing_page": e.page} if isinstance(e, LandedPageMissing) else cp.stats
+        last = held.cp  # the last commit (the keeper may have renewed the lease since ``cp`` was read)
+        stats = {**last.stats, "missing_page": e.page} if isinstance(e, LandedPageMissing) else last.stats
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
-            checkpoints.release(dataclasses.replace(cp, status="failed", last_error=error_text(e), stats=stats),
+            checkpoints.release(dataclasses.replace(last, status="failed", last_error=error_text(e), stats=stats),
                                 now=clock())
         raise
     if result.already_delivered:
@@ -247,6 +274,52 @@ def deliver_window(
     result.total_events = cp.events
     result.elapsed = monotonic() - t0
     return result
+
+
+class _Held:
+    """The delivery checkpoint one attempt holds, committed by the delivery loop, the fence and the
+    keeper (module docstring, KEPT WHILE THE SIEM IS SLOW) under one lock."""
+
+    def __init__(self, store: CheckpointStore, cp: Checkpoint, lease_ttl: float, clock: Callable[[], float]) -> None:
+        self.store, self.cp, self.lease_ttl, self.clock = store, cp, lease_ttl, clock
+        self.lock = threading.Lock()
+        self.committed_at = time.monotonic()
+
+    def commit(self, cp: Checkpoint) -> Checkpoint:
+        with self.lock:
+            self.cp = self.store.commit(cp, ttl=self.lease_ttl, now=self.clock())
+            self.committed_at = time.monotonic()
+            return self.cp
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """Keep the lease while a sink call runs; once this returns no renewal is in flight (``cp`` is
+        then the latest commit)."""
+        every = max(0.05, self.lease_ttl / 3)
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def keep() -> None:
+            while not stop.wait(every / 4):
+                with self.lock:
+                    now = time.monotonic()
+                    if stop.is_set() or now - self.committed_at < every or now - started > MAX_SINK_KEEPALIVE:
+                        continue
+                    try:
+                        self.cp = self.store.commit(self.cp, ttl=self.lease_ttl, now=self.clock())
+                        self.committed_at = now
+                    except LeaseLost:
+                        return  # taken over: the fence (or the next commit) meets it and stops
+                    except Exception:  # a store outage: the sink's fence or the next commit reports it
+                        continue
+
+        keeper = threading.Thread(target=keep, name="logpull-delivery-lease", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
 
 
 def _reconcile(sink: Sink, source: str, window: Window, cp: Checkpoint, batch: int | None = None) -> set[bytes]:

@@ -102,6 +102,8 @@ def test_secrets_are_carried_as_env_vars_by_name_never_by_value(tmp_path: Path,
     assert isinstance(defs.resources[api_resource("gws_login")].service_account.file, dg.EnvVar)  # type: ignore[attr-defined]
     pg = defs.resources["checkpoints"]
     assert isinstance(pg.dsn, dg.EnvVar) and pg.secrets_from == {"dsn": "LOGPULL_PG_DSN"}  # type: ignore[attr-defined]
+    # Every source's messages are cleaned of every secret the config names, the stores' and sinks' too.
+    assert okta.secret_envs == ["GWS_SA_FILE", "LOGPULL_PG_DSN", "OKTA_PRIVATE_KEY", "OKTA_TOKEN"]  # type: ignore[attr-defined]
     # The resources' config as Dagster keeps it (the code location's snapshot, the UI's resource page, a
     # run's config) names each variable and holds no value.
     shown = "\n".join(str(r.get_resource_definition().config_schema.as_field().default_value)

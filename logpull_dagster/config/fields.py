@@ -39,6 +39,19 @@ class EnvRef(Strict):
     env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def secret_refs_of(model: BaseModel) -> list[EnvRef]:
+    """Every secret ``model`` names (each ``{env: NAME}`` among its keys, nested ones included)."""
+    out: list[EnvRef] = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        for v in value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else [value]:
+            if isinstance(v, EnvRef):
+                out.append(v)
+            elif isinstance(v, BaseModel):
+                out.extend(secret_refs_of(v))
+    return out
+
+
 def secret(example: str) -> Any:
     """The type of a secret key: only ever ``{env: NAME}``, the variable that holds it at run time.
     ``example``: the variable name the error message suggests, e.g. ``GWS_ACCESS_TOKEN``."""

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, StrictBool, ValidationInfo, field_validator, model_validator
 
-from logpull_dagster.config.fields import Duration, EnvRef, RateLimitText, Strict
+from logpull_dagster.config.fields import Duration, EnvRef, RateLimitText, Strict, secret_refs_of
 from logpull_dagster.rate import RateLimit, parse_rate_limit
 from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_time, rfc3339
 
@@ -201,8 +201,8 @@ class SourceBase(Strict):
         return [self]
 
     def secret_refs(self) -> list[EnvRef]:
-        """Every secret this source names (each ``{env: NAME}`` among its keys)."""
-        return [v for v in (getattr(self, f) for f in type(self).model_fields) if isinstance(v, EnvRef)]
+        """Every secret this source names (each ``{env: NAME}`` among its keys, nested ones included)."""
+        return secret_refs_of(self)
 
     @property
     def ca_path(self) -> Path | None:

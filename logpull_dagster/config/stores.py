@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from logpull_dagster.config.fields import Duration, Strict
+from logpull_dagster.config.fields import Duration, EnvRef, Strict, secret_refs_of
 
 
 class StoreBase(Strict):
@@ -32,6 +32,10 @@ class StoreBase(Strict):
     def where(self, resolve: Callable[[str], Path]) -> str:
         """Where the state is, for messages."""
         return self.type
+
+    def secret_refs(self) -> list[EnvRef]:
+        """Every secret this store or sink names (a DSN, a collector's token): masked in every message."""
+        return secret_refs_of(self)
 
 
 class LocalStoreBase(StoreBase):

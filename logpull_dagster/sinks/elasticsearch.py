@@ -76,7 +76,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 from pydantic import StrictBool, ValidationInfo, field_validator, model_validator
 
-from logpull_dagster.config import BaseUrl, EnvRef, SinkBase, secret
+from logpull_dagster.config import BaseUrl, SinkBase, secret
 from logpull_dagster.json_codec import JSONError, dumps, loads
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.pull import id_digest
@@ -540,10 +540,6 @@ class ElasticsearchSinkConfig(SinkBase):
 
     def where(self, resolve: Callable[[str], Path]) -> str:
         return f"{self.url}/{self.index}"
-
-    def secret_refs(self) -> list[EnvRef]:
-        """The variable holding the credential (for the redactor of messages)."""
-        return [r for r in (self.api_key, self.password) if r is not None]
 
 
 def index_problem(index: str) -> str | None:

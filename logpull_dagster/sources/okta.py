@@ -64,7 +64,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from logpull_dagster import json_codec
-from logpull_dagster.config import BaseUrl, Duration, EnvRef, SourceBase, secret
+from logpull_dagster.config import BaseUrl, Duration, SourceBase, secret
 from logpull_dagster.plugins import Plugin, Secrets
 from logpull_dagster.rate import RateGate
 from logpull_dagster.sources import (
@@ -302,10 +302,6 @@ class OktaConfig(SourceBase):
                 f"`token: {{env: OKTA_TOKEN}}`, or a service app with private_key_jwt as "
                 f"`oauth: {{client_id: 0oa..., private_key: {{env: OKTA_PRIVATE_KEY}}}}`")
         return self
-
-    def secret_refs(self) -> list[EnvRef]:
-        refs = super().secret_refs()
-        return [*refs, self.oauth.private_key] if self.oauth is not None else refs
 
     @property
     def stream(self) -> str:
