@@ -142,10 +142,10 @@ class S3Sink:
     def _put_once(self, key: str, data: bytes, events: int, fence: Fence | None) -> bool:
         """Make ``key`` hold ``data``, PUT only if the name is free: True when it does (written now, or
         found there), False when the name holds other content (left as it is)."""
-        body = gzip.compress(data, compresslevel=6, mtime=0)  # before the fence: nothing visible yet
         found = self._s3.head(key)
         if found is not None:
-            return self._holds_content(key, found, data, body)
+            return self._holds_content(key, found, data)
+        body = _gzip(data)  # before the fence: nothing visible yet
         if fence is not None:
             fence()  # the PUT is what a reader (and its notification) sees
         try:
@@ -166,7 +166,7 @@ class S3Sink:
             if found is None:
                 raise OSError(f"{self._s3.url(key)}: a concurrent write of this name did not complete ({code}); "
                               f"the delivery is retried from its checkpoint") from e
-            return self._holds_content(key, found, data, body)
+            return self._holds_content(key, found, data)
         return True
 
     def holds(self, source: str, window: Window) -> bool:
@@ -221,7 +221,7 @@ class S3Sink:
         if not inflate.eof:
             raise NotABatch(f"{self._s3.url(key)} ends before its gzip stream does: not a batch this sink wrote whole")
 
-    def _holds_content(self, key: str, head: dict[str, Any], data: bytes, body: bytes) -> bool:
+    def _holds_content(self, key: str, head: dict[str, Any], data: bytes) -> bool:
         """Whether the object HEAD describes holds ``data``: by the hash this sink stores with every object;
         for an object from elsewhere (no hash: copied by a tool that drops user metadata, written by an
         older version) by its ETag where it is the body's MD5, else by reading it (rare: bounded by the
@@ -230,7 +230,7 @@ class S3Sink:
         if META_SHA in meta:
             return bool(meta[META_SHA] == hashlib.sha256(data).hexdigest())
         etag = str(head.get("ETag", "")).strip('"')
-        if plain_etag(head) and etag == hashlib.md5(body, usedforsecurity=False).hexdigest():
+        if plain_etag(head) and etag == hashlib.md5(_gzip(data), usedforsecurity=False).hexdigest():
             return True
         at = 0
         try:
@@ -251,6 +251,11 @@ class S3Sink:
 
     def close(self) -> None:
         self._s3.close()
+
+
+def _gzip(data: bytes) -> bytes:
+    """Deterministic gzip: mtime 0 and no file name, so the same lines make the same bytes (and ETag)."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _content(lines: list[bytes]) -> bytes:
