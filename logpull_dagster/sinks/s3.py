@@ -34,8 +34,8 @@ ingesting the prefix would read it as events. A bucket keeps what it is given un
 Where duplicates can come from, exactly: (1) after a lost checkpoint store, events whose objects a
 reader or a lifecycle rule has deleted are written again; (2) an S3-compatible store that ignores
 ``If-None-Match`` lets two writers racing on one name (two runs both holding the window, which the
-lease excludes) both write it; (3) gzip output of another zlib build differs only in bytes, never
-in the hash compared, so an upgrade never rewrites. Nothing else writes a name twice.
+lease excludes) both write it. Nothing else writes a name twice: a zlib upgrade changes the gzip
+bytes but not the hash compared, so it never causes a rewrite.
 
 Requests are bounded and errors name the bucket, the key and the fix (``s3_bucket.py``, shared with
 the S3 landing store); credentials come from boto3's chain, never from the config. IAM actions:
