@@ -48,6 +48,7 @@ BUILTIN = (
     "logpull_dagster.landing.s3",
     "logpull_dagster.sinks.file",
     "logpull_dagster.sinks.elasticsearch",
+    "logpull_dagster.sinks.s3",
 )
 
 Secrets = Callable[[str], str]
