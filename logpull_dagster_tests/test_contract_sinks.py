@@ -19,6 +19,7 @@ from logpull_dagster.sinks.file import FileSink
 from logpull_dagster_tests.contracts.sink import *  # noqa: F403
 from logpull_dagster_tests.contracts.sink import SinkUnderTest
 from logpull_dagster_tests.example_plugins.spool_sink import SpoolSink
+from logpull_dagster_tests.test_sink_syslog import syslog_under_test
 
 
 def file_records(root: Path, source: str) -> list[bytes]:
@@ -36,6 +37,8 @@ FACTORIES: dict[str, Callable[[Path], SinkUnderTest]] = {
     # The example plug-in of test_sinks.py: a sink that cannot read back what it holds (names only).
     "spool": lambda tmp: SinkUnderTest(functools.partial(SpoolSink, tmp / "spool"),
                                        functools.partial(spool_records, tmp / "spool")),
+    # rsyslogd (one per xdist worker, over TLS): records are the MSG of each message it wrote for the source.
+    "syslog": syslog_under_test,
 }
 
 

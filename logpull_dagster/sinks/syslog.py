@@ -63,6 +63,7 @@ import bisect
 import contextlib
 import datetime as dt
 import fcntl
+import os
 import re
 import socket
 import ssl
@@ -96,6 +97,7 @@ _DRAIN = 64 * 1024  # bytes a receiver may send us before the close: more is not
 
 _TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
 _EVENT_TIME = b',"event_time":"'
+_TCP_CLOSE = 7  # Linux's TCP_CLOSE, the first byte of struct tcp_info
 _SD_ESCAPE = {ord('"'): '\\"', ord("\\"): "\\\\", ord("]"): "\\]"}
 
 
@@ -222,8 +224,9 @@ class SyslogSink:
             # connection without one (rsyslog does).
             with contextlib.suppress(ssl.SSLEOFError):
                 sock.unwrap()
-        with contextlib.suppress(OSError):
-            tcp.shutdown(socket.SHUT_WR)  # our FIN after the last byte: nothing more is coming
+        # Our FIN after the last byte: nothing more is coming. ENOTCONN here: the receiver reset the
+        # connection already (it closed without reading), which is a failure like any other.
+        tcp.shutdown(socket.SHUT_WR)
         seen = 0
         while True:
             tcp.settimeout(_left(deadline, self._clock()))
@@ -234,13 +237,22 @@ class SyslogSink:
             if seen > _DRAIN:
                 raise ConnectionError(f"the receiver sent more than {_DRAIN} bytes back; not a syslog receiver?")
         # The receiver's FIN came. Had it closed before reading our bytes, its TCP answers them with a
-        # reset instead of acknowledging them: wait for every byte to be acknowledged, with no error.
-        while (unacked := _unacked(tcp)) > 0:
-            if self._clock() >= deadline:
-                raise TimeoutError(f"{unacked} bytes of the batch were never acknowledged by the receiver")
+        # reset instead of acknowledging them (and Linux reads the FIN queued before that reset as an
+        # end of stream): wait until every byte, our FIN included, is acknowledged, and no reset came.
+        until = min(deadline, self._clock() + IO_TIMEOUT)
+        while True:
+            unacked = _unacked(tcp)
+            if err := tcp.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):  # read once: it clears
+                raise ConnectionResetError(err, f"the receiver reset the connection ({os.strerror(err)}) "
+                                                "instead of reading the batch")
+            if unacked == 0:
+                return
+            if _closed(tcp):
+                raise ConnectionResetError(f"the receiver reset the connection with {unacked} bytes of the "
+                                           f"batch unacknowledged")
+            if self._clock() >= until:
+                raise TimeoutError(f"{unacked} bytes of the batch were not acknowledged by the receiver")
             time.sleep(0.005)
-        if err := tcp.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
-            raise ConnectionResetError(err, "the receiver reset the connection instead of reading the batch")
 
     def holds(self, source: str, window: Window) -> bool:
         return False  # no read-back: syslog cannot tell
@@ -284,6 +296,16 @@ def _unacked(sock: socket.socket) -> int:
         return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), outq, b"\0\0\0\0"))[0])
     except OSError:
         return 0
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether ``sock``'s TCP connection is gone (Linux ``TCP_INFO`` state CLOSE: reset); False elsewhere."""
+    if not hasattr(socket, "TCP_INFO"):
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == _TCP_CLOSE
+    except OSError:
+        return True
 
 
 def _printable(text: str, limit: int) -> bytes:
@@ -346,7 +368,8 @@ class SyslogSinkConfig(SinkBase):
     @field_validator("host")
     @classmethod
     def _host(cls, value: str) -> str:
-        if not value.strip() or any(c.isspace() for c in value) or "/" in value:
+        # one colon: host:port (an IPv6 address has several)
+        if not value.strip() or any(c.isspace() for c in value) or "/" in value or value.count(":") == 1:
             raise ValueError(f"{value!r} is not a host name or address; write the receiver's name alone, e.g. "
                              f"siem.example.com (no scheme, no port: the port is `port`)")
         return value
