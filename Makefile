@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test test-fast lint clean chromium postgres bench bench-stores bench-rate
+.PHONY: install demo ui test test-fast lint clean chromium postgres rsyslog bench bench-stores bench-rate
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -26,7 +26,7 @@ ui: $(STAMP)
 
 ## The whole test suite (starts its own simulators and servers: moto for DynamoDB and S3, a private
 ## PostgreSQL cluster; the UI test needs Debian's chromium, the postgres tests Debian's postgresql).
-test: $(STAMP) chromium postgres
+test: $(STAMP) chromium postgres rsyslog
 	$(PY) -m pytest -n 2
 
 ## The fast tier, for developers between edits (CI runs make test): every test not marked slow in pytest.ini,
@@ -41,6 +41,14 @@ chromium:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
 	  else echo "The UI test needs Chromium: run 'sudo apt-get install chromium' (Debian/Ubuntu) and retry."; exit 1; fi; }
+
+## rsyslog with its GnuTLS driver from Debian's packages; the syslog sink tests start their own daemon
+## (rsyslogd -n -f <their config>): no system service is configured or started.
+rsyslog:
+	@{ command -v rsyslogd >/dev/null 2>&1 && ls /usr/lib/*/rsyslog/lmnsd_gtls.so >/dev/null 2>&1; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rsyslog rsyslog-gnutls; \
+	  else echo "The syslog sink tests need rsyslog: run 'sudo apt-get install rsyslog rsyslog-gnutls' (Debian/Ubuntu) and retry."; exit 1; fi; }
 
 ## PostgreSQL's server binaries from Debian's packages; the tests start their own cluster (initdb, pg_ctl).
 postgres:

@@ -49,6 +49,7 @@ BUILTIN = (
     "logpull_dagster.sinks.file",
     "logpull_dagster.sinks.elasticsearch",
     "logpull_dagster.sinks.s3",
+    "logpull_dagster.sinks.syslog",
 )
 
 Secrets = Callable[[str], str]

@@ -8,14 +8,17 @@ TCP exactly as they talk to AWS or a managed PostgreSQL.
 This module is the one place the benchmarks (``benchmarks/``) take anything from the tests' package: it
 imports neither pytest nor a test module, so a benchmark script runs without the test suite's fixtures.
 
-PostgreSQL comes from Debian's packages (``.ci/run`` installs ``postgresql`` when it is missing). A
-missing installation fails the tests that need it with the command that fixes it, never a skip.
+PostgreSQL comes from Debian's packages (``.ci/run`` installs ``postgresql`` when it is missing), and so
+does rsyslog, the syslog sink's receiver (``make rsyslog``). A missing installation fails the tests that
+need it with the command that fixes it, never a skip.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
+import json
 import os
 import pwd
 import shutil
@@ -28,7 +31,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
@@ -352,3 +355,143 @@ class Gate:
             for s in (src, dst):
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+
+
+def _rsyslogd() -> str:
+    found = shutil.which("rsyslogd") or next(iter(glob.glob("/usr/sbin/rsyslogd")), None)
+    if found is None or not glob.glob("/usr/lib/*/rsyslog/lmnsd_gtls.so") + glob.glob("/usr/lib/rsyslog/lmnsd_gtls.so"):
+        raise RuntimeError("rsyslog (with its GnuTLS driver) is not installed; the syslog sink tests need Debian's "
+                           "rsyslog and rsyslog-gnutls: run 'make rsyslog' (as root, or 'sudo apt-get install -y "
+                           "rsyslog rsyslog-gnutls') and retry")
+    return found
+
+
+# rsyslogd's configuration: plain TCP, TLS (anonymous client) and mutual TLS (client certificate checked against
+# the CA) on loopback, every message received written as one JSON object per line (its APP-NAME, MSGID,
+# STRUCTURED-DATA, MSG and the whole message as received). One main-queue worker and direct actions: the file
+# holds messages in the order they were read, which is what ``sync`` relies on.
+_RSYSLOG_CONF = """\
+global(workDirectory="{dir}" maxMessageSize="256k"
+       DefaultNetstreamDriverCAFile="{ca}" DefaultNetstreamDriverCertFile="{cert}"
+       DefaultNetstreamDriverKeyFile="{key}")
+main_queue(queue.workerThreads="1")
+module(load="imtcp")
+template(name="record" type="string"
+         string="{{\\"app\\":\\"%app-name:::json%\\",\\"msgid\\":\\"%msgid:::json%\\",\\"sd\\":\\"%structured-data:::json%\\",\\"msg\\":\\"%msg:::json%\\",\\"raw\\":\\"%rawmsg:::json%\\"}}\\n")
+ruleset(name="received") {{
+  action(type="omfile" file="{out}" template="record")
+}}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" listenPortFileName="{dir}/tcp.port" ruleset="received")
+input(type="imtcp" address="127.0.0.1" port="{tls}" listenPortFileName="{dir}/tls.port" ruleset="received"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="anon")
+input(type="imtcp" address="127.0.0.1" port="{mtls}" listenPortFileName="{dir}/mtls.port" ruleset="received"
+      streamDriver.name="gtls" streamDriver.mode="1" streamDriver.authMode="x509/certvalid")
+*.* action(type="omfile" file="{dir}/rsyslogd.log")
+"""
+
+
+class RsyslogServer:
+    """A private rsyslogd (Debian's, with its GnuTLS driver) in a temporary folder: its own config, pid file
+    and work directory, listening on free loopback ports (``tcp_port``; ``tls_port`` and ``mtls_port``, TLS
+    with a certificate for 127.0.0.1 signed by ``tls.ca``, the latter requiring a client certificate signed by
+    it too: ``client``). Every message it receives is written to ``out`` as a JSON object per line:
+    :meth:`received` reads them. No root needed; several may run at once (each xdist worker its own).
+
+    The ports are chosen by rsyslogd itself (port 0, ``listenPortFileName``), so two daemons starting at
+    once cannot race for one; ``stop()`` then ``start()`` is an outage and a restart on the same ports.
+    """
+
+    def __init__(self) -> None:
+        from logpull_dagster_tests.tls import make_mutual_tls_files
+
+        self.bin = _rsyslogd()
+        # The system temp folder: short paths, and readable whoever runs rsyslogd.
+        self.dir = Path(tempfile.mkdtemp(prefix="logpull-rsyslog-"))
+        self.tls, self.client = make_mutual_tls_files(self.dir / "tls")
+        self.out = self.dir / "received.jsonl"
+        self.conf = self.dir / "rsyslog.conf"
+        self.pidfile = self.dir / "rsyslogd.pid"
+        self.log = self.dir / "stderr.log"
+        self.tcp_port = self.tls_port = self.mtls_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RsyslogServer:
+        ports = {"tcp": self.tcp_port, "tls": self.tls_port, "mtls": self.mtls_port}
+        for name in ports:
+            (self.dir / f"{name}.port").unlink(missing_ok=True)
+        self.conf.write_text(_RSYSLOG_CONF.format(dir=self.dir, ca=self.tls.ca, cert=self.tls.cert, key=self.tls.key,
+                                                  out=self.out, **ports))
+        # -n: in the foreground, so the pid is Popen's; -i: its own pid file, never the system's.
+        self.proc = subprocess.Popen([self.bin, "-n", "-f", str(self.conf), "-i", str(self.pidfile)],
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+        def up() -> bool:
+            for name, port in ports.items():
+                if port:  # a restart on the ports of the first start (rsyslogd writes no port file then)
+                    if not _accepts(port):
+                        return False
+                    continue
+                path = self.dir / f"{name}.port"
+                text = path.read_text() if path.exists() else ""
+                if not text.strip():
+                    return False
+                ports[name] = int(text)
+            return True
+
+        _wait(up, f"rsyslogd ({self.conf})", self.proc, self.log)
+        self.tcp_port, self.tls_port, self.mtls_port = ports["tcp"], ports["tls"], ports["mtls"]
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM by pid: rsyslogd writes what it has queued, then exits."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def received(self) -> list[dict[str, str]]:
+        """Every message rsyslogd has written so far (call :meth:`sync` first to include all it has read)."""
+        data = self.out.read_bytes() if self.out.exists() else b""
+        return [json.loads(line) for line in data.split(b"\n")[:-1]]  # a last line being written: not yet
+
+    def sync(self, timeout: float = 20) -> None:
+        """Return once rsyslogd has written every message it read before this call: a marker message, sent on
+        a connection of its own after those, appears in ``out`` after them (one queue worker, in order)."""
+        marker = uuid.uuid4().hex
+        msg = f"<110>1 - - logpull-sync - {marker} - sync".encode()
+        with socket.create_connection(("127.0.0.1", self.tcp_port), timeout=timeout) as s:
+            s.sendall(b"%d %s" % (len(msg), msg))
+            s.shutdown(socket.SHUT_WR)
+            s.recv(1)  # rsyslogd closes once it has read the marker
+        deadline = time.monotonic() + timeout
+        needle = f'"msgid":"{marker}"'.encode()
+        while not (self.out.exists() and needle in self.out.read_bytes()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"rsyslogd wrote no marker within {timeout}s; its log: {self.dir / 'rsyslogd.log'}")
+            time.sleep(0.01)
+
+    _shared: ClassVar[RsyslogServer | None] = None
+
+    @classmethod
+    def shared(cls) -> RsyslogServer:
+        """One daemon for this process (an xdist worker), started on first use and stopped at exit: for
+        tests that tell their messages apart by APP-NAME and never stop it."""
+        if cls._shared is None:
+            cls._shared = cls().start()
+            atexit.register(cls._shared.close)
+        return cls._shared
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False

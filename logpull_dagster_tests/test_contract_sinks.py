@@ -24,6 +24,7 @@ from logpull_dagster_tests.contracts.sink import *  # noqa: F403
 from logpull_dagster_tests.contracts.sink import SinkUnderTest
 from logpull_dagster_tests.example_plugins.spool_sink import SpoolSink
 from logpull_dagster_tests.test_sink_elasticsearch import elastic_under_test
+from logpull_dagster_tests.test_sink_syslog import syslog_under_test
 
 
 def file_records(root: Path, source: str) -> list[bytes]:
@@ -64,10 +65,12 @@ FACTORIES: dict[str, Callable[[Path, Servers], SinkUnderTest]] = {
     # the one field the sink adds, @timestamp (test_sink_elasticsearch.envelope_of checks it is only that).
     "elasticsearch": lambda tmp, _: elastic_under_test(tmp),
     "s3": lambda _, servers: _s3(servers),  # moto's S3 on 127.0.0.1
+    # rsyslogd (one per xdist worker, over TLS): records are the MSG of each message it wrote for the source.
+    "syslog": lambda tmp, _: syslog_under_test(tmp),
 }
 
 # The sinks on real servers start them: the slow tier (`make test-fast` leaves them out).
-ON_SERVERS = {"s3"}
+ON_SERVERS = {"s3", "syslog"}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) if name in ON_SERVERS else name
