@@ -47,6 +47,7 @@ BUILTIN = (
     "logpull_dagster.landing.local",
     "logpull_dagster.landing.s3",
     "logpull_dagster.sinks.file",
+    "logpull_dagster.sinks.splunk_hec",
 )
 
 Secrets = Callable[[str], str]
