@@ -20,10 +20,12 @@ does, with every event it indexed kept so a test counts them:
   channel and answers no ``ackId``; its ``/ack`` answers 400 code 14 "ACK is disabled".
 * ``GET .../collector/health``: 200 code 17, no token needed.
 
-Faults a test switches on (attributes, read under the lock): ``lose_acks`` (ids of requests indexed
-from then on never turn true: the events are in the index, the ack status is lost), ``ack_delay``
+Faults a test switches on (attributes, set under ``lock``): ``lose_acks`` (the ids of the next N
+requests indexed never turn true: the events are in the index, their ack status is lost), ``ack_delay``
 (seconds before an id turns true), ``busy`` (the next N event requests answer 503 code 9 and index
-nothing), a token's ack switched off (``add_token(ack=False)``).
+nothing; ``retry_after``: the Retry-After they carry), ``refuse`` (an event whose ``event`` holds these
+bytes is refused with 400 code 6 and its number, as Splunk refuses a malformed one), a token's ack
+switched off (``add_token(ack=False)``).
 
 Run alone (``python -m logpull_dagster_tests.receivers.hec --token T``) it prints ``LISTENING <url>`` and
 serves ``GET /_receiver/count`` (events indexed, event requests answered): the benchmark's receiver runs
@@ -97,9 +99,14 @@ class HecReceiver:
         self.tokens: dict[str, _Token] = {}
         self.events: list[Indexed] = []
         self.channels: dict[tuple[str, str], _Channel] = {}
-        self.lose_acks = False
+        self.lose_acks = 0
         self.ack_delay = 0.0
         self.busy = 0
+        self.retry_after: int | None = None
+        self.refuse: bytes | None = None
+        # Every event request that reached the checks after the token: (monotonic arrival, events in it,
+        # body bytes after decompression, Content-Encoding).
+        self.requests: list[tuple[float, int, int, str]] = []
         self.event_requests = 0  # event requests answered (any status)
         self.ack_requests = 0
         self.answers: list[tuple[str, int, int]] = []  # (path kind, HTTP status, HEC code) of every answer
@@ -178,18 +185,26 @@ class HecReceiver:
     def handle_event(self, headers: Any, query: dict[str, list[str]], body: bytes) -> dict[str, Any]:
         token, tok = self._auth(headers, query)
         channel = self._channel(headers, query, required=tok.ack)
+        arrived = time.monotonic()
         with self.lock:
             if self.busy > 0:
                 self.busy -= 1
                 raise _Bad(503, 9)
         events = self._parse(token, channel, body)
         with self.lock:
+            self.requests.append((arrived, len(events), len(body), headers.get("Content-Encoding") or ""))
+            if self.refuse is not None:
+                for number, e in enumerate(events):
+                    if self.refuse in e.event:
+                        raise _Bad(400, 6, **{"invalid-event-number": number})
             self.events.extend(events)
             answer: dict[str, Any] = {"text": "Success", "code": 0}
             if tok.ack and channel is not None:
                 ch = self.channels.setdefault((token, channel), _Channel())
                 ack_id, ch.next_id = ch.next_id, ch.next_id + 1
-                ch.ready_at[ack_id] = None if self.lose_acks else time.monotonic() + self.ack_delay
+                lost = self.lose_acks > 0
+                self.lose_acks -= lost
+                ch.ready_at[ack_id] = None if lost else time.monotonic() + self.ack_delay
                 answer["ackId"] = ack_id
         return answer
 
@@ -313,7 +328,10 @@ def _handler(receiver: HecReceiver) -> type[BaseHTTPRequestHandler]:
             data = json.dumps(body, separators=(",", ":")).encode()
             with receiver.lock:
                 receiver.answers.append((kind, status, int(body.get("code", 0))))
+                retry_after = receiver.retry_after
             self.send_response(status)
+            if status == 503 and retry_after is not None:
+                self.send_header("Retry-After", str(retry_after))
             self.send_header("Content-Type", "application/json; charset=UTF-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -405,3 +423,18 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+_shared: HecReceiver | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_receiver() -> HecReceiver:
+    """One receiver for this process (a daemon thread), for callers with no teardown of their own (the sink
+    contract's factories): each caller takes a token of its own (``add_token``), which keeps its events
+    apart from every other caller's (``records(token, source)``)."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = HecReceiver()
+        return _shared
