@@ -170,7 +170,7 @@ class SplunkHecSink:
         where: list[str] = []
         for part in _chunks([len(lines[k]) for k in keep], len(meta) + 40, self.batch_events, self.batch_bytes):
             picked = [keep[j] for j in part]
-            body = b"".join(_hec_event(meta, lines[k], ids[k]) for k in picked)
+            body = _events(meta, [lines[k] for k in picked], [ids[k] for k in picked])
             if self.gzip:
                 body = _gzip(body)
             # Numbers of this request's events in the batch, so a refused event is named by its event id.
@@ -366,8 +366,13 @@ class SplunkHecSink:
 
 # ---- encoding ---------------------------------------------------------------------------------------
 
-def _hec_event(meta: bytes, line: bytes, event_id: str) -> bytes:
-    return b'{"time":' + _epoch(line, event_id) + b"," + meta + b',"event":' + line + b"}"
+def _events(meta: bytes, lines: list[bytes], ids: list[str]) -> bytes:
+    """HEC events, one per envelope line, written one after the other (one join: no copy per event)."""
+    middle = b"," + meta + b',"event":'
+    parts: list[bytes] = []
+    for line, event_id in zip(lines, ids, strict=True):
+        parts += (b'{"time":', _epoch(line, event_id), middle, line, b"}")
+    return b"".join(parts)
 
 
 def _epoch(line: bytes, event_id: str) -> bytes:
@@ -376,23 +381,53 @@ def _epoch(line: bytes, event_id: str) -> bytes:
     The envelope (``deliver.envelope``) has ``event_time`` before ``event``, and a key cannot appear
     unescaped inside a JSON string, so the first ``,"event_time":"`` is the envelope's own."""
     i = line.find(_EVENT_TIME)
-    value: Any = None
     if i != -1:
-        j = line.find(b'"', i + len(_EVENT_TIME))
-        raw = line[i + len(_EVENT_TIME):j]
-        if j != -1 and b"\\" not in raw:
-            value = raw.decode("utf-8", "replace")
-    if value is None:
-        try:
-            value = loads(line).get("event_time")
-        except (JSONError, AttributeError):
-            value = None
+        i += len(_EVENT_TIME)
+        j = line.find(b'"', i)
+        if j != -1:
+            fast = _epoch_utc(line[i:j])
+            if fast is not None:
+                return fast
+    try:
+        value = loads(line).get("event_time")
+    except (JSONError, AttributeError):
+        value = None
     try:
         us = epoch_us(parse_time(value))
     except (TypeError, ValueError):
         raise HecRefused(f"event {event_id!r}: its record has no event_time HEC's time can be made of "
                          f"({value!r}); it is not an envelope delivery built") from None
-    return f"{us // 1_000_000}.{us % 1_000_000:06d}".encode()
+    sign, us = ("-" if us < 0 else ""), abs(us)
+    return f"{sign}{us // 1_000_000}.{us % 1_000_000:06d}".encode()
+
+
+_MINUTES: dict[bytes, int] = {}  # "YYYY-MM-DDTHH:MM" -> its epoch second: a window's events share a few
+
+
+def _epoch_utc(raw: bytes) -> bytes | None:
+    """``YYYY-MM-DDTHH:MM:SS[.f{1,6}]Z`` (what the pull writes, nearly always) as HEC's ``time``, with the
+    minute's epoch cached (a window's events share a few dozen minutes). None for any other shape, which
+    the full parser then takes."""
+    minute = _MINUTES.get(raw[:16])
+    if minute is None:
+        if raw[10:11] != b"T" or not raw[:16].replace(b"-", b"").replace(b"T", b"").replace(b":", b"").isdigit():
+            return None
+        try:
+            minute = int(dt.datetime.fromisoformat(raw[:16].decode("ascii") + "+00:00").timestamp())
+        except ValueError:
+            return None
+        if minute < 0:  # before 1970: the fraction would count the wrong way
+            return None
+        if len(_MINUTES) > 100_000:  # bounded: a long backfill moves on through the minutes
+            _MINUTES.clear()
+        _MINUTES[raw[:16]] = minute
+    n = len(raw)
+    seconds, fraction = raw[17:19], raw[20:-1]
+    # bytes.isdigit is ASCII digits only (int() alone would take " 1", "+1" or "1_0")
+    if not (raw[16:17] == b":" and raw[-1:] == b"Z" and seconds.isdigit() and seconds < b"60"
+            and (n == 20 or (raw[19:20] == b"." and 1 <= len(fraction) <= 6 and fraction.isdigit()))):
+        return None  # another shape, or a leap second: the full parser decides
+    return b"%d.%s" % (minute + int(seconds), fraction.ljust(6, b"0") if n > 20 else b"000000")
 
 
 def _chunks(sizes: list[int], overhead: int, max_events: int, max_bytes: int) -> Iterator[range]:
