@@ -21,17 +21,17 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from logpull_dagster.deliver import envelope
+from logpull_dagster.deliver import deliver_window, envelope
 from logpull_dagster.json_codec import dumps, loads
+from logpull_dagster.pull import pull_window
 from logpull_dagster.sinks import splunk_hec
 from logpull_dagster.sinks.splunk_hec import HecError, HecRefused, HecUnconfirmed, SplunkHecSink, SplunkHecSinkConfig
 from logpull_dagster.sources import InvalidSecret
-from logpull_dagster.windows import UTC, Window, parse_time
+from logpull_dagster.windows import parse_time
+from logpull_dagster_tests.fakes import FakeSource, W, make_events  # W: a past window used only as a label
 from logpull_dagster_tests.receivers.hec import HecReceiver
 from logpull_dagster_tests.tls import make_tls_files
 
-# A past window used only as a label.
-W = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
 STREAM = "gws_login"
 
 
@@ -390,3 +390,49 @@ def test_the_receiver_answers_as_hec_documents(receiver: HecReceiver) -> None:
     assert post(b'{"acks":[0,1]}', auth, ack)[1] == {"acks": {"0": False, "1": False}}  # read once
     assert client.get(f"{receiver.url}/services/collector/health").json() == {"text": "HEC is healthy", "code": 17}
     client.close()
+
+
+class Killed(Exception):
+    """The process died after HEC acknowledged a batch and before delivery checkpointed it."""
+
+
+class DiesAfterBatch(SplunkHecSink):
+    def __init__(self, *args: object, die_after: int, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.die_after = die_after
+
+    def write_batch(self, source, window, batch, lines, ids, **kw):  # type: ignore[no-untyped-def]
+        written = super().write_batch(source, window, batch, lines, ids, **kw)
+        if batch == self.die_after:
+            raise Killed
+        return written
+
+
+@pytest.mark.slow
+def test_delivery_to_hec_end_to_end_duplicates_only_what_the_label_allows(receiver: HecReceiver, store,
+                                                                          landing) -> None:
+    """The real pull and delivery loops (sqlite checkpoints, whose fence is the lease), into the receiver:
+    a crash after batch 2 was acknowledged repeats that one batch; a lost ack repeats its batch, counted."""
+    events = make_events(W, 95)
+    pull_window(FakeSource(events), W, source_name="s", checkpoints=store, landing=landing, owner="p", lease_ttl=60)
+    token = receiver.add_token()
+    dying = DiesAfterBatch(receiver.url, token, token_env="HEC_TOKEN", die_after=2)
+    with pytest.raises(Killed):
+        deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=dying, owner="d1", lease_ttl=60)
+    receiver.lose_acks = 1  # the retry's first batch (batch 2 again): indexed, its ack lost
+    sink = sink_for(receiver, token, ack_timeout=1.0)
+    try:
+        res = deliver_window(W, source_name="s", checkpoints=store, landing=landing, sink=sink, owner="d2",
+                             lease_ttl=60)
+    finally:
+        sink.close()
+        dying.close()
+    held = Counter(loads(r)["event_id"] for r in receiver.records(token, "s"))
+    landed = {r["event_id"] for p in landing.pages("s", W, 10) for r in
+              (loads(envelope("s", W, line)) for line in landing.read_lines(p))}
+    assert set(held) == landed and len(landed) == res.total_events == 96
+    batch2 = [loads(line)["id"] for line in landing.read_lines(next(p for p in landing.pages("s", W, 10)
+                                                                     if p.seq == 2))]
+    assert res.resent == len(batch2) == 10
+    # batch 2: once by the dead run, again by the retry, and once more after its lost ack: all counted above
+    assert {i: n for i, n in held.items() if n > 1} == dict.fromkeys(batch2, 3)
