@@ -231,10 +231,8 @@ class SplunkHecSink:
                         f"overloaded, or slower than ack_timeout: check Splunk's indexing queues, or raise "
                         f"ack_timeout. Each send may have been indexed: up to {sends} copies of these events may "
                         f"be in Splunk. The window is retried later")
-                if fence is not None:
-                    fence()
-                    last_fence = self._now()
-                ack_id, again = self._post(body, picked, ids, fence)
+                ack_id, again = self._post(body, picked, ids, fence)  # fenced right before the send
+                last_fence = self._now()
                 pending.append(ack_id)
                 resent += len(picked) + again
                 sends += 1
