@@ -50,6 +50,7 @@ BUILTIN = (
     "logpull_dagster.sinks.elasticsearch",
     "logpull_dagster.sinks.s3",
     "logpull_dagster.sinks.syslog",
+    "logpull_dagster.sinks.splunk_hec",
 )
 
 Secrets = Callable[[str], str]
