@@ -44,7 +44,8 @@ def build_definitions(config: LogpullConfig, *, namespace: str = "", dg_project:
     resources: dict[str, object] = {
         keys.checkpoints: CheckpointsResource.of(config.checkpoints, base),
         keys.landing: LandingResource.of(config.landing, base),
-        **{keys.sink(name): SiemResource.of(sink, base) for name, sink in config.all_sinks.items()},
+        **{keys.sink(name): SiemResource.of(sink, base, config.stream_types)
+           for name, sink in config.all_sinks.items()},
     }
     assets: list[dg.AssetsDefinition] = []
     jobs: list[UnresolvedAssetJobDefinition] = []

@@ -18,6 +18,7 @@ sensors, the schedules and the ``logpull`` CLI all call them. No Dagster import.
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -68,7 +69,8 @@ class Plugin:
       config sets ``supports_rate_limit`` is also given ``rate=`` (a ``rate.RateGate``, when the source
       has a ``rate_limit``) and hands it to its ``RetryingClient``;
     * checkpoints, landing, siem: ``open(config, base_dir) -> CheckpointStore | LandingStore | Sink``;
-      relative paths of the config are relative to ``base_dir`` (the config file's folder).
+      relative paths of the config are relative to ``base_dir`` (the config file's folder). A sink's
+      opener may also take ``streams=``: the config's streams (name -> source type).
     """
 
     kind: Kind
@@ -177,8 +179,14 @@ def open_source(src: SourceBase, secrets: Secrets, *, rate: RateGate | None = No
     return opener(src, secrets, rate=rate)  # type: ignore[no-any-return]
 
 
-def open_store(kind: Literal["checkpoints", "landing", "siem"], cfg: StoreBase, base_dir: str | Path) -> Any:
-    return plugin(kind, cfg.type).open(cfg, Path(base_dir))
+def open_store(kind: Literal["checkpoints", "landing", "siem"], cfg: StoreBase, base_dir: str | Path, *,
+               streams: Mapping[str, str] | None = None) -> Any:
+    """What ``cfg`` describes. ``streams`` (sinks): the config's streams and their source types, passed to
+    an opener that takes ``streams=`` (e.g. Splunk HEC's default ``sourcetype``, ``logpull:<type>``)."""
+    opener = plugin(kind, cfg.type).open
+    if streams is not None and "streams" in inspect.signature(opener).parameters:
+        return opener(cfg, Path(base_dir), streams=streams)
+    return opener(cfg, Path(base_dir))
 
 
 def open_checkpoints(config: LogpullConfig) -> CheckpointStore:
@@ -192,4 +200,5 @@ def open_landing(config: LogpullConfig) -> LandingStore:
 
 def open_sink(config: LogpullConfig, name: str = "siem") -> Sink:
     """The sink ``name`` of ``config`` (``siem:``, or an entry of ``sinks:``)."""
-    return open_store("siem", config.all_sinks[name], config.base_dir)  # type: ignore[no-any-return]
+    return open_store("siem", config.all_sinks[name], config.base_dir,  # type: ignore[no-any-return]
+                      streams=config.stream_types)

@@ -231,7 +231,8 @@ class _StoreResource(_Typed):
 
     def _open(self) -> Any:
         if self._opened is None:  # also used outside a run (sensors, schedules)
-            self._opened = plugins.open_store(self._kind, self._model(), self.base_dir)
+            streams = getattr(self, "stream_types", None)  # sinks only
+            self._opened = plugins.open_store(self._kind, self._model(), self.base_dir, streams=streams)
         return self._opened
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -264,7 +265,15 @@ class SiemResource(_StoreResource):
     """One SIEM sink (``siem:``, or an entry of ``sinks:``; see ``sinks/__init__.py``), shared by every
     stream delivered to it."""
 
+    stream_types: dict[str, str] = Field(default_factory=dict,
+                                         description="The config's streams and their source types, for a sink "
+                                                     "that labels events with them (Splunk's sourcetype).")
+
     _kind = "siem"
+
+    @classmethod
+    def of(cls, cfg: StoreBase, base_dir: str | Path, stream_types: dict[str, str] | None = None) -> Any:
+        return cls._build(cfg, base_dir=str(base_dir), stream_types=stream_types or {})
 
     @property
     def sink(self) -> Sink:

@@ -21,6 +21,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
+from logpull_dagster import plugins
 from logpull_dagster.deliver import deliver_window, envelope
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.pull import pull_window
@@ -436,3 +437,26 @@ def test_delivery_to_hec_end_to_end_duplicates_only_what_the_label_allows(receiv
     assert res.resent == len(batch2) == 10
     # batch 2: once by the dead run, again by the retry, and once more after its lost ack: all counted above
     assert {i: n for i, n in held.items() if n > 1} == dict.fromkeys(batch2, 3)
+
+
+def test_the_default_sourcetype_is_logpull_and_the_source_type_of_each_stream(receiver: HecReceiver, tmp_path,
+                                                                              monkeypatch) -> None:
+    """Opened as a run opens it (``plugins.open_store`` with the config's streams), each stream's events
+    carry ``logpull:<its source type>``; ``sourcetype:`` in the config overrides it for every stream."""
+    token = receiver.add_token()
+    monkeypatch.setenv("HEC_TOKEN", token)
+    streams = {"gws_login": "google_workspace", "okta": "okta"}
+    lines, ids = page(3)
+    for cfg_keys, expected in (({}, {"gws_login": "logpull:google_workspace", "okta": "logpull:okta",
+                                     "other": "logpull:json"}),
+                               ({"sourcetype": "audit"}, {"gws_login": "audit", "okta": "audit", "other": "audit"})):
+        cfg = SplunkHecSinkConfig.model_validate({"type": "splunk_hec", "url": receiver.url,
+                                                  "token": {"env": "HEC_TOKEN"}, **cfg_keys})
+        sink = plugins.open_store("siem", cfg, tmp_path, streams=streams)
+        try:
+            for stream in expected:
+                sink.write_batch(stream, W, 0, lines, ids)
+        finally:
+            sink.close()
+        got = {e.meta["source"]: e.meta["sourcetype"] for e in receiver.indexed(token)[-9:]}
+        assert got == expected

@@ -96,6 +96,11 @@ class LogpullConfig(Strict):
         """Every sink by name, in order: ``siem`` (the ``siem:`` key) first, then ``sinks:``."""
         return dict(self._sinks)
 
+    @property
+    def stream_types(self) -> dict[str, str]:
+        """Every stream's source type, by stream name (what a sink may label events with)."""
+        return {s.name: s.type for s in self.sources}
+
     def resolve(self, path: str) -> Path:
         p = Path(path).expanduser()
         return p if p.is_absolute() else (Path(self.base_dir) / p).resolve()

@@ -49,9 +49,10 @@ code, its text and the event (number and event id) it refused; code 14 "ACK is d
 without an ``ackId``, fails with the fix (``ack: false``, or turn indexer acknowledgement on for the
 token). Failures that retrying cannot mend are :class:`HecRefused` (``permanent = True``).
 
-``sourcetype`` defaults to ``logpull:json``: a sink is shared by every stream delivered to it and is
-told only the stream's name, not its source type (``logpull:<source type>`` would need the delivery
-layer to pass it); ``source`` defaults to the stream's name.
+``sourcetype`` defaults to ``logpull:<source type>`` of each stream (``logpull:google_workspace``,
+``logpull:okta``): the opener is told the config's streams and their types (``streams=``, see
+``plugins.open_store``); a stream it was not told of gets ``logpull:json``. ``source`` defaults to the
+stream's name.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ import ssl
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -135,13 +136,15 @@ class SplunkHecSink:
     capabilities: frozenset[Capability] = frozenset()
 
     def __init__(self, url: str, token: str, *, token_env: str, index: str | None = None,
-                 sourcetype: str | None = None, source: str | None = None, ack: bool = True,
+                 sourcetype: str | None = None, source: str | None = None,
+                 source_types: Mapping[str, str] | None = None, ack: bool = True,
                  ack_timeout: float = 300.0, batch_events: int = 1000, batch_bytes: int = 2**20,
                  gzip: bool = True, ca_file: str | None = None, tls_verify: bool = True,
                  sleep: Callable[[float], None] = time.sleep, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.url = url.rstrip("/")
         self.token_env = token_env
-        self.index, self.sourcetype, self.source = index, sourcetype or DEFAULT_SOURCETYPE, source
+        self.index, self.sourcetype, self.source = index, sourcetype, source
+        self.source_types = dict(source_types or {})  # stream -> source type: the default sourcetype
         self.ack, self.ack_timeout = ack, ack_timeout
         self.batch_events, self.batch_bytes, self.gzip = batch_events, batch_bytes, gzip
         self.channel = str(uuid.uuid4())  # one per instance: ackIds count per channel
@@ -190,18 +193,26 @@ class SplunkHecSink:
     def location(self, source: str) -> str:
         """The collector and the index, source and sourcetype ``source``'s events carry (no token)."""
         return (f"{self.url}{EVENT_PATH} index={self.index or '(the token default)'} "
-                f"source={self.source or source} sourcetype={self.sourcetype}")
+                f"source={self.source or source} sourcetype={self._sourcetype(source)}")
 
     def close(self) -> None:
         self._client.close()
 
     # ---- one request -------------------------------------------------------------------------------
 
+    def _sourcetype(self, source: str) -> str:
+        """``sourcetype``, else ``logpull:<source type>`` of the stream (e.g. ``logpull:okta``), else
+        ``logpull:json`` for a stream the sink was not told of."""
+        if self.sourcetype:
+            return self.sourcetype
+        kind = self.source_types.get(source)
+        return f"logpull:{kind}" if kind else DEFAULT_SOURCETYPE
+
     def _meta_of(self, source: str) -> bytes:
         """``"source":...,"sourcetype":...[,"index":...]`` for ``source``'s events (written once per stream)."""
         found = self._meta.get(source)
         if found is None:
-            fields: dict[str, str] = {"source": self.source or source, "sourcetype": self.sourcetype}
+            fields: dict[str, str] = {"source": self.source or source, "sourcetype": self._sourcetype(source)}
             if self.index:
                 fields["index"] = self.index
             found = self._meta[source] = dumps(fields)[1:-1]
@@ -475,7 +486,7 @@ class SplunkHecSinkConfig(SinkBase):
     url: BaseUrl  # scheme://host:port and an optional path prefix; /services/collector/event is appended
     token: secret("HEC_TOKEN")  # type: ignore[valid-type]
     index: str | None = None  # default: the token's default index
-    sourcetype: str | None = None  # default: logpull:json (the sink is not told the source type)
+    sourcetype: str | None = None  # default: logpull:<the stream's source type>, e.g. logpull:okta
     source: str | None = None  # default: the stream's name
     ack: StrictBool = True
     ack_timeout: Duration = dt.timedelta(minutes=5)
@@ -525,15 +536,16 @@ class SplunkHecSinkConfig(SinkBase):
         return f"{self.url}{EVENT_PATH}"
 
 
-def _open(cfg: SplunkHecSinkConfig, base_dir: Path) -> SplunkHecSink:
+def _open(cfg: SplunkHecSinkConfig, base_dir: Path, *, streams: Mapping[str, str] | None = None) -> SplunkHecSink:
     ca = None
     if cfg.ca_file is not None:
         path = Path(cfg.ca_file).expanduser()
         ca = str(path if path.is_absolute() else (base_dir / path).resolve())
     return SplunkHecSink(
         cfg.url, env_secret(cfg.token.env), token_env=cfg.token.env, index=cfg.index, sourcetype=cfg.sourcetype,
-        source=cfg.source, ack=cfg.ack, ack_timeout=cfg.ack_timeout.total_seconds(), batch_events=cfg.batch_events,
-        batch_bytes=cfg.batch_bytes, gzip=cfg.gzip, ca_file=ca, tls_verify=cfg.tls_verify)
+        source=cfg.source, source_types=streams, ack=cfg.ack, ack_timeout=cfg.ack_timeout.total_seconds(),
+        batch_events=cfg.batch_events, batch_bytes=cfg.batch_bytes, gzip=cfg.gzip, ca_file=ca,
+        tls_verify=cfg.tls_verify)
 
 
 PLUGINS = [Plugin("siem", "splunk_hec", SplunkHecSinkConfig, _open)]
