@@ -16,11 +16,12 @@ $(STAMP): setup.py
 
 install: $(STAMP)
 
-## Pull the last few hourly windows from the bundled simulator into the SIEM folder, and summarise.
+## Pull the last few hourly windows from the bundled simulator into two sinks (the SIEM folder and the
+## bundled Splunk HEC collector), and summarise.
 demo: $(STAMP)
 	$(PY) -m logpull_dagster.demo
 
-## The Dagster UI (dagster dev on 127.0.0.1:3000) on the demo's state, with the simulator running.
+## The Dagster UI (dagster dev on 127.0.0.1:3000) on the demo's state, with the simulator and HEC collector running.
 ui: $(STAMP)
 	$(PY) -m logpull_dagster.demo ui
 

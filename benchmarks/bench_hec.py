@@ -1,7 +1,7 @@
 """``python benchmarks/bench_hec.py``: delivery to Splunk HEC with indexer acknowledgement, against a bare loop.
 
 Both arms send the same N batches of 1,000 envelope records to the same HEC receiver
-(``logpull_dagster_tests/receivers/hec.py``, in a process of its own on loopback, so it does not share
+(``logpull_dagster/simulator/hec.py``, in a process of its own on loopback, so it does not share
 this interpreter's lock), one request per batch on one keep-alive connection:
 
 * bare: an httpx loop POSTing the batches' request bodies, built and gzipped before the clock starts,
@@ -65,7 +65,7 @@ def batches(n: int, size: int) -> list[tuple[list[bytes], list[str]]]:
 class Receiver:
     def __init__(self, token: str, ack_delay: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "logpull_dagster_tests.receivers.hec", "--token", token,
+            [sys.executable, "-m", "logpull_dagster.simulator.hec", "--token", token,
              "--ack-delay", str(ack_delay)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("LISTENING "):

@@ -4,13 +4,20 @@
 Reports API with Google's OAuth token endpoint, and Okta's System Log), writes a config for two
 sources pointing at it: Google Workspace ``login`` and ``admin`` read through a service account with
 domain-wide delegation (a key made for the demo, which the simulator's token endpoint trusts), and
-Okta with an API token. It pulls the last few settled hourly windows of every stream through the real
-Dagster assets (checkpoint after every page, landing, then SIEM delivery launched by the delivery
-sensor, exactly as the daemon would), prints one table per source and stops the simulator. The
-simulator throttles and drops a few requests on purpose, so the retries show.
+Okta with an API token. Every stream goes to two sinks: the file sink ``siem`` (a folder of JSONL files)
+and ``splunk``, the Splunk HEC sink with indexer acknowledgement, pointed at the bundled HEC receiver
+(``simulator/hec.py``) that the demo starts on another loopback port for its lifetime. It pulls the last
+few settled hourly windows of every stream through the real Dagster assets (checkpoint after every page,
+landing, then delivery to each sink launched by that sink's delivery sensor, exactly as the daemon
+would), prints one table per source (events delivered per sink, from each sink's delivery checkpoint),
+counts at the HEC receiver what it indexed, and stops the simulator and the receiver. The simulator
+throttles and drops a few requests on purpose, so the retries show.
 
-``python -m logpull_dagster.demo ui`` starts the simulator again and runs ``dagster dev`` on
-127.0.0.1 against the same state, so the demo's runs and partitions are there to look at.
+``python -m logpull_dagster.demo ui`` starts the simulator and a HEC receiver again (the config is
+rewritten with their new ports) and runs ``dagster dev`` on 127.0.0.1 against the same state, so the
+demo's runs and partitions are there to look at. The receiver keeps its index in memory: what
+``make demo`` indexed went with it (the delivery checkpoints keep the record), and deliveries launched
+from the UI are indexed by the receiver ``make ui`` runs.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ import yaml
 from logpull_dagster.config import demo_config
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.simulator.google_reports import GoogleReportsApi
+from logpull_dagster.simulator.hec import HecReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("LOGPULL_DEMO_DIR", ".logpull/demo")).resolve()
 TOKEN_ENV, TOKEN = "LOGPULL_DEMO_TOKEN", "demo-token"
 SA_FILE_ENV = "LOGPULL_DEMO_SA_FILE"
+HEC_TOKEN_ENV, HEC_TOKEN = "LOGPULL_DEMO_HEC_TOKEN", "demo-hec-token"
+FILE_SINK, HEC_SINK = "siem", "splunk"
 SA_EMAIL, SA_KEY_ID, ADMIN = "logpull-demo@logpull-demo.iam.gserviceaccount.com", "demo-key-1", "admin@example.com"
 WINDOWS = 4
 FAULTS = [
@@ -68,9 +78,17 @@ def service_account_key() -> tuple[Path, bytes]:
     return path, public
 
 
-def prepare(sim: Simulator) -> dict[str, str]:
-    """Write the demo config, its service-account key and DAGSTER_HOME, and make the simulator trust the
-    key (what the Admin console's domain-wide delegation does); return the environment to run in."""
+def start_hec() -> HecReceiver:
+    """The bundled HEC receiver on a free loopback port, accepting the demo's token (with indexer acks)."""
+    hec = HecReceiver()
+    hec.add_token(HEC_TOKEN)
+    return hec
+
+
+def prepare(sim: Simulator, hec: HecReceiver) -> dict[str, str]:
+    """Write the demo config (two sinks: the file sink ``siem`` and ``splunk`` at ``hec``), its
+    service-account key and DAGSTER_HOME, and make the simulator trust the key (what the Admin console's
+    domain-wide delegation does); return the environment to run in."""
     STATE.mkdir(parents=True, exist_ok=True)
     key_file, public = service_account_key()
     next(a for a in sim.apis if isinstance(a, GoogleReportsApi)).trust_service_account(
@@ -86,30 +104,38 @@ def prepare(sim: Simulator) -> dict[str, str]:
     okta = {"name": "okta", "type": "okta", "base_url": sim.url, "token": {"env": TOKEN_ENV}, "cadence": "hourly",
             "start": gws["start"], "settle_lag": "5m", "lookback": "0s"}
     cfg["sources"] = [gws, okta]
+    # Every stream to both sinks (no deliver_to: every sink): the folder, and Splunk HEC at the receiver.
+    cfg = {k: v for k, v in cfg.items() if k != "siem"} | {"sinks": {
+        FILE_SINK: cfg["siem"],
+        HEC_SINK: {"type": "splunk_hec", "url": hec.url, "token": {"env": HEC_TOKEN_ENV}, "ack": True,
+                   "ack_timeout": "30s"}}}
     (STATE / "logpull.yaml").write_text(
         "# Written by `make demo`: Google Workspace (login, admin; a service account) and Okta, from the\n"
-        "# bundled simulator.\n" + yaml.safe_dump(cfg, sort_keys=False))
+        "# bundled simulator, delivered to a folder (siem) and to the bundled Splunk HEC receiver (splunk).\n"
+        + yaml.safe_dump(cfg, sort_keys=False))
     home = STATE / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
     env = {"LOGPULL_CONFIG": str(STATE / "logpull.yaml"), "DAGSTER_HOME": str(home), TOKEN_ENV: TOKEN,
-           SA_FILE_ENV: str(key_file)}
+           SA_FILE_ENV: str(key_file), HEC_TOKEN_ENV: HEC_TOKEN}
     os.environ.update(env)
     return env
 
 
 def run_demo() -> int:
     t0 = time.monotonic()
-    with Simulator(seed=7, events_per_hour=3000, token=TOKEN, faults=FAULTS) as sim:
+    with Simulator(seed=7, events_per_hour=3000, token=TOKEN, faults=FAULTS) as sim, start_hec() as hec:
         print(f"simulator on {sim.url}: Google's Reports API and token endpoint, Okta's System Log "
               f"(seeded, with injected 429/503/drop)")
-        prepare(sim)
+        print(f"Splunk HEC receiver on {hec.url}: the bundled HTTP Event Collector, indexer acknowledgement on")
+        prepare(sim, hec)
         import dagster as dg  # after the environment is set: Dagster reads DAGSTER_HOME at import time
 
         from logpull_dagster.config import load_config
         from logpull_dagster.definitions import build_definitions
-        from logpull_dagster.keys import RANGE_END, RANGE_START, deliver_job, delivery_sensor, logs_key
+        from logpull_dagster.keys import RANGE_END, RANGE_START, logs_key
         from logpull_dagster.plugins import open_checkpoints
+        from logpull_dagster.targets import targets
         from logpull_dagster.windows import due_windows, key_for_window, rfc3339
 
         config = load_config()
@@ -132,34 +158,44 @@ def run_demo() -> int:
                           f"{pulls[key].get('pages_read', 0)} pages"
                           + ("" if res.success else "  (FAILED: see make ui)"))
 
-                # What the daemon does every 30 s: the delivery sensor sees the windows with new data
-                # and launches one delivery run for them.
-                sensor = defs.resolve_sensor_def(delivery_sensor(src.name))
-                cursor_file = STATE / f"sensor_cursor.{src.name}"  # the daemon keeps this in its storage
-                cursor = cursor_file.read_text() if cursor_file.exists() else None
-                with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
-                                             resources=dict(defs.resources or {})) as ctx:
-                    tick = sensor.evaluate_tick(ctx)
-                if tick.cursor:
-                    cursor_file.write_text(tick.cursor)
-                delivery = defs.resolve_job_def(deliver_job(src.name))
-                for req in tick.run_requests:
-                    res = delivery.execute_in_process(partition_key=req.partition_key, instance=instance,
-                                                      raise_on_error=False, run_config=quiet, tags=req.tags)
-                    span = req.partition_key or f"{req.tags[RANGE_START]}...{req.tags[RANGE_END]}"
-                    delivered = sum(int(m.materialization.metadata["delivered_events"].value)  # type: ignore[arg-type]
-                                    for m in res.get_asset_materialization_events())
-                    print(f"  {src.name}: delivered {span}: {delivered} events in one run"
-                          + ("" if res.success else "  (FAILED: see make ui)"))
+                # What the daemon does every 30 s: each sink's delivery sensor (one per stream and sink) sees
+                # the windows with new data and launches one delivery run for them, to its sink only.
+                stream_targets = targets(config.all_sinks, [src])
+                # Windows already delivered to the HEC sink by an earlier `make demo` on this state: that
+                # receiver is gone with its index (in memory), so this one is not expected to hold them.
+                hec_earlier = {rfc3339(w.start) for w in windows for t in stream_targets if t.sink == HEC_SINK
+                               and _delivered(store, src.name, t.stage, rfc3339(w.start))}
+                for target in stream_targets:
+                    sensor = defs.resolve_sensor_def(target.sensor)
+                    # the daemon keeps each sensor's cursor in its storage; the file sink's keeps its old name
+                    cursor_file = STATE / (f"sensor_cursor.{src.name}" if target.sink == FILE_SINK
+                                           else f"sensor_cursor.{target.sensor}")
+                    cursor = cursor_file.read_text() if cursor_file.exists() else None
+                    with dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor,
+                                                 resources=dict(defs.resources or {})) as ctx:
+                        tick = sensor.evaluate_tick(ctx)
+                    if tick.cursor:
+                        cursor_file.write_text(tick.cursor)
+                    delivery = defs.resolve_job_def(target.job)
+                    for req in tick.run_requests:
+                        res = delivery.execute_in_process(partition_key=req.partition_key, instance=instance,
+                                                          raise_on_error=False, run_config=quiet, tags=req.tags)
+                        span = req.partition_key or f"{req.tags[RANGE_START]}...{req.tags[RANGE_END]}"
+                        delivered = sum(int(m.materialization.metadata["delivered_events"].value)  # type: ignore[arg-type]
+                                        for m in res.get_asset_materialization_events())
+                        print(f"  {src.name}: delivered {span} to {target.sink}: {delivered} events in one run"
+                              + ("" if res.success else "  (FAILED: see make ui)"))
 
-                # The summary comes from the checkpoint store, the source of truth for completeness.
-                siem_dir = config.resolve(config.siem.path) / src.name
+                # The summary comes from the checkpoint store, the source of truth for completeness, and
+                # from the HEC receiver's own index.
+                siem_dir = config.resolve(config.all_sinks[FILE_SINK].path) / src.name  # type: ignore[attr-defined]
+                indexed = _indexed(hec, src.name)
                 rows = tables.setdefault(src.group, [])
                 for w in windows:
-                    key = key_for_window(src.cadence, w)
-                    pulled = store.get(src.name, "pull", rfc3339(w.start))
-                    sent = store.get(src.name, "deliver", rfc3339(w.start))
+                    key, start = key_for_window(src.cadence, w), rfc3339(w.start)
+                    pulled = store.get(src.name, "pull", start)
                     files = sorted(siem_dir.glob(f"{src.name}-{w.slug}-b*.jsonl"))
+                    ids = indexed.get(start, [])
                     rows.append({
                         "stream": src.name,
                         "window": key,
@@ -168,29 +204,71 @@ def run_demo() -> int:
                         "http_retries": pulls[key].get("http_retries", 0),
                         "events/s": pulls[key].get("events_per_second", 0.0),
                         "status": pulled.status if pulled else "not started",
-                        "delivered": sent.events if sent else 0,
+                        **{t.sink: (sent.events if (sent := store.get(src.name, t.stage, start)) else 0)
+                           for t in stream_targets},
                         "output": f"{files[0].name} (+{len(files) - 1} more)" if files else "-",
+                        "_hec": len(ids), "_hec_unique": len(set(ids)), "_hec_earlier": start in hec_earlier,
                     })
         store.close()
+        with hec.lock:
+            unread = sum(len(ch.ready_at) for ch in hec.channels.values())
+            acks = sum(ch.next_id for ch in hec.channels.values())
+        hec_total = len(hec.indexed(HEC_TOKEN))
 
     import pandas as pd
 
-    total = 0
+    totals = dict.fromkeys(config.all_sinks, 0)
     for source, rows in tables.items():
         print(f"\nsource {source}")
-        print(pd.DataFrame(rows).to_string(index=False))
-        total += sum(int(r["delivered"]) for r in rows)  # type: ignore[call-overload]
-    siem_root = config.resolve(config.siem.path)
-    print(f"\n{total} events delivered to the SIEM folder {siem_root} (one folder per stream)")
+        shown = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        print(pd.DataFrame(shown).to_string(index=False))
+        for sink in totals:
+            totals[sink] += sum(int(r.get(sink, 0)) for r in rows)  # type: ignore[call-overload]
+    rows = [r for rs in tables.values() for r in rs]
+    siem_root = config.resolve(config.all_sinks[FILE_SINK].path)  # type: ignore[attr-defined]
+    print(f"\n{totals[FILE_SINK]} events delivered to the SIEM folder {siem_root} (one folder per stream)")
     print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
+    print(f"{totals[HEC_SINK]} events delivered to Splunk HEC ({HEC_SINK}), each batch confirmed by indexer "
+          f"acknowledgement")
+    duplicates = sum(int(r["_hec"]) - int(r["_hec_unique"]) for r in rows)  # type: ignore[call-overload]
+    # What this receiver must hold per window: every event pulled, once (HEC is at-least-once, but nothing
+    # fails at this collector, so no batch is sent twice); none for a window an earlier run delivered.
+    wrong = [r for r in rows if r["_hec_unique"] != (0 if r["_hec_earlier"] else r["events"])]
+    earlier = sum(1 for r in rows if r["_hec_earlier"])
+    if duplicates or wrong:
+        said = ", ".join([f"{duplicates} of them DUPLICATES"] * bool(duplicates)
+                         + [f"{len(wrong)} windows NOT matching the events pulled"] * bool(wrong))
+    elif earlier:
+        said = (f"each event of the {len(rows) - earlier} windows delivered now once; {earlier} windows were "
+                f"delivered by an earlier make demo on this state (its receiver's index, in memory, is gone)")
+    else:
+        said = "each event of every window once"
+    print(f"the HEC receiver indexed {hec_total} events, {said}; {acks - unread} of {acks} acks read"
+          + (" (every one)" if unread == 0 else f", {unread} NEVER READ"))
     print(f"checkpoints: {config.resolve(config.checkpoints.path)}")
     print(f"landed pages: {config.resolve(config.landing.path)}")
     print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} logpull status")
     print("\nOpen the Dagster UI on these runs and partitions:  make ui   (then http://127.0.0.1:3000)")
-    print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator stopped")
-    rows = [r for rs in tables.values() for r in rs]
-    exact = all(r["status"] == "complete" and r["delivered"] == r["events"] for r in rows)
-    return 0 if exact and total > 0 and len(tables) == 2 else 1
+    print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator and HEC receiver stopped")
+    exact = all(r["status"] == "complete" and all(r.get(s) == r["events"] for s in totals) for r in rows)
+    ok = exact and not wrong and duplicates == 0 and unread == 0
+    return 0 if ok and totals[FILE_SINK] > 0 and len(tables) == 2 else 1
+
+
+def _delivered(store: object, stream: str, stage: str, start: str) -> bool:
+    """Whether the checkpoint store says ``stage`` has delivered every landed page of the window."""
+    pulled, sent = store.get(stream, "pull", start), store.get(stream, stage, start)  # type: ignore[attr-defined]
+    return bool(pulled and sent and pulled.landed_pages and sent.delivered_pages >= pulled.landed_pages)
+
+
+def _indexed(hec: HecReceiver, stream: str) -> dict[str, list[str]]:
+    """The event ids the HEC receiver indexed for ``stream`` (HEC ``source``), by window start: each
+    indexed ``event`` is the SIEM record, which names its window and event id."""
+    out: dict[str, list[str]] = {}
+    for raw in hec.records(HEC_TOKEN, stream):
+        record = json.loads(raw)
+        out.setdefault(record["window_start"], []).append(record["event_id"])
+    return out
 
 
 def _metadata(res: object) -> dict[str, object]:
@@ -201,13 +279,14 @@ def _metadata(res: object) -> dict[str, object]:
 
 
 def run_ui(port: int) -> int:
-    with Simulator(seed=7, events_per_hour=3000, token=TOKEN) as sim:
-        env = {**os.environ, **prepare(sim)}
-        print(f"simulator on {sim.url}; Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops both)")
+    with Simulator(seed=7, events_per_hour=3000, token=TOKEN) as sim, start_hec() as hec:
+        env = {**os.environ, **prepare(sim, hec)}
+        print(f"simulator on {sim.url}; Splunk HEC receiver on {hec.url} (a new, empty index: what make demo "
+              f"indexed went with its receiver); Dagster UI on http://127.0.0.1:{port} (Ctrl-C stops all three)")
         cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
                "-w", str(ROOT / "workspace.yaml")]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-        # Stopped by Ctrl-C or SIGTERM alike: take dagster dev down with us, then the simulator.
+        # Stopped by Ctrl-C or SIGTERM alike: take dagster dev down with us, then the simulator and the receiver.
         signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
         try:
             return proc.wait()

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from logpull_dagster.simulator.hec import shared_receiver
 from logpull_dagster.sinks.file import FileSink
 from logpull_dagster.sinks.splunk_hec import SplunkHecSink
 from logpull_dagster_tests.conftest import Servers
 from logpull_dagster_tests.contracts.sink import *  # noqa: F403
 from logpull_dagster_tests.contracts.sink import SinkUnderTest
 from logpull_dagster_tests.example_plugins.spool_sink import SpoolSink
-from logpull_dagster_tests.receivers.hec import shared_receiver
 from logpull_dagster_tests.test_sink_elasticsearch import elastic_under_test
 from logpull_dagster_tests.test_sink_syslog import syslog_under_test
 
@@ -59,8 +59,8 @@ def _s3(servers: Servers) -> SinkUnderTest:
 
 def hec_under_test() -> SinkUnderTest:
     """Splunk HEC with indexer acknowledgement, against the receiver implementing HEC's documented contract
-    (``receivers/hec.py``: no Splunk can be installed here); a token of the test's own is its SIEM side,
-    and a record is the ``event`` of an indexed event, byte for byte."""
+    (the bundled ``logpull_dagster/simulator/hec.py``: no Splunk can be installed here); a token of the
+    test's own is its SIEM side, and a record is the ``event`` of an indexed event, byte for byte."""
     receiver = shared_receiver()
     token = receiver.add_token()
     return SinkUnderTest(lambda: SplunkHecSink(receiver.url, token, token_env="HEC_TOKEN"),
@@ -79,7 +79,7 @@ FACTORIES: dict[str, Callable[[Path, Servers], SinkUnderTest]] = {
     "s3": lambda _, servers: _s3(servers),  # moto's S3 on 127.0.0.1
     # rsyslogd (one per xdist worker, over TLS): records are the MSG of each message it wrote for the source.
     "syslog": lambda tmp, _: syslog_under_test(tmp),
-    # the documented-contract HEC receiver (receivers/hec.py), a token per test
+    # the documented-contract HEC receiver (simulator/hec.py), a token per test
     "splunk_hec": lambda tmp, _: hec_under_test(),
 }
 

@@ -27,12 +27,12 @@ import yaml
 
 from logpull_dagster import plugins
 from logpull_dagster.config import load_config
+from logpull_dagster.simulator.hec import HecReceiver
 from logpull_dagster.targets import targets
 
 from .cli import materialize_cmd, run, setup_project, siem_ids, start
 from .conftest import Servers, key, ts
 from .receivers.elasticsearch import BulkReceiver
-from .receivers.hec import HecReceiver
 from .servers import RsyslogServer
 from .test_kill import wait_for
 from .tls import make_tls_files

@@ -1,4 +1,4 @@
-"""The Splunk HEC sink (``sinks/splunk_hec.py``) over the network, against ``receivers/hec.py``.
+"""The Splunk HEC sink (``sinks/splunk_hec.py``) over the network, against the bundled ``simulator/hec.py``.
 
 No Splunk can be installed here, so the collector is a real HTTP(S) server on a loopback port that
 implements HEC's documented contract (tokens and their codes, gzip bodies of concatenated events,
@@ -25,12 +25,12 @@ from logpull_dagster import plugins
 from logpull_dagster.deliver import deliver_window, envelope
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.pull import pull_window
+from logpull_dagster.simulator.hec import HecReceiver
 from logpull_dagster.sinks import splunk_hec
 from logpull_dagster.sinks.splunk_hec import HecError, HecRefused, HecUnconfirmed, SplunkHecSink, SplunkHecSinkConfig
 from logpull_dagster.sources import InvalidSecret
 from logpull_dagster.windows import parse_time
 from logpull_dagster_tests.fakes import FakeSource, W, make_events  # W: a past window used only as a label
-from logpull_dagster_tests.receivers.hec import HecReceiver
 from logpull_dagster_tests.tls import make_tls_files
 
 STREAM = "gws_login"

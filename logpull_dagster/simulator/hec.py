@@ -1,8 +1,10 @@
-"""A Splunk HTTP Event Collector receiver that implements HEC's documented contract, for the tests.
+"""A bundled Splunk HTTP Event Collector: a receiver implementing HEC's documented contract, for ``make demo``
+and the tests.
 
-No Splunk can be installed here, so the sink is tested against this: a real HTTP(S) server on a loopback
-port (threaded, keep-alive), answering as section 1 of ``../shared/reference/siem-sinks.md`` says Splunk
-does, with every event it indexed kept so a test counts them:
+No Splunk can be installed here, so the Splunk HEC sink is tested against this, and ``make demo`` delivers
+to it as its network sink: a real HTTP(S) server on a loopback port (threaded, keep-alive), answering as
+section 1 of ``../shared/reference/siem-sinks.md`` says Splunk does, with every event it indexed kept so a
+test (or the demo's summary) counts them. Standard library only, as the rest of the simulator:
 
 * ``POST <prefix>/services/collector/event`` (also ``/event/1.0`` and the bare ``/collector``):
   ``Authorization: Splunk <token>`` (none: 401 code 2; another scheme: 401 code 3; unknown: 403 code 4;
@@ -27,7 +29,7 @@ nothing; ``retry_after``: the Retry-After they carry), ``refuse`` (an event whos
 bytes is refused with 400 code 6 and its number, as Splunk refuses a malformed one), a token's ack
 switched off (``add_token(ack=False)``).
 
-Run alone (``python -m logpull_dagster_tests.receivers.hec --token T``) it prints ``LISTENING <url>`` and
+Run alone (``python -m logpull_dagster.simulator.hec --token T``) it prints ``LISTENING <url>`` and
 serves ``GET /_receiver/count`` (events indexed, event requests answered): the benchmark's receiver runs
 in a process of its own so that it does not share the client's interpreter lock.
 """
