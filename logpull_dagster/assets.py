@@ -44,7 +44,7 @@ from logpull_dagster.pull import (
     WindowNotSettled,
     pull_window,
 )
-from logpull_dagster.redact import error_text
+from logpull_dagster.redact import error_text, from_env
 from logpull_dagster.resources import CheckpointsResource, LandingResource, LogSourceResource
 from logpull_dagster.sinks import Sink
 from logpull_dagster.sources import SourceError
@@ -507,6 +507,8 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
         stores = _Stores(context, keys)
         checkpoints = stores.checkpoints.store
         sink: Sink = getattr(context.resources, sink_key).sink
+        # The sink's secrets (a collector's token, a cluster's key): masked in every error this step writes.
+        redactor = from_env(ref.env for ref in target.config.secret_refs())
         asset = "/".join(target.asset_path)
         # Windows whose landed pages are gone: each one stops, the others are delivered, and the step then
         # fails naming every one of them (retrying cannot bring a page back: `logpull recover` can).
@@ -521,7 +523,7 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
                     window, source_name=src.name, checkpoints=checkpoints,
                     landing=stores.landing.store, sink=sink, stage=target.stage,
                     owner=context.run.run_id, lease_ttl=target.lease_ttl.total_seconds(),
-                    lease_wait=target.lease_wait.total_seconds(),
+                    lease_wait=target.lease_wait.total_seconds(), redactor=redactor,
                 )
             except (LeaseHeld, LeaseLost) as e:
                 raise dg.Failure(description=str(e), allow_retries=False) from None
@@ -535,11 +537,15 @@ def build_delivery_asset(target: DeliveryTarget, keys: ResourceKeys = PLAIN) -> 
                 })
                 continue
             except Exception as e:
-                if context.retry_number >= target.retries:  # the last attempt: say why on the window, then fail
-                    yield _delivery_observation(context.asset_key, target, key, window, error_text(e), checkpoints, {
+                why = error_text(e, redactor)
+                permanent = bool(getattr(e, "permanent", False))  # retrying cannot mend it (sinks/__init__.py)
+                if permanent or context.retry_number >= target.retries:  # the last attempt: say why, then fail
+                    yield _delivery_observation(context.asset_key, target, key, window, why, checkpoints, {
                         "resume": dg.MetadataValue.text(f"{keys.launch} {asset} --partition {key} (resumes at the "
                                                          f"page it stopped at)")})
-                raise
+                # The text, redacted, not the exception: Dagster writes a raised exception's message and its
+                # chain into the event log as they are.
+                raise dg.Failure(description=why, allow_retries=not permanent) from None
             if res.reconciled:
                 context.log.warning(f"{src.name} {key}: the checkpoint store had no record of this window's delivery "
                                     f"to {target.sink}, but the sink held {res.already_delivered} of its events; "

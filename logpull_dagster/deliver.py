@@ -63,7 +63,7 @@ from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost, 
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingMissing, LandingStore
-from logpull_dagster.redact import error_text
+from logpull_dagster.redact import Redactor, error_text
 from logpull_dagster.sinks import Sink, capabilities
 from logpull_dagster.windows import Window, rfc3339
 
@@ -159,9 +159,11 @@ def deliver_window(
     stage: Stage = "deliver",
     clock: Callable[[], float] = time.time,
     monotonic: Callable[[], float] = time.monotonic,
+    redactor: Redactor | None = None,
 ) -> DeliveryResult:
     """Deliver ``window``'s landed pages to ``sink``, checkpointed in ``stage`` (one per sink of the stream:
-    ``targets.DeliveryTarget.stage``); see the module docstring."""
+    ``targets.DeliveryTarget.stage``); see the module docstring. ``redactor``: the sink's secrets, masked in
+    the error the checkpoint keeps."""
     t0 = monotonic()
     result = DeliveryResult(source_name, window)
     pulled = checkpoints.get(source_name, "pull", rfc3339(window.start))
@@ -265,7 +267,8 @@ def deliver_window(
         last = held.cp  # the last commit (the keeper may have renewed the lease since ``cp`` was read)
         stats = {**last.stats, "missing_page": e.page} if isinstance(e, LandedPageMissing) else last.stats
         with contextlib.suppress(LeaseLost):  # taken over: the new holder's row is not ours to write
-            checkpoints.release(dataclasses.replace(last, status="failed", last_error=error_text(e), stats=stats),
+            checkpoints.release(dataclasses.replace(last, status="failed", last_error=error_text(e, redactor),
+                                                    stats=stats),
                                 now=clock())
         raise
     if result.already_delivered:

@@ -8,7 +8,8 @@ through :func:`redact` before it is written, which removes
 
 * every known secret value: each secret the config names (read from the environment when needed), in
   the forms it can take in a message (as is, repr-escaped, URL-encoded);
-* anything shaped like a credential after an auth scheme (``Bearer ...``, ``SSWS ...``, ``Basic ...``)
+* anything shaped like a credential after an auth scheme (``Bearer ...``, ``SSWS ...``, ``Basic ...``,
+  ``ApiKey ...``, ``Splunk <GUID>``)
   or in an ``Authorization``/``api_key``/``token`` field, known or not.
 
 No Dagster import.
@@ -24,7 +25,9 @@ from urllib.parse import quote
 MASK = "[REDACTED]"
 _MIN_SECRET = 6  # shorter "secrets" (tests, typos) would mask ordinary words
 
-_SCHEMES = re.compile(r"\b((?i:bearer|ssws)|Basic)(\s+|%20|\+)([^\s'\"\\,;<>&]{4,})")
+_SCHEMES = re.compile(r"\b((?i:bearer|ssws)|Basic|ApiKey)(\s+|%20|\+)([^\s'\"\\,;<>&]{4,})")
+# Splunk HEC's scheme is also a product name in prose, so only a token-shaped (GUID) value after it.
+_SPLUNK = re.compile(r"\b(Splunk)(\s+|%20|\+)([0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12})")
 _FIELDS = re.compile(
     r"(?i)(\"?\b(?:authorization|x-api-key|api[_-]?key|access[_-]?token|client[_-]?secret|password)\"?"
     r"\s*[:=]\s*[\"']?)([^\"'\s,;}&]+(?:\s+[^\"'\s,;}&]+)?)"
@@ -50,6 +53,7 @@ class Redactor:
         for s in self._secrets:
             text = text.replace(s, MASK)
         text = _SCHEMES.sub(lambda m: f"{m[1]}{m[2]}{MASK}" if m[3] != MASK else m[0], text)
+        text = _SPLUNK.sub(lambda m: f"{m[1]}{m[2]}{MASK}", text)
         return _FIELDS.sub(lambda m: f"{m[1]}{MASK}" if not m[2].startswith(MASK) else m[0], text)
 
     def extended(self, secrets: Iterable[str | None]) -> Redactor:

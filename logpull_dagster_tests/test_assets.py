@@ -227,3 +227,38 @@ def test_a_range_run_goes_on_past_failed_windows_records_why_on_each_and_fails_n
                                     "previous_window_complete", "freshness"}  # all recorded, none "execution failed"
         assert not evaluations["window_complete"].passed and evaluations["no_duplicate_ids"].passed
         assert all(k in evaluations["window_complete"].description for k in failed)
+
+
+def test_a_sink_refusal_retrying_cannot_mend_fails_the_delivery_at_once_without_its_secret(tmp_path, sim,
+                                                                                         instance, monkeypatch):
+    """A Splunk HEC that refuses the token (403) fails the delivery on the first attempt though the sink
+    allows 3 retries (the error is permanent: sinks/__init__.py), naming the token's variable; the token
+    is nowhere in the checkpoint, the step's failure or the run's events."""
+    from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+    from logpull_dagster.simulator.hec import HecReceiver
+
+    token = "0f0e0d0c-0b0a-4999-8888-777766665555"  # a GUID, as Splunk makes them; not one the collector knows
+    monkeypatch.setenv("HEC_TOKEN", token)
+    with HecReceiver() as receiver:
+        make_defs(tmp_path, sim.url)
+        cfg = yaml.safe_load((tmp_path / "logpull.yaml").read_text())
+        cfg["sinks"] = {"splunk": {"type": "splunk_hec", "url": receiver.url, "token": {"env": "HEC_TOKEN"},
+                                   "retries": 3, "retry_delay": "0s"}}
+        del cfg["siem"]
+        (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+        defs = build_definitions(load_config(tmp_path / "logpull.yaml"))
+        assert materialize(defs, "logs/gws", KEY10, instance).success
+        res = materialize(defs, "splunk/gws", KEY10, instance)
+        assert not res.success and receiver.event_requests == 1  # one attempt: no retry of a refused token
+    events = [e for e in res.all_events]
+    assert [e.event_type_value for e in events].count("STEP_UP_FOR_RETRY") == 0
+    [failure] = [e for e in events if e.event_type_value == "STEP_FAILURE"]
+    text = str(failure.step_failure_data.error)
+    assert "HEC_TOKEN" in text and token not in text
+    assert not [e for e in instance.all_logs(res.run_id) if token in str(e)]
+    store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+    try:
+        row = store.get("gws", "deliver:splunk", ts(10))
+        assert row.status == "failed" and "HEC_TOKEN" in row.last_error and token not in row.last_error
+    finally:
+        store.close()

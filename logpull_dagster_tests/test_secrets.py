@@ -113,3 +113,19 @@ def test_no_byte_of_any_state_or_output_holds_the_token(tmp_path, sim_process, c
     # What was scanned includes the compute logs (stdout/stderr of every step) and the event log.
     home = Path(env["DAGSTER_HOME"])
     assert [p for p in home.rglob("*.err") if p.stat().st_size] and list(home.rglob("*.db"))
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("Illegal header value b'Splunk 12345678-9abc-4def-8123-456789abcdef'", "Illegal header value b'Splunk "),
+    ("Authorization: ApiKey a2lsbDp0ZXN0LXNlY3JldA==", "Authorization: "),
+    ("header ApiKey a2lsbDp0ZXN0LXNlY3JldA== refused", "header ApiKey "),
+])
+def test_the_sinks_auth_schemes_are_masked_even_when_the_value_is_unknown(text: str, kept: str) -> None:
+    """Splunk HEC's ``Splunk <token>`` and Elasticsearch's ``ApiKey <key>``, as a library may quote a
+    header in an exception; "Splunk" in prose is left alone."""
+    from logpull_dagster.redact import MASK, redact
+
+    out = redact(text)
+    assert out.startswith(kept) and MASK in out and "a2lsbDp0" not in out and "456789abcdef" not in out
+    assert redact("delivery to the Splunk collector at https://hec.example.com failed") == \
+        "delivery to the Splunk collector at https://hec.example.com failed"

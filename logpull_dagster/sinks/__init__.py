@@ -32,6 +32,10 @@ Every sink, whatever it can do:
   duplicate when it wakes up. What no lease can exclude is a pause longer than ``lease_ttl`` between the
   fence and the visible step itself; the sink keeps that step short (one rename, one request).
 * A batch counts as delivered only once the SIEM has confirmed it: ``write_batch`` returns after that.
+* An exception whose ``permanent`` attribute is true says retrying cannot mend it (a refused credential,
+  a certificate not trusted, an event the SIEM refuses): delivery then fails the window at once instead
+  of spending its retries. Every message names what to fix and never holds a secret (delivery redacts
+  the sink's secrets from it anyway).
 """
 
 from __future__ import annotations

@@ -106,13 +106,19 @@ class ElasticsearchError(RuntimeError):
 class CredentialsRefused(ElasticsearchError):
     """401/403: the credential is wrong, expired, or lacks a privilege (the message names its variable)."""
 
+    permanent = True  # retrying cannot mend it: delivery fails the window at once (sinks/__init__.py)
+
 
 class BulkItemFailed(ElasticsearchError):
     """An event of the batch was refused for good (not 409, not 429): the message names its event id."""
 
+    permanent = True  # retrying cannot mend it: delivery fails the window at once (sinks/__init__.py)
+
 
 class NotSupported(ElasticsearchError):
     """The server is not Elasticsearch 8+ nor OpenSearch 2+."""
+
+    permanent = True  # retrying cannot mend it: delivery fails the window at once (sinks/__init__.py)
 
 
 @dataclass(frozen=True)

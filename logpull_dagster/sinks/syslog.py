@@ -112,6 +112,8 @@ class SyslogNotConfirmed(SyslogError):
 class SyslogTlsRefused(SyslogError):
     """The receiver's certificate is not trusted (or ours refused): retrying cannot change it."""
 
+    permanent = True  # delivery fails the window at once (sinks/__init__.py)
+
 
 class SyslogSink:
     """At-least-once to a syslog receiver over TLS or TCP: a batch counts once the receiver read all of it
