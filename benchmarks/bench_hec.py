@@ -14,7 +14,8 @@ The ratio is sink events/s over bare events/s (target >= 0.8), best of ``--round
 alternating. The receiver acknowledges as soon as it has indexed (``--ack-delay`` to make it slower,
 as a real indexer, about 1 s, is): the ratio then measures what the sink adds, not Splunk's indexing
 latency, which a sink that waits for each batch's ack before the next pays in full (see the report).
-Nothing is asserted.
+Nothing is asserted. ``--memory 1000000``: instead, the peak RSS of delivering one landed 1M-event window
+(issue 21's memory target, <= 250 MB).
 """
 
 from __future__ import annotations
@@ -108,13 +109,68 @@ def sink(url: str, token: str, data: list[tuple[list[bytes], list[str]]]) -> tup
         s.close()
 
 
+DELIVER = """
+import sys, time
+from logpull_dagster.windows import Window, parse_time
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+from logpull_dagster.landing.local import LocalLandingStore
+from logpull_dagster.deliver import deliver_window
+from logpull_dagster.sinks.splunk_hec import SplunkHecSink
+url, token, start, end, state = sys.argv[1:6]
+t0 = time.perf_counter()
+res = deliver_window(Window(parse_time(start), parse_time(end)), source_name="bench",
+                     checkpoints=SqliteCheckpointStore(state + "/c.db"), landing=LocalLandingStore(state + "/landing"),
+                     sink=SplunkHecSink(url, token, token_env="HEC_TOKEN"), owner="deliver", lease_ttl=60)
+# VmHWM, not ru_maxrss: on Linux a child's ru_maxrss starts from its parent's peak (inherited at fork).
+print(res.events, time.perf_counter() - t0,
+      next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+"""
+
+
+def memory(n_events: int, tmp: Path) -> None:
+    """Peak RSS of delivering one landed window of ``n_events`` to HEC with acks (``deliver_window`` in a
+    fresh process), the window landed first by the real pull loop from the simulator (bench.py row 6)."""
+    import bench  # benchmarks/bench.py: its simulator process and pull loop
+
+    sim = bench.Sim(n_events)
+    try:
+        state = tmp / "landed"
+        state.mkdir()
+        bench.pull_loop_proc(sim.url, 0, state, "pull").communicate()
+    finally:
+        sim.stop()
+    token = str(uuid.uuid4())
+    receiver = Receiver(token, 0.0)
+    try:
+        start, end = bench.window(0)
+        out = subprocess.run([sys.executable, "-c", DELIVER, receiver.url, token, bench.rfc(start), bench.rfc(end),
+                              str(state)], capture_output=True, text=True, check=True, cwd=ROOT).stdout.split()
+        indexed = receiver.count()
+    finally:
+        receiver.stop()
+    events, seconds, rss = int(out[0]), float(out[1]), int(out[2]) / 1024
+    print(f"delivered {events:,} events of one window to HEC with acks in {seconds:.1f} s "
+          f"({events / seconds:,.0f} events/s); peak RSS of the delivering process {rss:.0f} MB "
+          f"(target <= 250 MB at 1M); the receiver indexed {indexed:,}")
+    if indexed != events:
+        raise RuntimeError(f"the receiver indexed {indexed} events, expected {events}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ack-delay", type=float, default=0.0)
+    parser.add_argument("--memory", type=int, metavar="EVENTS",
+                        help="instead: peak RSS delivering one landed window of EVENTS events (e.g. 1000000)")
     args = parser.parse_args()
+    if args.memory:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            memory(args.memory, Path(tmp))
+        return
     token = str(uuid.uuid4())
     data = batches(args.batches, args.size)
     meta = dumps({"source": STREAM, "sourcetype": "logpull:json"})[1:-1]

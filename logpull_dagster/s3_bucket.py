@@ -11,6 +11,7 @@ caller's own retry is the run's, from its checkpoint). Credentials come only fro
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Callable, Iterator
@@ -27,8 +28,6 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from dagster_aws.s3 import S3Resource
-from dagster_aws.utils import construct_boto_client_retry_config
 
 # Retries after the first attempt (botocore "standard" mode: throttling, 5xx, connection errors),
 # each waiting a jittered 1 s, 2 s. With the timeouts, a call that makes no progress fails within
@@ -43,25 +42,33 @@ READ_CHUNK = 8 * 2**20  # bytes of an object body read at a time
 UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError)
 
 
-class BoundedS3Resource(S3Resource):
+@functools.cache
+def bounded_s3_resource() -> type[Any]:
     """dagster-aws's ``S3Resource`` whose client has connect and read timeouts.
 
     dagster-aws 0.29.27's ``get_client`` configures retries only (``Config(retries=...)``), leaving
     botocore's 60 s connect and 60 s read timeouts per attempt; this builds the same client (the same
-    session, retry config and fields) with bounded ones.
+    session, retry config and fields) with bounded ones. Made on first use: importing dagster-aws costs
+    every process that loads the config (``logpull status``, each Dagster CLI run) about half a second,
+    and only a store or sink that is opened needs it.
     """
+    from dagster_aws.s3 import S3Resource
+    from dagster_aws.utils import construct_boto_client_retry_config
 
-    connect_timeout: float = CONNECT_TIMEOUT
-    read_timeout: float = READ_TIMEOUT
+    class BoundedS3Resource(S3Resource):
+        connect_timeout: float = CONNECT_TIMEOUT
+        read_timeout: float = READ_TIMEOUT
 
-    def get_client(self) -> Any:
-        import boto3
+        def get_client(self) -> Any:
+            import boto3
 
-        config = construct_boto_client_retry_config(self.max_attempts).merge(
-            Config(connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, tcp_keepalive=True))
-        session = boto3.session.Session(profile_name=self.profile_name)
-        return session.client("s3", region_name=self.region_name, endpoint_url=self.endpoint_url,
-                              use_ssl=self.use_ssl, verify=self.verify, config=config)
+            config = construct_boto_client_retry_config(self.max_attempts).merge(
+                Config(connect_timeout=self.connect_timeout, read_timeout=self.read_timeout, tcp_keepalive=True))
+            session = boto3.session.Session(profile_name=self.profile_name)
+            return session.client("s3", region_name=self.region_name, endpoint_url=self.endpoint_url,
+                                  use_ssl=self.use_ssl, verify=self.verify, config=config)
+
+    return BoundedS3Resource
 
 
 class S3Bucket:
@@ -83,8 +90,8 @@ class S3Bucket:
         self.region, self.endpoint_url = region, endpoint_url
         self.role, self.keys, self.actions = role, keys, actions
         self.error, self.unreachable, self.retried = error, unreachable, retried
-        self.client = BoundedS3Resource(region_name=region, endpoint_url=endpoint_url,
-                                        max_attempts=MAX_ATTEMPTS).get_client()
+        self.client = bounded_s3_resource()(region_name=region, endpoint_url=endpoint_url,
+                                            max_attempts=MAX_ATTEMPTS).get_client()
 
     def url(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -287,5 +294,13 @@ def config_problems(bucket: str, prefix: str, region: str | None, endpoint_url: 
     return out
 
 
-__all__ = ["MAX_ATTEMPTS", "UNREACHABLE", "BoundedS3Resource", "S3Bucket", "bucket_problem", "config_problems",
-           "error_code", "plain_etag"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "UNREACHABLE",
+    "S3Bucket",
+    "bounded_s3_resource",
+    "bucket_problem",
+    "config_problems",
+    "error_code",
+    "plain_etag",
+]

@@ -44,7 +44,7 @@ from typing import Literal
 from logpull_dagster.config import StoreBase
 from logpull_dagster.landing import LandedPage, LandingMissing, current_copies
 from logpull_dagster.plugins import Plugin
-from logpull_dagster.s3_bucket import BoundedS3Resource, S3Bucket, config_problems
+from logpull_dagster.s3_bucket import S3Bucket, config_problems
 from logpull_dagster.windows import Window
 
 _PAGE = re.compile(r"/page-(\d{6,})\.e(\d{6,})\.jsonl$")
@@ -198,4 +198,4 @@ def _open(cfg: S3LandingConfig, base_dir: Path) -> S3LandingStore:
 
 PLUGINS = [Plugin("landing", "s3", S3LandingConfig, _open)]
 
-__all__ = ["PLUGINS", "BoundedS3Resource", "S3LandingConfig", "S3LandingError", "S3LandingStore", "S3Unreachable"]
+__all__ = ["PLUGINS", "S3LandingConfig", "S3LandingError", "S3LandingStore", "S3Unreachable"]
