@@ -113,7 +113,7 @@ def test_sigkill_and_siem_faults_mid_delivery_lose_nothing_at_any_sink(tmp_path:
             hec.busy, hec.lose_acks = 2, 2
         deliver = materialize_cmd(f"{sink}/gws", KEY)
         kills = 0
-        for _ in range(2):
+        for _ in range(1):  # one kill per sink here (test_kill.py kills each delivery twice on every store)
             target = delivered_pages(sink) + rng.randint(1, 12)
             proc = start(deliver, env, log)
             wait_for(lambda p=proc, n=target, s=sink: p.poll() is not None or delivered_pages(s) >= n)
