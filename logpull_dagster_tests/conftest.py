@@ -164,20 +164,3 @@ class Servers:
 def servers(request: pytest.FixtureRequest) -> Servers:
     return Servers(request)
 
-
-# The modules whose tests each run real CLIs for a minute or more: started first, so that under xdist the
-# suite does not end waiting on one of them while the other workers are idle.
-LONGEST_FIRST = ("test_daemon", "test_kill_sinks", "test_kill", "test_lost_landing_cli", "test_demo", "test_sinks",
-                 "test_backfill", "test_s3_landing", "test_secrets", "test_schedules")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest first, then the rest of the slow tier, then the fast tier (a stable sort: the same order on
-    every xdist worker, as its scheduler requires)."""
-    def rank(item: pytest.Item) -> int:
-        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
-        if module in LONGEST_FIRST:
-            return LONGEST_FIRST.index(module)
-        return len(LONGEST_FIRST) + (0 if item.get_closest_marker("slow") else 1)
-
-    items.sort(key=rank)
