@@ -40,7 +40,7 @@ Every sink, whatever it can do:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -69,6 +69,14 @@ class Written:
     # events sent again because the SIEM did not confirm an earlier send in time (e.g. a Splunk HEC ack
     # that never turned true): they may be in the SIEM twice; counted in the materialization
     resent: int = 0
+
+
+def to_write(ids: list[str], delivered: set[bytes] | None) -> Sequence[int]:
+    """The positions of a batch's events to write: all of them, or (reconciling) those whose id digest
+    is not in ``delivered``."""
+    from logpull_dagster.pull import id_digest  # pull imports this package's types
+
+    return range(len(ids)) if delivered is None else [k for k, i in enumerate(ids) if id_digest(i) not in delivered]
 
 
 class Sink(Protocol):
@@ -102,4 +110,4 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-__all__ = ["CAPABILITIES", "Capability", "Fence", "Sink", "Written", "capabilities"]
+__all__ = ["CAPABILITIES", "Capability", "Fence", "Sink", "Written", "capabilities", "to_write"]

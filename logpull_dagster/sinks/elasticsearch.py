@@ -79,9 +79,8 @@ from pydantic import StrictBool, ValidationInfo, field_validator, model_validato
 from logpull_dagster.config import BaseUrl, SinkBase, secret
 from logpull_dagster.json_codec import JSONError, dumps, loads
 from logpull_dagster.plugins import Plugin
-from logpull_dagster.pull import id_digest
 from logpull_dagster.redact import Redactor, env_secret
-from logpull_dagster.sinks import Capability, Fence, Written
+from logpull_dagster.sinks import Capability, Fence, Written, to_write
 from logpull_dagster.sources.http import ssl_context
 from logpull_dagster.windows import Window
 
@@ -185,8 +184,7 @@ class ElasticsearchSink:
 
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
                     delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
-        keep = range(len(lines)) if delivered is None else \
-            [k for k, i in enumerate(ids) if id_digest(i) not in delivered]
+        keep = to_write(ids, delivered)
         if not keep:
             return Written(None, 0, len(lines))
         self._check_product()

@@ -75,9 +75,8 @@ from pydantic import Field, StrictBool, field_validator
 from logpull_dagster.config import BaseUrl, Duration, SinkBase, secret
 from logpull_dagster.json_codec import JSONError, dumps, loads
 from logpull_dagster.plugins import Plugin
-from logpull_dagster.pull import id_digest
 from logpull_dagster.redact import env_secret
-from logpull_dagster.sinks import Capability, Fence, Written
+from logpull_dagster.sinks import Capability, Fence, Written, to_write
 from logpull_dagster.sources.http import parse_retry_after, ssl_context
 from logpull_dagster.windows import Window, epoch_us, parse_time
 
@@ -164,8 +163,7 @@ class SplunkHecSink:
 
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
                     delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
-        keep = range(len(lines)) if delivered is None else \
-            [k for k, i in enumerate(ids) if id_digest(i) not in delivered]
+        keep = to_write(ids, delivered)
         if not keep:
             return Written(None, 0, len(lines))
         meta = self._meta_of(source)

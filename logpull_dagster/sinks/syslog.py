@@ -80,8 +80,7 @@ from pydantic import Field, field_validator
 from logpull_dagster.config import SinkBase
 from logpull_dagster.json_codec import JSONError, loads
 from logpull_dagster.plugins import Plugin
-from logpull_dagster.pull import id_digest
-from logpull_dagster.sinks import Capability, Fence, Written
+from logpull_dagster.sinks import Capability, Fence, Written, to_write
 from logpull_dagster.windows import Window, rfc3339
 
 SEVERITY = 6  # informational
@@ -136,8 +135,7 @@ class SyslogSink:
 
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
                     delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
-        keep = range(len(lines)) if delivered is None else \
-            [k for k, i in enumerate(ids) if id_digest(i) not in delivered]
+        keep = to_write(ids, delivered)
         if not keep:
             return Written(None, 0, len(lines))
         frames = self._frames(source, window, [lines[k] for k in keep], [ids[k] for k in keep])
