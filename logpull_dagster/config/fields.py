@@ -81,3 +81,18 @@ def _rate_limit(value: Any) -> str:
 
 # ``N/sec``, ``N/min`` or ``N/hour`` (also ``s``, ``m``, ``h``), written back in the long form.
 RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
+
+
+# The TLS keys a source or a network sink shares (``ca_file``, ``tls_verify``): each model's validators
+# call these, so the rule and its words are one.
+def check_ca_file(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise ValueError("must name a PEM file of CA certificates, or be left out")
+    return value
+
+
+def check_tls_verify(value: bool, info: ValidationInfo) -> bool:
+    if not value and info.data.get("ca_file") is not None:
+        raise ValueError("false turns certificate checks off, so ca_file would be ignored; "
+                         "keep ca_file and remove tls_verify: false, or remove ca_file")
+    return value

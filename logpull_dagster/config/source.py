@@ -9,7 +9,15 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, PrivateAttr, StrictBool, ValidationInfo, field_validator, model_validator
 
-from logpull_dagster.config.fields import Duration, EnvRef, RateLimitText, Strict, secret_refs_of
+from logpull_dagster.config.fields import (
+    Duration,
+    EnvRef,
+    RateLimitText,
+    Strict,
+    check_ca_file,
+    check_tls_verify,
+    secret_refs_of,
+)
 from logpull_dagster.rate import RateLimit, parse_rate_limit
 from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_time, rfc3339
 
@@ -146,17 +154,12 @@ class SourceBase(Strict):
     @field_validator("ca_file")
     @classmethod
     def _ca_file(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must name a PEM file of CA certificates, or be left out")
-        return value
+        return check_ca_file(value)
 
     @field_validator("tls_verify")
     @classmethod
     def _tls_verify(cls, value: bool, info: ValidationInfo) -> bool:
-        if not value and info.data.get("ca_file") is not None:
-            raise ValueError("false turns certificate checks off, so ca_file would be ignored; "
-                             "keep ca_file and remove tls_verify: false, or remove ca_file")
-        return value
+        return check_tls_verify(value, info)
 
     @field_validator("schedule")
     @classmethod

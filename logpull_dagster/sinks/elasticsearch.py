@@ -77,6 +77,7 @@ import httpx
 from pydantic import StrictBool, ValidationInfo, field_validator, model_validator
 
 from logpull_dagster.config import BaseUrl, SinkBase, secret
+from logpull_dagster.config.fields import check_tls_verify
 from logpull_dagster.json_codec import JSONError, dumps, loads
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.redact import Redactor, env_secret
@@ -506,10 +507,7 @@ class ElasticsearchSinkConfig(SinkBase):
     @field_validator("tls_verify")
     @classmethod
     def _tls_verify(cls, value: bool, info: ValidationInfo) -> bool:
-        if not value and info.data.get("ca_file") is not None:
-            raise ValueError("false turns certificate checks off, so ca_file would be ignored; "
-                             "keep ca_file and remove tls_verify: false, or remove ca_file")
-        return value
+        return check_tls_verify(value, info)
 
     @model_validator(mode="after")
     def _one_credential(self) -> ElasticsearchSinkConfig:

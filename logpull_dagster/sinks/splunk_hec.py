@@ -73,6 +73,7 @@ import httpx
 from pydantic import Field, StrictBool, field_validator
 
 from logpull_dagster.config import BaseUrl, Duration, SinkBase, secret
+from logpull_dagster.config.fields import check_ca_file
 from logpull_dagster.json_codec import JSONError, dumps, loads
 from logpull_dagster.plugins import Plugin
 from logpull_dagster.redact import env_secret
@@ -499,9 +500,7 @@ class SplunkHecSinkConfig(SinkBase):
     @field_validator("ca_file")
     @classmethod
     def _ca_file(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must name a PEM file of CA certificates, or be left out")
-        return value
+        return check_ca_file(value)
 
     def problems(self, resolve: Callable[[str], Path]) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
