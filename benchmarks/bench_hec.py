@@ -1,14 +1,17 @@
 """``python benchmarks/bench_hec.py``: delivery to Splunk HEC with indexer acknowledgement, against a bare loop.
 
-Both arms send the same N batches of 1,000 envelope records to the same HEC receiver
-(``logpull_dagster/simulator/hec.py``, in a process of its own on loopback, so it does not share
-this interpreter's lock), one request per batch on one keep-alive connection:
+A window of ``--events`` events (default 100,000: 100 pages of 1,000 Google Workspace login events)
+is landed first by the real pull loop from the bundled simulator. Both arms then send that window's
+pages, one request per page on one keep-alive connection, to the same HEC receiver
+(``logpull_dagster/simulator/hec.py``, in a process of its own on loopback, so it does not share this
+interpreter's lock):
 
-* bare: an httpx loop POSTing the batches' request bodies, built and gzipped before the clock starts,
-  taking the 200 as done (no ack);
-* sink: ``SplunkHecSink.write_batch`` per batch, as delivery calls it: it builds each HEC event from the
-  envelope (``time`` from ``event_time``), gzips, POSTs, then polls ``/services/collector/ack`` until
-  the batch's ackId reads true, before the next batch.
+* bare: an httpx loop POSTing the pages' request bodies, built and gzipped before its clock starts
+  (the same bytes the sink sends), taking each 200 as done (no ack);
+* sink: ``deliver_window`` into ``SplunkHecSink``, as the ``splunk/<stream>`` asset runs it: it reads
+  each landed page, builds the envelopes and HEC events, gzips, POSTs, polls ``/services/collector/ack``
+  until the batch's ackId reads true, and commits the delivery checkpoint (SQLite) before the next batch
+  is sent. Reading and encoding the next page overlaps the wait for this one (``deliver._read_ahead``).
 
 The ratio is sink events/s over bare events/s (target >= 0.8), best of ``--rounds`` for each arm,
 alternating. The receiver acknowledges as soon as it has indexed (``--ack-delay`` to make it slower,
@@ -21,9 +24,9 @@ Nothing is asserted. ``--memory 1000000``: instead, the peak RSS of delivering o
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -32,35 +35,56 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from logpull_dagster.deliver import envelope  # noqa: E402
-from logpull_dagster.json_codec import dumps  # noqa: E402
-from logpull_dagster.sinks.splunk_hec import EVENT_PATH, SplunkHecSink, _events, _gzip  # noqa: E402
-from logpull_dagster.windows import UTC, Window  # noqa: E402
+import bench  # noqa: E402  benchmarks/bench.py: its simulator process and pull loop
 
-WINDOW = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
-STREAM = "gws_login"
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore  # noqa: E402
+from logpull_dagster.deliver import _Batch, _envelope, _head, _read_ahead, deliver_window  # noqa: E402
+from logpull_dagster.landing.local import LocalLandingStore  # noqa: E402
+from logpull_dagster.sinks.splunk_hec import EVENT_PATH, SplunkHecSink  # noqa: E402
+from logpull_dagster.windows import Window, rfc3339  # noqa: E402
+
+SOURCE = "bench"  # the pull loop's source name (bench.PULL_LOOP)
 
 
-def batches(n: int, size: int) -> list[tuple[list[bytes], list[str]]]:
-    """``n`` batches of ``size`` envelope records shaped like Google Workspace login events (~0.9 KB)."""
-    out = []
-    for b in range(n):
-        ids = [f"{b:05d}-{i:05d}-{uuid.UUID(int=b * size + i)}" for i in range(size)]
-        landed = [dumps({"id": i, "time": f"2026-11-26T10:{k % 60:02d}:{k % 59:02d}.{k % 1000:03d}Z",
-                         "pulled_at": "2026-11-26T12:00:00.123Z",
-                         "event": {"kind": "admin#reports#activity",
-                                   "id": {"time": "2026-11-26T10:00:00.000Z", "uniqueQualifier": str(k * 7919),
-                                          "applicationName": "login", "customerId": "C0abc123"},
-                                   "actor": {"email": f"user{k % 500}@example.com", "profileId": str(10**20 + k)},
-                                   "ipAddress": f"203.0.113.{k % 250}",
-                                   "events": [{"type": "login", "name": "login_success", "parameters": [
-                                       {"name": "login_type", "value": "google_password"},
-                                       {"name": "is_suspicious", "boolValue": False},
-                                       {"name": "login_challenge_method", "multiValue": ["password", "totp"]}]}]}})
-                  for k, i in enumerate(ids)]
-        out.append(([envelope(STREAM, WINDOW, line) for line in landed], ids))
-    return out
+def land(n_events: int, state: Path) -> Window:
+    """Land one window of ``n_events`` events into ``state`` with the real pull loop; the window."""
+    sim = bench.Sim(n_events)
+    try:
+        state.mkdir()
+        bench.pull_loop_proc(sim.url, 0, state, "pull").communicate()
+    finally:
+        sim.stop()
+    return Window(*bench.window(0))
+
+
+def landed_pages(state: Path, window: Window) -> list[tuple[list[bytes], list[str]]]:
+    """Each landed page as delivery hands it to the sink: the envelope lines and their event ids."""
+    store = SqliteCheckpointStore(str(state / "c.db"))
+    landing = LocalLandingStore(str(state / "landing"))
+    pulled = store.get(SOURCE, "pull", rfc3339(window.start))
+    if pulled is None or not pulled.read_once:
+        raise RuntimeError("the window did not land")
+    head = _head(SOURCE, rfc3339(window.start), rfc3339(window.end))
+    pages = []
+    for page in landing.pages(SOURCE, window, pulled.landed_pages):
+        lines, ids = zip(*(_envelope(head, line) for line in landing.read_lines(page)), strict=True)
+        pages.append((list(lines), list(ids)))
+    return pages
+
+
+def request_bodies(pages: list[tuple[list[bytes], list[str]]], window: Window, token: str) -> list[bytes]:
+    """The request body the sink sends for each page (one request per page)."""
+    s = SplunkHecSink("http://unused", token, token_env="HEC_TOKEN")
+    bodies = []
+    for seq, (lines, ids) in enumerate(pages):
+        requests = s.prepare(SOURCE, window, seq, lines, ids)
+        if len(requests) != 1:
+            raise RuntimeError("a landed page made more than one request: raise batch_events/batch_bytes")
+        bodies.append(requests[0][0])
+    s.close()
+    return bodies
 
 
 class Receiver:
@@ -96,14 +120,38 @@ def bare(url: str, token: str, bodies: list[bytes]) -> tuple[float, float]:
         return time.perf_counter() - t0, time.process_time() - c0
 
 
-def sink(url: str, token: str, data: list[tuple[list[bytes], list[str]]]) -> tuple[float, float]:
-    """Seconds, and CPU seconds of this process, for delivering ``data`` through the sink."""
+def sink(url: str, token: str, pages: list[tuple[list[bytes], list[str]]], window: Window) -> tuple[float, float]:
+    """Seconds, and CPU seconds of this process, for the sink's ``write_batch`` of every page, driven as
+    delivery drives it: the next page's requests built (``prepare``) by the read-ahead worker meanwhile."""
+    s = SplunkHecSink(url, token, token_env="HEC_TOKEN")
+
+    def load(seq: int) -> _Batch:
+        lines, ids = pages[seq]
+        return _Batch(seq, lines, ids, s.prepare(SOURCE, window, seq, lines, ids))
+
+    try:
+        s._client.get(f"{url}/services/collector/health")
+        t0, c0 = time.perf_counter(), time.process_time()
+        for seq, batch in _read_ahead(load, range(len(pages))):
+            assert batch is not None
+            s.write_batch(SOURCE, window, seq, batch.lines, batch.ids, fence=lambda: None, prepared=batch.prepared)
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        s.close()
+
+
+def delivery(url: str, token: str, state: Path, window: Window, round_: int) -> tuple[float, float]:
+    """Seconds, and CPU seconds of this process, for ``deliver_window`` of the landed window into the sink:
+    also reading the landing store, and two checkpoint commits a batch (the fence before the send, the
+    delivered page after the ack), each on disk (SQLite ``synchronous=FULL``) before the next step."""
     s = SplunkHecSink(url, token, token_env="HEC_TOKEN")
     try:
         s._client.get(f"{url}/services/collector/health")
         t0, c0 = time.perf_counter(), time.process_time()
-        for n, (lines, ids) in enumerate(data):
-            s.write_batch(STREAM, WINDOW, n, lines, ids, fence=lambda: None)
+        # A stage of its own per round: each round delivers the whole window again.
+        deliver_window(window, source_name=SOURCE, checkpoints=SqliteCheckpointStore(str(state / "c.db")),
+                       landing=LocalLandingStore(str(state / "landing")), sink=s, owner=f"round{round_}",
+                       lease_ttl=60, stage=f"deliver:round{round_}")
         return time.perf_counter() - t0, time.process_time() - c0
     finally:
         s.close()
@@ -130,15 +178,8 @@ print(res.events, time.perf_counter() - t0,
 def memory(n_events: int, tmp: Path) -> None:
     """Peak RSS of delivering one landed window of ``n_events`` to HEC with acks (``deliver_window`` in a
     fresh process), the window landed first by the real pull loop from the simulator (bench.py row 6)."""
-    import bench  # benchmarks/bench.py: its simulator process and pull loop
-
-    sim = bench.Sim(n_events)
-    try:
-        state = tmp / "landed"
-        state.mkdir()
-        bench.pull_loop_proc(sim.url, 0, state, "pull").communicate()
-    finally:
-        sim.stop()
+    state = tmp / "landed"
+    land(n_events, state)
     token = str(uuid.uuid4())
     receiver = Receiver(token, 0.0)
     try:
@@ -158,45 +199,46 @@ def memory(n_events: int, tmp: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--size", type=int, default=1000)
+    parser.add_argument("--events", type=int, default=100_000, help="events in the landed window (pages of 1,000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ack-delay", type=float, default=0.0)
     parser.add_argument("--memory", type=int, metavar="EVENTS",
                         help="instead: peak RSS delivering one landed window of EVENTS events (e.g. 1000000)")
     args = parser.parse_args()
-    if args.memory:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.memory:
             memory(args.memory, Path(tmp))
-        return
-    token = str(uuid.uuid4())
-    data = batches(args.batches, args.size)
-    meta = dumps({"source": STREAM, "sourcetype": "logpull:json"})[1:-1]
-    bodies = [_gzip(_events(meta, lines, ids)) for lines, ids in data]
-    events = args.batches * args.size
-    receiver = Receiver(token, args.ack_delay)
-    try:
-        times: dict[str, list[tuple[float, float]]] = {"bare": [], "sink": []}
-        expected = 0
-        for _ in range(args.rounds):
-            times["bare"].append(bare(receiver.url, token, bodies))
-            times["sink"].append(sink(receiver.url, token, data))
-            expected += 2 * events
-            if receiver.count() != expected:
-                raise RuntimeError(f"the receiver indexed {receiver.count()} events, expected {expected}")
-    finally:
-        receiver.stop()
-    mb = sum(map(len, bodies)) / args.batches / 1e6
-    print(f"{args.batches} batches x {args.size} events ({mb:.2f} MB gzip per request), ack delay "
+            return
+        state = Path(tmp) / "landed"
+        window = land(args.events, state)
+        token = str(uuid.uuid4())
+        pages = landed_pages(state, window)
+        bodies = request_bodies(pages, window, token)
+        events = sum(len(ids) for _, ids in pages)
+        receiver = Receiver(token, args.ack_delay)
+        try:
+            times: dict[str, list[tuple[float, float]]] = {"bare": [], "sink": [], "delivery": []}
+            expected = 0
+            for k in range(args.rounds):
+                times["bare"].append(bare(receiver.url, token, bodies))
+                times["sink"].append(sink(receiver.url, token, pages, window))
+                times["delivery"].append(delivery(receiver.url, token, state, window, k))
+                expected += 3 * events
+                if receiver.count() != expected:
+                    raise RuntimeError(f"the receiver indexed {receiver.count()} events, expected {expected}")
+        finally:
+            receiver.stop()
+    mb = sum(map(len, bodies)) / len(bodies) / 1e6
+    print(f"{len(bodies)} batches, {events:,} events ({mb:.2f} MB gzip per request), ack delay "
           f"{args.ack_delay:g}s, best of {args.rounds}")
     for arm, ts in times.items():
         best, cpu = min(ts)
-        print(f"  {arm:5s} {best:7.2f} s  {events / best:9.0f} events/s  client CPU {cpu / args.batches * 1000:5.1f} "
+        print(f"  {arm:8s} {best:7.2f} s  {events / best:9.0f} events/s  client CPU {cpu / len(bodies) * 1000:5.1f} "
               f"ms/batch  (all: {', '.join(f'{t:.2f}' for t, _ in ts)})")
-    ratio = min(times["bare"])[0] / min(times["sink"])[0]
-    print(f"  ratio sink/bare: {ratio:.2f} (target >= 0.8)")
+    bare_best = min(times["bare"])[0]
+    print(f"  ratio sink/bare: {bare_best / min(times['sink'])[0]:.2f} (target >= 0.8)")
+    print(f"  ratio delivery/bare: {bare_best / min(times['delivery'])[0]:.2f} (with the landing reads and the "
+          f"checkpoint commits; no target)")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,11 +204,12 @@ def deliver_window(
         from_start = cp.page_seq == 0
         head = _head(source_name, rfc3339(window.start), rfc3339(window.end))
         found = {page.seq: page for page in landing.pages(source_name, window, landed)} if cp.page_seq < landed else {}
-        for seq in range(cp.page_seq, landed):
+        prepare = getattr(sink, "prepare", None)
+
+        def load(seq: int) -> _Batch | None:
+            """Landed page ``seq`` as SIEM records (None: a page recorded lost), encoded by the sink if it can."""
             if seq in lost:
-                result.lost_pages += 1
-                cp = held.commit(dataclasses.replace(cp, page_seq=seq + 1))
-                continue
+                return None
             page = found.get(seq)
             try:
                 if page is None:
@@ -221,42 +223,59 @@ def deliver_window(
                 out, event_id = _envelope(head, line)
                 lines.append(out)
                 ids.append(event_id)
-            if reconciling and delivered is None:
-                with held.waiting():
-                    delivered = _reconcile(sink, source_name, window, cp)
-                cp = held.cp
-                unmatched = len(delivered) if from_start and not result.batches else None
-                if unmatched == 0:  # the SIEM side holds nothing of it after all (an empty record)
-                    reconciling, delivered, unmatched = False, None, None
-            with held.waiting():
-                written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered,
-                                           fence=fence)
-                if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
-                    reconciling = True
-                    delivered = _reconcile(sink, source_name, window, held.cp, batch=page.seq)
+            encoded = None
+            if prepare is not None:
+                try:
+                    encoded = prepare(source_name, window, page.seq, lines, ids)
+                except Exception:  # write_batch encodes again and raises it at the batch's turn
+                    encoded = None
+            return _Batch(page.seq, lines, ids, encoded)
+
+        with contextlib.closing(_read_ahead(load, range(cp.page_seq, landed))) as batches:
+            for seq, batch in batches:
+                if batch is None:
+                    result.lost_pages += 1
+                    cp = held.commit(dataclasses.replace(cp, page_seq=seq + 1))
+                    continue
+                lines, ids = batch.lines, batch.ids
+                if reconciling and delivered is None:
+                    with held.waiting():
+                        delivered = _reconcile(sink, source_name, window, cp)
+                    cp = held.cp
                     unmatched = len(delivered) if from_start and not result.batches else None
-                    written = sink.write_batch(source_name, window, page.seq, lines, ids, delivered=delivered,
-                                               fence=fence)
-            cp = held.cp
-            if written.location is not None:
-                result.outputs.append(written.location)
-            result.batches += 1
-            result.events += written.events
-            result.already_delivered += written.already
-            result.resent += written.resent
-            stats = cp.stats
-            if reconciling:
-                result.reconciled = True
-                stats = {**stats, "reconciling": True,
-                         "already_delivered": int(stats.get("already_delivered", 0)) + written.already}
-                if unmatched is not None:
-                    unmatched -= written.already
-                    if unmatched <= 0:  # every event the SIEM had is accounted for: back to normal
+                    if unmatched == 0:  # the SIEM side holds nothing of it after all (an empty record)
                         reconciling, delivered, unmatched = False, None, None
-                        stats = {k: v for k, v in stats.items() if k != "reconciling"}
-            cp = dataclasses.replace(cp, page_seq=page.seq + 1, pages_read=cp.pages_read + 1,
-                                     events=cp.events + len(lines), stats=stats)
-            cp = held.commit(cp)
+                # What the sink encoded ahead holds every event: it serves only while nothing is left out.
+                encoded = {"prepared": batch.prepared} if prepare is not None and delivered is None else {}
+                with held.waiting():
+                    written = sink.write_batch(source_name, window, batch.seq, lines, ids, delivered=delivered,
+                                               fence=fence, **encoded)
+                    if written.conflict:  # the name holds other events: the checkpoint is not the SIEM's
+                        reconciling = True
+                        delivered = _reconcile(sink, source_name, window, held.cp, batch=batch.seq)
+                        unmatched = len(delivered) if from_start and not result.batches else None
+                        written = sink.write_batch(source_name, window, batch.seq, lines, ids, delivered=delivered,
+                                                   fence=fence)
+                cp = held.cp
+                if written.location is not None:
+                    result.outputs.append(written.location)
+                result.batches += 1
+                result.events += written.events
+                result.already_delivered += written.already
+                result.resent += written.resent
+                stats = cp.stats
+                if reconciling:
+                    result.reconciled = True
+                    stats = {**stats, "reconciling": True,
+                             "already_delivered": int(stats.get("already_delivered", 0)) + written.already}
+                    if unmatched is not None:
+                        unmatched -= written.already
+                        if unmatched <= 0:  # every event the SIEM had is accounted for: back to normal
+                            reconciling, delivered, unmatched = False, None, None
+                            stats = {k: v for k, v in stats.items() if k != "reconciling"}
+                cp = dataclasses.replace(cp, page_seq=batch.seq + 1, pages_read=cp.pages_read + 1,
+                                         events=cp.events + len(lines), stats=stats)
+                cp = held.commit(cp)
         # completed_by: a retry of the same run's step knows the window is done (assets.py)
         stats = {k: v for k, v in cp.stats.items() if k != "missing_page"}
         cp = dataclasses.replace(cp, status="complete", last_error=None, stats={**stats, "completed_by": owner})
@@ -271,6 +290,8 @@ def deliver_window(
                                                     stats=stats),
                                 now=clock())
         raise
+    finally:
+        held.close()  # the keeper renews only during a sink call: none is in progress here
     if result.already_delivered:
         log.warning("%s window %s: %d events were in the SIEM already and were not sent again; %d sent",
                     source_name, window, result.already_delivered, result.events)
@@ -279,14 +300,50 @@ def deliver_window(
     return result
 
 
+@dataclass(frozen=True)
+class _Batch:
+    seq: int
+    lines: list[bytes]
+    ids: list[str]
+    prepared: object  # the sink's encoding of every event of the batch (``Sink.prepare``), or None
+
+
+def _read_ahead(load: Callable[[int], _Batch | None], seqs: range) -> Iterator[tuple[int, _Batch | None]]:
+    """``(seq, load(seq))`` for each of ``seqs`` in order, the next one loaded by a worker thread while the
+    caller delivers this one: reading and encoding a page then overlaps the SIEM's answer to the previous
+    batch, instead of adding to it. Nothing is sent ahead (the worker only reads the landing store and
+    encodes), so what a crash can repeat is unchanged; at most two pages are held. An error loading a page
+    is raised when its turn comes, as it would have been without the worker."""
+    if not seqs:
+        return
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="logpull-delivery-read")
+    try:
+        ahead = pool.submit(load, seqs[0])
+        for k, seq in enumerate(seqs):
+            batch = ahead.result()
+            if k + 1 < len(seqs):
+                ahead = pool.submit(load, seqs[k + 1])
+            yield seq, batch
+    finally:
+        # Nothing of this attempt outlives it: a read in flight (bounded by the store's timeouts) is waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 class _Held:
     """The delivery checkpoint one attempt holds, committed by the delivery loop, the fence and the
-    keeper (module docstring, KEPT WHILE THE SIEM IS SLOW) under one lock."""
+    keeper (module docstring, KEPT WHILE THE SIEM IS SLOW) under one lock.
+
+    One keeper thread serves the whole attempt (started at the first sink call, stopped by ``close``):
+    starting a thread per batch cost milliseconds a batch, more while the read-ahead worker holds the GIL."""
 
     def __init__(self, store: CheckpointStore, cp: Checkpoint, lease_ttl: float, clock: Callable[[], float]) -> None:
         self.store, self.cp, self.lease_ttl, self.clock = store, cp, lease_ttl, clock
         self.lock = threading.Lock()
         self.committed_at = time.monotonic()
+        self.every = max(0.05, lease_ttl / 3)  # renew once this long has passed without a commit
+        self._call_started: float | None = None  # when the sink call in progress began (None: none is)
+        self._closed = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def commit(self, cp: Checkpoint) -> Checkpoint:
         with self.lock:
@@ -298,31 +355,37 @@ class _Held:
     def waiting(self) -> Iterator[None]:
         """Keep the lease while a sink call runs; once this returns no renewal is in flight (``cp`` is
         then the latest commit)."""
-        every = max(0.05, self.lease_ttl / 3)
-        started = time.monotonic()
-        stop = threading.Event()
-
-        def keep() -> None:
-            while not stop.wait(every / 4):
-                with self.lock:
-                    now = time.monotonic()
-                    if stop.is_set() or now - self.committed_at < every or now - started > MAX_SINK_KEEPALIVE:
-                        continue
-                    try:
-                        self.cp = self.store.commit(self.cp, ttl=self.lease_ttl, now=self.clock())
-                        self.committed_at = now
-                    except LeaseLost:
-                        return  # taken over: the fence (or the next commit) meets it and stops
-                    except Exception:  # a store outage: the sink's fence or the next commit reports it
-                        continue
-
-        keeper = threading.Thread(target=keep, name="logpull-delivery-lease", daemon=True)
-        keeper.start()
+        if self._keeper is None:
+            self._keeper = threading.Thread(target=self._keep, name="logpull-delivery-lease", daemon=True)
+            self._keeper.start()
+        with self.lock:
+            self._call_started = time.monotonic()
         try:
             yield
         finally:
-            stop.set()
-            keeper.join()
+            with self.lock:  # a renewal runs under the lock: none is in flight once this is taken
+                self._call_started = None
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._keeper is not None:
+            self._keeper.join()
+
+    def _keep(self) -> None:
+        while not self._closed.wait(self.every / 4):
+            with self.lock:
+                now = time.monotonic()
+                started = self._call_started
+                if (started is None or now - self.committed_at < self.every
+                        or now - started > MAX_SINK_KEEPALIVE):
+                    continue
+                try:
+                    self.cp = self.store.commit(self.cp, ttl=self.lease_ttl, now=self.clock())
+                    self.committed_at = now
+                except LeaseLost:
+                    return  # taken over: the fence (or the next commit) meets it and stops
+                except Exception:  # a store outage: the sink's fence or the next commit reports it
+                    continue
 
 
 def _reconcile(sink: Sink, source: str, window: Window, cp: Checkpoint, batch: int | None = None) -> set[bytes]:

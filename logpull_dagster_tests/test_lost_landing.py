@@ -52,9 +52,9 @@ class Site:
         return pull_window(FakeSource(EVENTS), W, source_name="s", checkpoints=self.store,
                            landing=landing or self.landing, owner="pull", lease_ttl=60, **kw)
 
-    def deliver(self, owner: str = "deliver", landing: Any = None, **kw: Any) -> Any:
+    def deliver(self, owner: str = "deliver", landing: Any = None, sink: Any = None, **kw: Any) -> Any:
         return deliver_window(W, source_name="s", checkpoints=self.store, landing=landing or self.landing,
-                              sink=FileSink(self.siem), owner=owner, lease_ttl=60, **kw)
+                              sink=sink or FileSink(self.siem), owner=owner, lease_ttl=60, **kw)
 
     def page_file(self, seq: int) -> Path:
         [page] = [p for p in self.landing.pages("s", W, 100) if p.seq == seq]
@@ -220,25 +220,29 @@ def test_a_journaled_read_that_is_gone_fails_the_pull_clearly_and_recover_reads_
 
 
 def test_a_delivery_that_lost_its_lease_while_stalled_writes_nothing_when_it_wakes(site):
-    """Run A stalls reading landed page 2 past its lease; run B takes the window over and delivers all of
-    it; a forwarder ships and deletes B's files; then A wakes up. Before: A wrote batch 2 again (its
-    name was free), and the SIEM received those 10 events twice."""
+    """Run A stalls with landed page 2 in hand (a slow read, a paused process) past its lease; run B takes
+    the window over and delivers all of it; a forwarder ships and deletes B's files; then A wakes up.
+    Before: A wrote batch 2 again (its name was free), and the SIEM received those 10 events twice.
+
+    The stall is in the sink's call, before its fence: delivery reads page 2 ahead in a worker thread
+    while batch 1 is written, so a stall inside the read would pause only that worker, not A."""
     site.pull()
     t = [0.0]
     woke: list[BaseException] = []
 
-    class Stalls(LocalLandingStore):
-        def read_lines(self, page: LandedPage) -> list[bytes]:
-            if page.seq == 2 and not woke:
+    class Stalls(FileSink):
+        def write_batch(self, source: str, window: Any, batch: int, *args: Any, **kw: Any) -> Any:
+            if batch == 2 and not woke:
                 t[0] += 120  # A is stuck here for two minutes (lease_ttl is 60 s)...
                 woke.append(Exception("stalled"))
                 res = site.deliver(owner="B", clock=lambda: t[0])  # ...while B takes over and finishes
                 assert res.batches == 8 and site.store.get("s", "deliver", START).is_complete
                 site.ship()
-            return super().read_lines(page)
+            return super().write_batch(source, window, batch, *args, **kw)
 
     with pytest.raises(LeaseLost):
-        site.deliver(owner="A", landing=Stalls(site.root / "landing"), clock=lambda: t[0])
+        site.deliver(owner="A", sink=Stalls(site.siem), clock=lambda: t[0])
+    assert woke
     ids = site.siem_ids()
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} events reached the SIEM twice"
     assert sorted(ids) == TRUTH

@@ -106,16 +106,20 @@ def test_a_batch_is_split_by_batch_events_and_batch_bytes_and_every_part_confirm
         assert [n for _, n, _, _ in receiver.requests] == [300, 300, 300, 100]
         assert len(calls) == 4  # the fence, right before each request that hands events over
         assert with_bytes.write_batch(STREAM, W, 1, lines, ids).events == 1000
+        # Encoded ahead (delivery's read-ahead, Sink.prepare): the same requests, each confirmed in turn.
+        prepared = with_events.prepare(STREAM, W, 2, lines, ids)
+        assert with_events.write_batch(STREAM, W, 2, lines, ids, prepared=prepared).events == 1000
     finally:
         with_events.close()
         with_bytes.close()
-    by_bytes = receiver.requests[4:]
+    by_bytes = receiver.requests[4:-4]
     assert len(by_bytes) > 5 and all(size <= 100_000 and enc == "" for _, _, size, enc in by_bytes)
     assert sum(n for _, n, _, _ in by_bytes) == 1000
-    assert Counter(receiver.records(token, "workspace")) == Counter(lines + lines)  # two batches, each once
+    assert [n for _, n, _, _ in receiver.requests[-4:]] == [300, 300, 300, 100]
+    assert Counter(receiver.records(token, "workspace")) == Counter(lines * 3)  # three batches, each once
     assert {e.meta["sourcetype"] for e in receiver.indexed(token)} == {"logpull:google", "logpull:json"}
     acks = [a for a in receiver.answers if a[0] == "ack"]
-    assert len(acks) == len(receiver.requests)  # each part waited for before the next was built
+    assert len(acks) == len(receiver.requests)  # each part confirmed before the next was sent
 
 
 @pytest.mark.slow

@@ -32,6 +32,12 @@ Every sink, whatever it can do:
   duplicate when it wakes up. What no lease can exclude is a pause longer than ``lease_ttl`` between the
   fence and the visible step itself; the sink keeps that step short (one rename, one request).
 * A batch counts as delivered only once the SIEM has confirmed it: ``write_batch`` returns after that.
+* ``prepare`` (optional): a sink whose batches cost CPU to encode (a request body to build and
+  compress) may encode a whole batch ahead. Delivery calls ``prepare(source, window, batch, lines, ids)``
+  in a read-ahead thread while the previous batch waits on the SIEM, then passes what it returned as
+  ``write_batch(..., prepared=...)``, only when nothing is left out (``delivered`` is None). It must
+  send nothing and hold no lock the sink's writes need; an error in it is ignored (``write_batch``,
+  then given ``prepared=None``, meets it again).
 * An exception whose ``permanent`` attribute is true says retrying cannot mend it (a refused credential,
   a certificate not trusted, an event the SIEM refuses): delivery then fails the window at once instead
   of spending its retries. Every message names what to fix and never holds a secret (delivery redacts

@@ -30,8 +30,9 @@ after the other (HEC's batch format)::
 JSON text; ``spath`` and the ``_json`` extractions read it); ``time`` is the event's own time
 (``event_time`` of the envelope) in epoch seconds. A delivery batch (one landed page) is split into
 requests of at most ``batch_events`` events and ``batch_bytes`` bytes before compression; each request
-is built, sent and confirmed before the next is built, so one request body is held at a time, and
-``write_batch`` returns only once every request of the batch is confirmed.
+is sent and confirmed before the next is sent, and ``write_batch`` returns only once every request of
+the batch is confirmed. Delivery has the next batch's requests built (``prepare``) while this one waits
+on HEC: a batch's bodies are held at most twice over, and nothing is sent ahead.
 
 Acknowledgement. Each sink instance has its own channel (a GUID in ``X-Splunk-Request-Channel``);
 HEC answers each request with an ``ackId`` and ``/services/collector/ack`` says which ids are indexed.
@@ -64,7 +65,7 @@ import ssl
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
@@ -95,6 +96,7 @@ ANSWER_MAX = 64 * 1024  # bytes of an answer read: HEC's are tens of bytes, a pr
 GZIP_LEVEL = 1  # JSON shrinks ~5x at level 1; higher levels cost 3x the CPU for ~20% fewer bytes
 _EVENT_TIME = b',"event_time":"'
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+_Request = tuple[bytes, list[int]]  # a request body, and the positions in the batch of the events it holds
 
 
 class HecError(RuntimeError):
@@ -163,25 +165,35 @@ class SplunkHecSink:
     # ---- the Sink protocol ---------------------------------------------------------------------------
 
     def write_batch(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str], *,
-                    delivered: set[bytes] | None = None, fence: Fence | None = None) -> Written:
+                    delivered: set[bytes] | None = None, fence: Fence | None = None,
+                    prepared: list[_Request] | None = None) -> Written:
         keep = to_write(ids, delivered)
         if not keep:
             return Written(None, 0, len(lines))
-        meta = self._meta_of(source)
+        requests = iter(prepared) if prepared is not None and delivered is None else self._requests(source, lines,
+                                                                                                   ids, keep)
         resent = 0
         where: list[str] = []
-        for part in _chunks([len(lines[k]) for k in keep], len(meta) + 40, self.batch_events, self.batch_bytes):
-            picked = [keep[j] for j in part]
-            body = _events(meta, [lines[k] for k in picked], [ids[k] for k in picked])
-            if self.gzip:
-                body = _gzip(body)
+        for body, picked in requests:
             # Numbers of this request's events in the batch, so a refused event is named by its event id.
             ack_ids, again = self._deliver(body, picked, ids, fence)
             resent += again
             where.append(",".join(map(str, ack_ids)))
-            del body  # one request body at a time
         location = f"{self.url}{EVENT_PATH}" + (f" channel {self.channel} ackIds {';'.join(where)}" if self.ack else "")
         return Written(location, len(keep), len(lines) - len(keep), resent=resent)
+
+    def prepare(self, source: str, window: Window, batch: int, lines: list[bytes], ids: list[str]) -> list[_Request]:
+        """Every request of a whole batch, built and compressed; nothing is sent. Delivery calls this in its
+        read-ahead thread while the previous batch waits on HEC, so building overlaps the indexer's answer."""
+        return list(self._requests(source, lines, ids, range(len(lines))))
+
+    def _requests(self, source: str, lines: list[bytes], ids: list[str], keep: Sequence[int]) -> Iterator[_Request]:
+        """The requests for the events at ``keep``, each built only when asked for (one body at a time)."""
+        meta = self._meta_of(source)
+        for part in _chunks([len(lines[k]) for k in keep], len(meta) + 40, self.batch_events, self.batch_bytes):
+            picked = [keep[j] for j in part]
+            body = _events(meta, [lines[k] for k in picked], [ids[k] for k in picked])
+            yield (_gzip(body) if self.gzip else body), picked
 
     def holds(self, source: str, window: Window) -> bool:
         return False  # HEC cannot be read back
