@@ -55,8 +55,7 @@ operator's ``logpull skip-page`` loses that page only, not the rest of the windo
 from __future__ import annotations
 
 import datetime as dt
-import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
@@ -86,6 +85,7 @@ from logpull_dagster.sources.http import (
     reset_epoch,
     retry_after,
 )
+from logpull_dagster.sources.paging import links, next_link, next_link_or_none
 from logpull_dagster.windows import Window, parse_time, rfc3339_ms
 
 LOGS_PATH = "/api/v1/logs"
@@ -94,38 +94,7 @@ LOGS_SCOPE = "okta.logs.read"
 JOURNAL_HEADERS = ("link", "x-rate-limit-limit", "x-rate-limit-remaining")
 
 
-# ---- pure logic: the Link header -------------------------------------------------------------------
-
-# One link-value of RFC 8288: ``<target>`` then ``; param`` pairs, up to the next comma outside ``<>``
-# and quotes. Spacing around ``;``, ``=`` and ``,`` varies between servers and proxies.
-_LINK = re.compile(r'<(?P<target>[^>]*)>(?P<params>(?:\s*;\s*[^;,"=]+(?:=\s*(?:"[^"]*"|[^;,]*))?)*)')
-_PARAM = re.compile(r';\s*(?P<name>[^=;,\s]+)\s*(?:=\s*(?:"(?P<quoted>[^"]*)"|(?P<bare>[^;,]*)))?')
-
-
-def links(values: str | Iterable[str]) -> list[tuple[str, tuple[str, ...]]]:
-    """Every ``(target, rel values)`` in one or several ``Link`` header values (several links may
-    share one header, comma-separated, or come in several headers); rel values lower-cased."""
-    out: list[tuple[str, tuple[str, ...]]] = []
-    for value in [values] if isinstance(values, str) else values:
-        for m in _LINK.finditer(value):
-            rels: tuple[str, ...] = ()
-            for p in _PARAM.finditer(m.group("params")):
-                if p.group("name").lower() == "rel":
-                    raw = p.group("quoted") if p.group("quoted") is not None else (p.group("bare") or "")
-                    rels = tuple(r.lower() for r in raw.split())
-            out.append((m.group("target").strip(), rels))
-    return out
-
-
-def next_link(values: str | Iterable[str]) -> str | None:
-    """The ``rel="next"`` target of ``Link`` header values, or None. Two different next links are
-    not a page we can trust (which one is the rest of the window?)."""
-    found = {target for target, rels in links(values) if "next" in rels}
-    if len(found) > 1:
-        raise BadPage(f"the response has {len(found)} different rel=\"next\" links")
-    target = next(iter(found), None)
-    return target or None
-
+# ---- pure logic: the next link ------------------------------------------------------------------
 
 def looks_like_next_link(cursor: str) -> bool:
     """Whether a stored cursor can be a next link of the System Log (an http(s) URL or a path to it)."""
@@ -203,7 +172,7 @@ class OktaSystemLogSource:
             items, nxt = self.parse_page(res.content, headers)
         except BadPage as e:
             # The next link is in the headers, not the body: an operator who skips this page reads on.
-            raise BadPage(str(e), res.content, _next_link_or_none(headers.get("link", ""))) from None
+            raise BadPage(str(e), res.content, next_link_or_none(headers.get("link", ""))) from None
         remaining = res.headers.get("x-rate-limit-remaining", "")
         return Page(items, nxt, res.content, res.retries, res.reasons, headers,
                     quota_remaining=int(remaining) if remaining.strip().isdigit() else None,
@@ -242,14 +211,6 @@ class OktaSystemLogSource:
             out.append(Event(item["uuid"], parse_time(published), item, (str(name),) if name else (),
                              published if canonical else ""))
         return out
-
-
-def _next_link_or_none(values: str) -> str | None:
-    """The next link of a page whose body cannot be read, or None when the header is no help either."""
-    try:
-        return next_link(values)
-    except BadPage:
-        return None
 
 
 def _error_message(body: bytes) -> str:
@@ -329,3 +290,5 @@ def open_source(cfg: OktaConfig, secrets: Secrets, *, rate: RateGate | None = No
 
 
 PLUGINS = [Plugin("source", "okta", OktaConfig, open_source)]
+
+__all__ = ["OktaConfig", "OktaSystemLogSource", "links", "looks_like_next_link", "next_link", "okta_wait"]
