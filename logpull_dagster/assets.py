@@ -25,7 +25,6 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from logpull_dagster import skips
@@ -86,11 +85,10 @@ class _Stores:
 
 
 def _names_table(names: dict[str, int]) -> dg.TableMetadataValue:
-    df = (pd.Series(names, dtype="int64").rename_axis("event_name").reset_index(name="events")
-          .sort_values(["events", "event_name"], ascending=[False, True]).head(50))
+    """The 50 most frequent event names, most frequent first (ties by name)."""
+    top = sorted(names.items(), key=lambda kv: (-kv[1], kv[0]))[:50]
     return dg.MetadataValue.table(
-        records=[dg.TableRecord({"event_name": str(r.event_name), "events": int(r.events)})
-                 for r in df.itertuples(index=False)],
+        records=[dg.TableRecord({"event_name": str(name), "events": int(n)}) for name, n in top],
         schema=dg.TableSchema(columns=[dg.TableColumn("event_name", "string"), dg.TableColumn("events", "int")]),
     )
 

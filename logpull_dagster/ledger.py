@@ -11,8 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from logpull_dagster import skips
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore
@@ -28,6 +27,9 @@ from logpull_dagster.windows import (
     rfc3339,
     rfc3339_ms,
 )
+
+if TYPE_CHECKING:  # pandas costs half a second to import: only `logpull status` builds tables
+    import pandas as pd
 
 COLUMNS = ["window", "status", "events", "pages", "late_events", "attempts", "last_read", "delivered", "detail"]
 
@@ -88,6 +90,8 @@ def window_rows(src: SourceBase, store: CheckpointStore, now: dt.datetime, *, st
             "detail": detail,
             "deliveries": deliveries,
         })
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["start", *COLUMNS, "deliveries"])
 
 
@@ -148,6 +152,8 @@ def collapse(rows: pd.DataFrame) -> pd.DataFrame:
             })
         else:
             out.extend(part[COLUMNS].to_dict("records"))
+    import pandas as pd
+
     return pd.DataFrame(out, columns=COLUMNS)
 
 

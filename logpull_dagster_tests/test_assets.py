@@ -69,6 +69,8 @@ def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(
     assert md["events_per_second"] > 0 and md["elapsed_seconds"] > 0
     assert sum(r.data["events"] for r in md["events_per_name"].records) == n
     assert {r.data["event_name"] for r in md["events_per_name"].records} >= {"login_success", "logout"}
+    counts = [r.data["events"] for r in md["events_per_name"].records]
+    assert counts == sorted(counts, reverse=True)  # the most frequent first
     logs = [e.message for e in instance.all_logs(res.run_id)]
     assert any(f"gws {key(10)} page 1: +" in m for m in logs)  # progress: the first page, then every 5 s
 
