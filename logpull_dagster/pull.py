@@ -298,7 +298,7 @@ def pull_window(
             items, next_cursor = source.parse_page(record.body, record.headers)
             if not record.legacy:  # the cursor as the source read it when it fetched the page
                 next_cursor = record.next_cursor
-            landed = run.land(n, epoch, items, next_cursor)
+            landed = run.land(n, epoch, items, next_cursor, live=False)
             run.report(on_page, cp.pages_read - cp.journaled + i + 1, landed, monotonic() - t0)
             last_page_landed = next_cursor is None
         if not last_page_landed:  # else the journal held the pass's last page: the pass is complete
@@ -391,6 +391,7 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     run.seen.clear()
                     run.commit(lambda c: dataclasses.replace(c, cursor=None, pages_read=0,
                                                              stats=_bump(c.stats, "token_restarts", 1)))
+                    run.pass_first_read = run.cp.reads  # a page still landing from before is of the old pass
                     continue
                 except SourceError as e:
                     if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
@@ -532,6 +533,11 @@ class _WindowRun:
         self.committed_at = time.monotonic()  # the lease was just taken
         # Digest of every cursor sent in this pass -> the page it was sent for (cycle detection).
         self.seen: dict[str, int] = {}
+        # Digest of each landed read's set of event ids -> that read (this attempt): a cursor that does not
+        # advance by its meaning (Okta's next link repeating its ``after`` with another parameter changing)
+        # makes every cursor look new, but the pages bring the same events (see ``land``).
+        self.page_sets: dict[bytes, int] = {}
+        self.pass_first_read = 0  # the first read of the pass now being read: earlier ones may repeat
 
     def await_host_settled(self, keeper: _LeaseKeeper, budget_end: float, monotonic: Callable[[], float]) -> None:
         """Return once this host's clock has passed ``settled_at``, waiting if that is near enough;
@@ -604,8 +610,27 @@ class _WindowRun:
         self.result.checkpoint = self.cp
         self.committed_at = time.monotonic()
 
-    def land(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None) -> int:
-        """Steps 2-4 for journaled read ``n``; returns how many events it landed."""
+    def _refuse_repeat(self, n: int, inside: dict[bytes, Any]) -> None:
+        """PullFailed (permanent) when read ``n`` brings exactly the events of an earlier read of this attempt:
+        an API page never repeats a whole earlier page within one pass, so its cursor is not advancing
+        whatever its text says. Bounded: a looping API costs one page more than its cycle, not requests
+        without end. Empty pages are left to the cursor checks (an API may end on one)."""
+        key = hashlib.blake2b(b"".join(sorted(inside)), digest_size=16).digest()
+        with self.lock:
+            first = self.page_sets.get(key)
+            if first is None or first < self.pass_first_read or first == n:
+                self.page_sets[key] = n
+                return
+            raise PullFailed(
+                f"window {self.window} of {self.source_name!r}: read {n + 1} of the window brought exactly the "
+                f"{len(inside)} events of read {first + 1}: the API's next page does not advance (its cursor "
+                f"changes but the page does not), so it is looping; stopping. Nothing of this page was landed; "
+                f"`logpull reset` restarts the window from page one", permanent=True)
+
+    def land(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None, *,
+             live: bool = True) -> int:
+        """Steps 2-4 for journaled read ``n``; returns how many events it landed. ``live``: read just now (not
+        replayed from the journal, where a repeat was read already and lands as a no-op)."""
         result, window = self.result, self.window
         # In the window, and not landed yet: by committed pages (the store knows) or earlier on this page.
         inside: dict[bytes, tuple[int, Event]] = {}
@@ -619,6 +644,8 @@ class _WindowRun:
             else:
                 inside[digest] = (epoch_us(ev.time), ev)
         known: set[bytes] = set()
+        if inside and live:
+            self._refuse_repeat(n, inside)
         if inside:
             with self.lock:
                 known = self.store.known_ids(self.source_name, self.cp.window_start,

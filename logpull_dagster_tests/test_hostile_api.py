@@ -137,6 +137,25 @@ def test_a_token_repeated_with_items_fails_the_window_at_once_naming_the_page(si
     assert res.resumed_from_page == 3 and sorted(landed(case, landing, store)) == case.truth(sim)
 
 
+@both_sources
+def test_a_cursor_that_changes_without_advancing_is_caught_as_a_loop(sim, store, landing, case):
+    """Issue 24's adversary: Okta's next link repeating its ``after`` with a parameter that changes on every
+    answer made every cursor look new, and the pass ran without end (2,632 requests in 150 s). The pages
+    repeat their events, and that is caught whatever the cursor's text (Google's repeated token is caught
+    by the token itself)."""
+    sim.set_faults([{"kind": "repeat_token_varying", "match": "token", "after": 1, "count": None}])
+    t0 = time.monotonic()
+    with pytest.raises(PullFailed, match=r"looping") as e:
+        pull(case, sim, store, landing)
+    assert e.value.permanent and time.monotonic() - t0 < 5
+    assert len(sim.requests()) <= 5  # a page or two past the repeat, not requests without end
+    cp = store.get(case.name, "pull", ts(10))
+    assert cp.status == "failed" and "looping" in cp.last_error
+    sim.set_faults([])
+    pull(case, sim, store, landing)  # the API behaves again: the window completes, exact
+    assert sorted(landed(case, landing, store)) == case.truth(sim)
+
+
 # ---- 2. gzip bomb and huge bodies ------------------------------------------------------------------
 
 _PEAK = textwrap.dedent("""

@@ -167,10 +167,11 @@ class EmulatedApi(ABC):
     # -- answers ------------------------------------------------------------------------------------
 
     @abstractmethod
-    def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool = False) -> Reply:
+    def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool | str = False) -> Reply:
         """The normal answer, or the API's 400 for a bad query. ``damage`` (no_id or a splice kind, see
         ``faults.damage_item``) spoils its middle item; ``repeat_cursor`` makes its next cursor the one
-        sent (a fresh one leading back to page one when none was), even on the last page."""
+        sent (a fresh one leading back to page one when none was), even on the last page; ``"varying"``:
+        the same, with a parameter changing on every answer where the cursor is a URL (others repeat it as is)."""
 
     @abstractmethod
     def stuck_page(self, request: ApiRequest) -> Reply:

@@ -38,6 +38,7 @@ FAULT_KINDS: tuple[str, ...] = (
     "no_id",
     "stuck_token",
     "repeat_token",
+    "repeat_token_varying",
     "gzip_bomb",
     "big_body",
     "trickle",
@@ -68,6 +69,9 @@ FAULT_DOCS: dict[str, str] = {
     "without a token, a fresh token that leads back to the first page",
     "repeat_token": "the normal page WITH its items, but nextPageToken is the token sent; without a token, "
     "a fresh token that leads back to the first page, so a naive client reads page 1 again, forever",
+    "repeat_token_varying": "as repeat_token, but the next link also carries a parameter that changes on every "
+    "answer (where the API's cursor is a URL: Okta's next link repeats its after with n=1, n=2, ...), so the "
+    "cursors all differ while the pages repeat",
     "gzip_bomb": "200 Content-Encoding: gzip, Content-Type: application/json: a valid JSON object "
     '{"kind": ..., "pad": "AAA..."} that inflates to size bytes (default 2 GiB) from about size/1000 '
     "on the wire",
@@ -294,6 +298,8 @@ class FaultSwitch:
             return api.stuck_page(request)
         if kind == "repeat_token":
             return api.page(request, repeat_cursor=True)
+        if kind == "repeat_token_varying":
+            return api.page(request, repeat_cursor="varying")
         if kind == "gzip_bomb":
             assert rule.size is not None  # parse() defaults it for this kind
             return Reply(200, self._gzip_bomb(api.pad_prefix, rule.size), [("Content-Encoding", "gzip")],

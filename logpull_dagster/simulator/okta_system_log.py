@@ -88,6 +88,7 @@ class OktaSystemLogApi(EmulatedApi):
         self._lock = threading.Lock()
         #: ``scheme://host:port`` next links point at instead of the request's own Host (origin tests).
         self.link_base: str | None = None
+        self._varied = 0  # answers of the repeat_token_varying fault so far
         #: requests per minute ``X-Rate-Limit-Limit`` announces; ``-Remaining`` counts down from it.
         self.rate_limit = 1200
         self._minute = 0
@@ -173,7 +174,7 @@ class OktaSystemLogApi(EmulatedApi):
         after = request.query.get("after") or self._fresh_after(request)
         return Reply(200, b"[]", [*self._links(request, after), *self._rate_headers()])
 
-    def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool = False) -> Reply:
+    def page(self, request: ApiRequest, *, damage: str | None = None, repeat_cursor: bool | str = False) -> Reply:
         if request.params.get("endpoint") == "token":
             return self._token(request)
         if request.method != "GET":
@@ -183,7 +184,7 @@ class OktaSystemLogApi(EmulatedApi):
         except BadRequest as e:
             return self.error(400, e.message)
 
-    def _page(self, request: ApiRequest, damage: str | None, repeat_cursor: bool) -> Reply:
+    def _page(self, request: ApiRequest, damage: str | None, repeat_cursor: bool | str) -> Reply:
         q = request.query
         now_us = self.ctx.now_us()
         since_us, until_us = self._time(q, "since", now_us - 7 * 86400 * 10**6), self._time(q, "until", now_us)
@@ -220,7 +221,12 @@ class OktaSystemLogApi(EmulatedApi):
             nxt = None
         raw_body = json_bytes(items)
         body = raw_body if spliced is None else splice(raw_body, spliced)
-        return Reply(200, body, [*self._links(request, nxt), *self._rate_headers()], items=len(items))
+        vary = None
+        if repeat_cursor == "varying":
+            with self._lock:
+                self._varied += 1
+                vary = self._varied
+        return Reply(200, body, [*self._links(request, nxt, vary), *self._rate_headers()], items=len(items))
 
     @staticmethod
     def _time(q: Mapping[str, str], key: str, default: int) -> int:
@@ -236,13 +242,14 @@ class OktaSystemLogApi(EmulatedApi):
     def _origin(self, request: ApiRequest) -> str:
         return self.link_base or f"{self.scheme}://{request.headers.get('Host', '127.0.0.1')}"
 
-    def _links(self, request: ApiRequest, after: str | None) -> list[tuple[str, str]]:
+    def _links(self, request: ApiRequest, after: str | None, vary: int | None = None) -> list[tuple[str, str]]:
         base = f"{self._origin(request)}{LOGS_PATH}"
         own = {k: v for k, v in request.query.items()}
         out = [("Link", f'<{base}?{urlencode(own)}>; rel="self"')]
         if after is not None:
-            query = {k: v for k, v in own.items() if k != "after"}
-            out.append(("Link", f'<{base}?{urlencode({**query, "after": after})}>; rel="next"'))
+            query = {k: v for k, v in own.items() if k not in ("after", "n")}
+            extra = {} if vary is None else {"n": str(vary)}  # the repeat_token_varying fault
+            out.append(("Link", f'<{base}?{urlencode({**query, "after": after, **extra})}>; rel="next"'))
         return out
 
     def _rate_headers(self) -> list[tuple[str, str]]:
