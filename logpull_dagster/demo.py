@@ -1,10 +1,11 @@
 """``make demo`` and ``make ui``: the whole pipeline against the bundled simulator, on one laptop.
 
 ``python -m logpull_dagster.demo`` starts the simulator on a free loopback port (it serves Google's
-Reports API with Google's OAuth token endpoint, and Okta's System Log), writes a config for two
-sources pointing at it: Google Workspace ``login`` and ``admin`` read through a service account with
-domain-wide delegation (a key made for the demo, which the simulator's token endpoint trusts), and
-Okta with an API token. Every stream goes to two sinks: the file sink ``siem`` (a folder of JSONL files)
+Reports API with Google's OAuth token endpoint, Okta's System Log and GitHub's enterprise audit log),
+writes a config for three sources pointing at it: Google Workspace ``login`` and ``admin`` read through
+a service account with domain-wide delegation (a key made for the demo, which the simulator's token
+endpoint trusts), Okta with an API token, and GitHub's audit log of enterprise ``acme`` with a token.
+Every stream goes to two sinks: the file sink ``siem`` (a folder of JSONL files)
 and ``splunk``, the Splunk HEC sink with indexer acknowledgement, pointed at the bundled HEC receiver
 (``simulator/hec.py``) that the demo starts on another loopback port for its lifetime. It pulls the last
 few settled hourly windows of every stream through the real Dagster assets (checkpoint after every page,
@@ -103,15 +104,20 @@ def prepare(sim: Simulator, hec: HecReceiver) -> dict[str, str]:
     del gws["settle_lag"]
     okta = {"name": "okta", "type": "okta", "base_url": sim.url, "token": {"env": TOKEN_ENV}, "cadence": "hourly",
             "start": gws["start"], "settle_lag": "5m", "lookback": "0s"}
-    cfg["sources"] = [gws, okta]
+    # GitHub's default rate_limit is its documented 1,750 queries an hour (a request every 2 s): the
+    # simulator is no GitHub, so the demo lifts it rather than wait minutes for its pages.
+    github = {"name": "github", "type": "github", "enterprise": "acme", "base_url": sim.url,
+              "token": {"env": TOKEN_ENV}, "cadence": "hourly", "start": gws["start"], "settle_lag": "5m",
+              "lookback": "0s", "rate_limit": None}
+    cfg["sources"] = [gws, okta, github]
     # Every stream to both sinks (no deliver_to: every sink): the folder, and Splunk HEC at the receiver.
     cfg = {k: v for k, v in cfg.items() if k != "siem"} | {"sinks": {
         FILE_SINK: cfg["siem"],
         HEC_SINK: {"type": "splunk_hec", "url": hec.url, "token": {"env": HEC_TOKEN_ENV}, "ack": True,
                    "ack_timeout": "30s"}}}
     (STATE / "logpull.yaml").write_text(
-        "# Written by `make demo`: Google Workspace (login, admin; a service account) and Okta, from the\n"
-        "# bundled simulator, delivered to a folder (siem) and to the bundled Splunk HEC receiver (splunk).\n"
+        "# Written by `make demo`: Google Workspace (login, admin; a service account), Okta and GitHub, from\n"
+        "# the bundled simulator, delivered to a folder (siem) and to the bundled Splunk HEC receiver (splunk).\n"
         + yaml.safe_dump(cfg, sort_keys=False))
     home = STATE / "dagster_home"
     home.mkdir(exist_ok=True)
@@ -125,8 +131,8 @@ def prepare(sim: Simulator, hec: HecReceiver) -> dict[str, str]:
 def run_demo() -> int:
     t0 = time.monotonic()
     with Simulator(seed=7, events_per_hour=3000, token=TOKEN, faults=FAULTS) as sim, start_hec() as hec:
-        print(f"simulator on {sim.url}: Google's Reports API and token endpoint, Okta's System Log "
-              f"(seeded, with injected 429/503/drop)")
+        print(f"simulator on {sim.url}: Google's Reports API and token endpoint, Okta's System Log, GitHub's "
+              f"audit log (seeded, with injected 429/503/drop)")
         print(f"Splunk HEC receiver on {hec.url}: the bundled HTTP Event Collector, indexer acknowledgement on")
         prepare(sim, hec)
         import dagster as dg  # after the environment is set: Dagster reads DAGSTER_HOME at import time
@@ -146,7 +152,7 @@ def run_demo() -> int:
         tables: dict[str, list[dict[str, object]]] = {}
         store = open_checkpoints(config)
         with dg.DagsterInstance.get() as instance:
-            for src in config.sources:  # the streams: gws_login, gws_admin, okta
+            for src in config.sources:  # the streams: gws_login, gws_admin, okta, github
                 windows = due_windows(src.cadence, src.start, now, src.settle_lag)[-WINDOWS:]
                 pulls: dict[str, dict[str, object]] = {}
                 for w in windows:
@@ -252,7 +258,7 @@ def run_demo() -> int:
     print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator and HEC receiver stopped")
     exact = all(r["status"] == "complete" and all(r.get(s) == r["events"] for s in totals) for r in rows)
     ok = exact and not wrong and duplicates == 0 and unread == 0
-    return 0 if ok and totals[FILE_SINK] > 0 and len(tables) == 2 else 1
+    return 0 if ok and totals[FILE_SINK] > 0 and len(tables) == 3 else 1
 
 
 def _delivered(store: object, stream: str, stage: str, start: str) -> bool:

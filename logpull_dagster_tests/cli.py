@@ -73,6 +73,8 @@ def plugin_path(tmp_path: Path) -> str:
 SOURCES: dict[str, dict[str, Any]] = {
     "gws": {"type": "google_workspace", "application": "login", "access_token": {"env": "LOGPULL_TEST_TOKEN"}},
     "okta": {"type": "okta", "token": {"env": "LOGPULL_TEST_TOKEN"}},
+    # GitHub's default rate_limit (1750/hour, one request every 2 s) is GitHub's quota, not the simulator's
+    "gh": {"type": "github", "enterprise": "acme", "token": {"env": "LOGPULL_TEST_TOKEN"}, "rate_limit": None},
 }
 
 

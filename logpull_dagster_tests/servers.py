@@ -106,6 +106,17 @@ class SimProcess:
         """The request log's entries for Okta's ``/api/v1/logs`` (its ``after`` column is the cursor sent)."""
         return [r for r in self.requests() if r.get("path") == "/api/v1/logs"]
 
+    def github_truth_ids(self, start: str, end: str) -> list[str]:
+        """The ``@timestamp/_document_id`` of every GitHub audit-log event of ``[start, end)`` (the emulated
+        GitHub API's truth, the source's event ids)."""
+        ids = self.http.get("/_sim/events", params={"application": "audit_log", "api": "github_audit_log",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return ["/".join(i) for i in ids]
+
+    def github_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for the GitHub audit log (its ``after`` column is the cursor sent)."""
+        return [r for r in self.requests() if str(r.get("path", "")).endswith("/audit-log")]
+
     def stop(self) -> None:
         self.http.close()
         self.proc.send_signal(signal.SIGTERM)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster_tests.conftest import TOKEN
@@ -28,11 +29,18 @@ def okta(url: str) -> OktaSystemLogSource:
                                backoff_max=0.05, timeout=5)
 
 
+def github(url: str) -> GitHubAuditLogSource:
+    return GitHubAuditLogSource(base_url=url, token=TOKEN, enterprise="acme", page_size=50, http_attempts=4,
+                                backoff_initial=0.01, backoff_max=0.05, timeout=5)
+
+
 FACTORIES: dict[str, SourceUnderTest] = {
     # Google's event id joins the four parts of the item's ``id`` (sources/google_workspace.event_id)
     "google_workspace": SourceUnderTest(google_workspace, "login", "google_reports", "/".join),
     # Okta's event id is the LogEvent's ``uuid``, the simulator's one-part id
     "okta": SourceUnderTest(okta, "system_log", "okta_system_log", lambda i: i[0]),
+    # GitHub's event id is ``@timestamp/_document_id`` (sources/github.py says why)
+    "github": SourceUnderTest(github, "audit_log", "github_audit_log", "/".join),
 }
 
 

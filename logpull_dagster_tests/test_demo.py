@@ -1,7 +1,8 @@
-"""`make demo`, the README's first command: two sources side by side against the bundled simulator.
+"""`make demo`, the README's first command: three sources side by side against the bundled simulator.
 
 Google Workspace login and admin through a service account (the simulator's token endpoint trusts the
-demo's own key) and Okta with an API token; every window complete and delivered exactly to both sinks (the
+demo's own key), Okta with an API token and GitHub's enterprise audit log with a token; every window
+complete and delivered exactly to both sinks (the
 file sink ``siem`` and ``splunk``, the Splunk HEC sink at the bundled HEC receiver the demo runs), one
 table per source, and each stream its own asset in one group per source.
 """
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(300)
-def test_make_demo_pulls_google_and_okta_and_delivers_every_event_to_a_folder_and_splunk_hec(tmp_path, monkeypatch):
+def test_make_demo_pulls_google_okta_and_github_and_delivers_every_event_to_a_folder_and_splunk_hec(tmp_path,
+                                                                                                   monkeypatch):
     state = tmp_path / "demo"
     env = {**os.environ, "LOGPULL_DEMO_DIR": str(state)}
     for name in ("LOGPULL_CONFIG", "DAGSTER_HOME"):
@@ -34,11 +36,11 @@ def test_make_demo_pulls_google_and_okta_and_delivers_every_event_to_a_folder_an
     out = subprocess.run([sys.executable, "-m", "logpull_dagster.demo"], env=env, capture_output=True, text=True,
                          timeout=280, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "\nsource gws\n" in out.stdout and "\nsource okta\n" in out.stdout
+    assert "\nsource gws\n" in out.stdout and "\nsource okta\n" in out.stdout and "\nsource github\n" in out.stdout
 
     delivered = int(re.search(r"(\d+) events delivered to the SIEM folder", out.stdout).group(1))  # type: ignore[union-attr]
     ids = {s: [orjson.loads(line)["event_id"] for f in sorted((state / "siem" / s).glob("*.jsonl"))
-               for line in f.read_bytes().splitlines()] for s in ("gws_login", "gws_admin", "okta")}
+               for line in f.read_bytes().splitlines()] for s in ("gws_login", "gws_admin", "okta", "github")}
     assert all(ids.values()), {s: len(v) for s, v in ids.items()}
     assert sum(len(v) for v in ids.values()) == delivered
     assert all(len(v) == len(set(v)) for v in ids.values())
@@ -72,15 +74,15 @@ def test_make_demo_pulls_google_and_okta_and_delivers_every_event_to_a_folder_an
         monkeypatch.setenv(name, value)
     defs = build_definitions(config)
     groups = {f"{kind}/{s}": defs.resolve_assets_def(k).group_names_by_key[k]
-              for s in ("gws_login", "gws_admin", "okta") for kind in ("logs", "siem", "splunk")
+              for s in ("gws_login", "gws_admin", "okta", "github") for kind in ("logs", "siem", "splunk")
               for k in [dg.AssetKey([kind, s])]}
-    streams = {"gws_login": "gws", "gws_admin": "gws", "okta": "okta"}
+    streams = {"gws_login": "gws", "gws_admin": "gws", "okta": "okta", "github": "github"}
     assert groups == {f"{kind}/{s}": group for s, group in streams.items() for kind in ("logs", "siem", "splunk")}
 
     # `make ui` then starts the daemon on the demo's DAGSTER_HOME: its delivery sensors begin with no cursor
     # and walk every materialization the demo made. Before: one delivery run of 0 events per window.
     with dg.DagsterInstance.from_config(str(state / "dagster_home")) as instance:
-        for sensor_name in (f"deliver_{s}{to}_sensor" for s in ("gws_login", "gws_admin", "okta")
+        for sensor_name in (f"deliver_{s}{to}_sensor" for s in ("gws_login", "gws_admin", "okta", "github")
                             for to in ("", "_to_splunk")):
             sensor = defs.resolve_sensor_def(sensor_name)
             with dg.build_sensor_context(instance=instance, definitions=defs, cursor=None,

@@ -6,6 +6,7 @@ Adding an API is one module (a subclass of ``api.EmulatedApi``) and one line her
 from __future__ import annotations
 
 from .api import ApiFactory
+from .github_audit_log import GitHubAuditLogApi
 from .google_reports import GoogleReportsApi
 from .okta_system_log import OktaSystemLogApi
 
@@ -13,4 +14,5 @@ from .okta_system_log import OktaSystemLogApi
 EMULATED_APIS: tuple[ApiFactory, ...] = (
     GoogleReportsApi,
     OktaSystemLogApi,
+    GitHubAuditLogApi,
 )
