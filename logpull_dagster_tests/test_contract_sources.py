@@ -13,6 +13,7 @@ import pytest
 
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.sources.slack import SlackAuditLogsSource
 from logpull_dagster_tests.conftest import TOKEN
 from logpull_dagster_tests.contracts.log_source import *  # noqa: F403
 from logpull_dagster_tests.contracts.log_source import SourceUnderTest
@@ -28,11 +29,18 @@ def okta(url: str) -> OktaSystemLogSource:
                                backoff_max=0.05, timeout=5)
 
 
+def slack(url: str) -> SlackAuditLogsSource:
+    return SlackAuditLogsSource(base_url=url, token=TOKEN, page_size=50, http_attempts=4, backoff_initial=0.01,
+                                backoff_max=0.05, timeout=5)
+
+
 FACTORIES: dict[str, SourceUnderTest] = {
     # Google's event id joins the four parts of the item's ``id`` (sources/google_workspace.event_id)
     "google_workspace": SourceUnderTest(google_workspace, "login", "google_reports", "/".join),
     # Okta's event id is the LogEvent's ``uuid``, the simulator's one-part id
     "okta": SourceUnderTest(okta, "system_log", "okta_system_log", lambda i: i[0]),
+    # Slack's event id is "<date_create>/<id>" (sources/slack.py), the simulator's (date_create, id) joined
+    "slack": SourceUnderTest(slack, "audit_logs", "slack_audit_logs", "/".join),
 }
 
 

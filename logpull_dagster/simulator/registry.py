@@ -8,9 +8,11 @@ from __future__ import annotations
 from .api import ApiFactory
 from .google_reports import GoogleReportsApi
 from .okta_system_log import OktaSystemLogApi
+from .slack_audit_logs import SlackAuditLogsApi
 
 #: The first one also renders ``Simulator.ground_truth`` when no ``api=`` names another.
 EMULATED_APIS: tuple[ApiFactory, ...] = (
     GoogleReportsApi,
     OktaSystemLogApi,
+    SlackAuditLogsApi,
 )
