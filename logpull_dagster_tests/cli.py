@@ -73,6 +73,9 @@ def plugin_path(tmp_path: Path) -> str:
 SOURCES: dict[str, dict[str, Any]] = {
     "gws": {"type": "google_workspace", "application": "login", "access_token": {"env": "LOGPULL_TEST_TOKEN"}},
     "okta": {"type": "okta", "token": {"env": "LOGPULL_TEST_TOKEN"}},
+    # Slack's default rate_limit is its Tier 3 (50/min, one request every 1.2 s): raised here so that a
+    # test window of several pages takes milliseconds; test_slack.py tests the default itself.
+    "slack": {"type": "slack", "token": {"env": "LOGPULL_TEST_TOKEN"}, "rate_limit": "6000/min"},
 }
 
 

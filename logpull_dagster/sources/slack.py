@@ -70,6 +70,8 @@ and nothing of it lands.
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, NoReturn
 
@@ -159,6 +161,22 @@ def slack_error(body: bytes) -> tuple[str, str]:
     return code[:100], (f"{code} ({'; '.join(details)})" if details else code)[:400]
 
 
+_NEXT = re.compile(rb'"next_cursor"\s*:\s*("(?:[^"\\\x00-\x1f]|\\.)*")')
+
+
+def salvage_next_cursor(body: bytes) -> str | None:
+    """The ``next_cursor`` of a body that is not a page we can read, if it is written exactly once (an
+    entry's own text could hold the same characters: then nothing is salvaged)."""
+    found = _NEXT.findall(body)
+    if len(found) != 1:
+        return None
+    try:
+        value = json.loads(found[0].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 # ---- the source -------------------------------------------------------------------------------------
 
 class SlackAuditLogsSource:
@@ -211,7 +229,8 @@ class SlackAuditLogsSource:
         except _OkFalse:
             self._refuse(res.status, res.content, cursor)
         except BadPage as e:
-            raise BadPage(str(e), res.content) from None
+            # The cursor may still be readable in a body that is not: an operator's skip-page reads on.
+            raise BadPage(str(e), res.content, salvage_next_cursor(res.content)) from None
         if cursor is not None and nxt == cursor and not items:
             raise BadPage("Slack returned the cursor it was sent, with no entries; stopping instead of looping",
                           res.content)
