@@ -43,6 +43,7 @@ BUILTIN = (
     "logpull_dagster.sources.google_workspace",
     "logpull_dagster.sources.okta",
     "logpull_dagster.sources.github",
+    "logpull_dagster.sources.slack",
     "logpull_dagster.checkpoints.sqlite",
     "logpull_dagster.checkpoints.dynamodb",
     "logpull_dagster.checkpoints.postgres",

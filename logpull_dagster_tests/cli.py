@@ -75,6 +75,9 @@ SOURCES: dict[str, dict[str, Any]] = {
     "okta": {"type": "okta", "token": {"env": "LOGPULL_TEST_TOKEN"}},
     # GitHub's default rate_limit (1750/hour, one request every 2 s) is GitHub's quota, not the simulator's
     "gh": {"type": "github", "enterprise": "acme", "token": {"env": "LOGPULL_TEST_TOKEN"}, "rate_limit": None},
+    # Slack's default rate_limit is its Tier 3 (50/min, one request every 1.2 s): raised here so that a
+    # test window of several pages takes milliseconds; test_slack.py tests the default itself.
+    "slack": {"type": "slack", "token": {"env": "LOGPULL_TEST_TOKEN"}, "rate_limit": "6000/min"},
 }
 
 

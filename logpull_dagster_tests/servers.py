@@ -117,6 +117,17 @@ class SimProcess:
         """The request log's entries for the GitHub audit log (its ``after`` column is the cursor sent)."""
         return [r for r in self.requests() if str(r.get("path", "")).endswith("/audit-log")]
 
+    def slack_truth_ids(self, start: str, end: str) -> list[str]:
+        """The event id (``<date_create>/<id>``, sources/slack.py) of every Slack audit log entry of
+        ``[start, end)`` (the emulated Slack API's truth)."""
+        ids = self.http.get("/_sim/events", params={"application": "audit_logs", "api": "slack_audit_logs",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return ["/".join(i) for i in ids]
+
+    def slack_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for Slack's ``/audit/v1/logs`` (its ``cursor`` column is the cursor sent)."""
+        return [r for r in self.requests() if r.get("path") == "/audit/v1/logs"]
+
     def stop(self) -> None:
         self.http.close()
         self.proc.send_signal(signal.SIGTERM)

@@ -37,6 +37,7 @@ from logpull_dagster.sources import LogSource
 from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.sources.slack import SlackAuditLogsSource
 from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
 
 from . import cli
@@ -64,6 +65,8 @@ class Case:
             return OktaSystemLogSource(base_url=base_url, token=token, **kw)
         if self.kind == "github":
             return GitHubAuditLogSource(base_url=base_url, token=token, enterprise="acme", **kw)
+        if self.kind == "slack":
+            return SlackAuditLogsSource(base_url=base_url, token=token, **kw)
         return GoogleWorkspaceSource(base_url=base_url, application="login", access_token=token, **kw)
 
     def truth(self, sim: Simulator, w: Window = W10) -> list[str]:
@@ -72,6 +75,9 @@ class Case:
         if self.kind == "github":
             return sorted("/".join(i) for i in sim.ground_truth_ids("audit_log", w.start, w.end,
                                                                      api="github_audit_log"))
+        if self.kind == "slack":  # "<date_create>/<id>"
+            return sorted("/".join(i) for i in sim.ground_truth_ids("audit_logs", w.start, w.end,
+                                                                    api="slack_audit_logs"))
         return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
     def raw_page(self, sim: Simulator, cursor: str | None, page_size: int = 50) -> bytes:
@@ -88,6 +94,13 @@ class Case:
             url = cursor if cursor is not None else f"{sim.url}{src.first_page_url(W10)}"
             src.close()
             return httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).content
+        if self.kind == "slack":  # oldest/latest both inclusive: latest is the window's last second
+            params = {"oldest": int(W10.start.timestamp()), "latest": int(W10.end.timestamp()) - 1,
+                      "limit": page_size}
+            if cursor is not None:
+                params["cursor"] = cursor
+            return httpx.get(f"{sim.url}/audit/v1/logs", params=params,
+                             headers={"Authorization": f"Bearer {TOKEN}"}).content
         params = {"startTime": ts(10), "endTime": ts(11), "maxResults": page_size}
         if cursor is not None:
             params["pageToken"] = cursor
@@ -100,6 +113,8 @@ class Case:
             return {i["uuid"] for i in json_codec.loads(body)}
         if self.kind == "github":
             return {f"{i['@timestamp']}/{i['_document_id']}" for i in json_codec.loads(body)}
+        if self.kind == "slack":
+            return {f"{i['date_create']}/{i['id']}" for i in json_codec.loads(body).get("entries", [])}
         return {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
                 for i in json_codec.loads(body).get("items", [])}
 
@@ -107,13 +122,14 @@ class Case:
         """The event names of a delivered event (where the simulator's surrogate fault strikes)."""
         if self.kind == "okta":
             return [event.get("eventType", "")]
-        if self.kind == "github":
+        if self.kind in ("github", "slack"):
             return [event.get("action", "")]
         return [e.get("name") for e in event.get("events", [])]
 
 
-GOOGLE, OKTA, GITHUB = Case("google_workspace", "gws"), Case("okta", "okta"), Case("github", "gh")
-SOURCES = [GOOGLE, OKTA, GITHUB]
+GOOGLE, OKTA = Case("google_workspace", "gws"), Case("okta", "okta")
+GITHUB, SLACK = Case("github", "gh"), Case("slack", "slack")
+SOURCES = [GOOGLE, OKTA, GITHUB, SLACK]
 both_sources = pytest.mark.parametrize("case", SOURCES, ids=lambda c: c.kind)
 
 
@@ -179,12 +195,15 @@ _PEAK = textwrap.dedent("""
     from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
     from logpull_dagster.sources.okta import OktaSystemLogSource
     from logpull_dagster.sources.github import GitHubAuditLogSource
+    from logpull_dagster.sources.slack import SlackAuditLogsSource
     from logpull_dagster.windows import Window, parse_time
     url, token, start, end, kind = sys.argv[1:6]
     if kind == "okta":
         src = OktaSystemLogSource(base_url=url, token=token, http_attempts=1)
     elif kind == "github":
         src = GitHubAuditLogSource(base_url=url, token=token, enterprise="acme", http_attempts=1)
+    elif kind == "slack":
+        src = SlackAuditLogsSource(base_url=url, token=token, http_attempts=1)
     else:
         src = GoogleWorkspaceSource(base_url=url, application="login", access_token=token, http_attempts=1)
     try:

@@ -57,10 +57,10 @@ def test_a_registered_type_is_checked_key_by_key_like_a_built_in_one(tmp_path, r
         load_config(write_config(tmp_path, page_size=5000))
     with pytest.raises(ConfigError, match=r"token: secrets are never written in the config; .*\{env: COUNTER_TOKEN\}"):
         load_config(write_config(tmp_path, token="s3cret"))
-    with pytest.raises(ConfigError, match=r"\.type: 'github' is not allowed; expected one of .*'counter_api'.*"
-                                          r"'google_workspace'|\.type: 'github' is not allowed; expected one of "
+    with pytest.raises(ConfigError, match=r"\.type: 'zendesk' is not allowed; expected one of .*'counter_api'.*"
+                                          r"'google_workspace'|\.type: 'zendesk' is not allowed; expected one of "
                                           r".*'google_workspace'.*'counter_api'"):
-        load_config(write_config(tmp_path, type="github"))
+        load_config(write_config(tmp_path, type="zendesk"))
 
 
 def test_an_unregistered_type_is_refused_with_the_types_known(tmp_path):
@@ -116,7 +116,7 @@ def test_a_third_party_package_registers_its_types_through_an_entry_point(tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ("['counter_api', 'google_workspace', 'okta'] "
+    assert out.stdout.strip() == ("['counter_api', 'github', 'google_workspace', 'okta', 'slack'] "
                                   "['dynamodb', 'json_file', 'postgres', 'sqlite']")
 
 

@@ -18,6 +18,7 @@ from logpull_dagster.sources import LogSource
 from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.sources.slack import SlackAuditLogsSource
 from logpull_dagster.windows import Window
 
 from .conftest import TOKEN, hour, ms, ts
@@ -34,6 +35,8 @@ def source(sim: Simulator, kind: str = "google_workspace", **kw) -> LogSource:  
         return OktaSystemLogSource(base_url=sim.url, token=TOKEN, **kw)
     if kind == "github":
         return GitHubAuditLogSource(base_url=sim.url, token=TOKEN, enterprise="acme", **kw)
+    if kind == "slack":
+        return SlackAuditLogsSource(base_url=sim.url, token=TOKEN, **kw)
     return GoogleWorkspaceSource(base_url=sim.url, application="login", access_token=TOKEN, **kw)
 
 
@@ -42,10 +45,12 @@ def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str
         return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
     if kind == "github":
         return sorted("/".join(i) for i in sim.ground_truth_ids("audit_log", w.start, w.end, api="github_audit_log"))
+    if kind == "slack":  # "<date_create>/<id>"
+        return sorted("/".join(i) for i in sim.ground_truth_ids("audit_logs", w.start, w.end, api="slack_audit_logs"))
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
 
-SOURCES = ["google_workspace", "okta", "github"]
+SOURCES = ["google_workspace", "okta", "github", "slack"]
 
 
 def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-def]

@@ -9,10 +9,12 @@ from .api import ApiFactory
 from .github_audit_log import GitHubAuditLogApi
 from .google_reports import GoogleReportsApi
 from .okta_system_log import OktaSystemLogApi
+from .slack_audit_logs import SlackAuditLogsApi
 
 #: The first one also renders ``Simulator.ground_truth`` when no ``api=`` names another.
 EMULATED_APIS: tuple[ApiFactory, ...] = (
     GoogleReportsApi,
     OktaSystemLogApi,
     GitHubAuditLogApi,
+    SlackAuditLogsApi,
 )
