@@ -13,6 +13,8 @@ import pytest
 
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.sources.rest import RestSource
+from logpull_dagster_tests import cli
 from logpull_dagster_tests.conftest import TOKEN
 from logpull_dagster_tests.contracts.log_source import *  # noqa: F403
 from logpull_dagster_tests.contracts.log_source import SourceUnderTest
@@ -28,11 +30,19 @@ def okta(url: str) -> OktaSystemLogSource:
                                backoff_max=0.05, timeout=5)
 
 
+def okta_rest(url: str) -> RestSource:
+    """Okta's System Log described as ``type: rest`` (``cli.SOURCES["okta_rest"]``), not coded."""
+    return cli.rest_source("okta_rest", url, page_size=50, http_attempts=4, backoff_initial=0.01, backoff_max=0.05,
+                           timeout=5)
+
+
 FACTORIES: dict[str, SourceUnderTest] = {
     # Google's event id joins the four parts of the item's ``id`` (sources/google_workspace.event_id)
     "google_workspace": SourceUnderTest(google_workspace, "login", "google_reports", "/".join),
     # Okta's event id is the LogEvent's ``uuid``, the simulator's one-part id
     "okta": SourceUnderTest(okta, "system_log", "okta_system_log", lambda i: i[0]),
+    # the same API described in config: event_id is the same ``uuid``
+    "okta_rest": SourceUnderTest(okta_rest, "system_log", "okta_system_log", lambda i: i[0]),
 }
 
 

@@ -1,9 +1,9 @@
 """A hostile API, over real HTTP (the simulator's fault modes): every bad answer is bounded in seconds
 and bytes, fails clearly, and loses nothing (issue 10).
 
-Every test runs for each source (``SOURCES``: Google Workspace and Okta) unchanged: the bounds are the
-shared HTTP client's and the pull loop's, not a source's. What differs between the two is in ``Case``
-(the source's class, its ids, and how to fetch a page by hand)."""
+Every test runs for each source (``SOURCES``: Google Workspace, Okta, and Okta described as ``type: rest``)
+unchanged: the bounds are the shared HTTP client's and the pull loop's, not a source's. What differs between
+them is in ``Case`` (the source's class, its ids, and how to fetch a page by hand)."""
 
 from __future__ import annotations
 
@@ -53,6 +53,11 @@ class Case:
     kind: str
     name: str
 
+    @property
+    def okta_api(self) -> bool:
+        """Whether the case reads the simulator's Okta System Log (coded, or described as ``type: rest``)."""
+        return self.kind == "okta" or self.name == "okta_rest"
+
     def source(self, sim: Simulator, **kw: Any) -> LogSource:
         kw.setdefault("page_size", 50)
         kw.setdefault("backoff_initial", 0.01)
@@ -61,16 +66,18 @@ class Case:
         base_url, token = kw.pop("base_url", sim.url), kw.pop("token", TOKEN)
         if self.kind == "okta":
             return OktaSystemLogSource(base_url=base_url, token=token, **kw)
+        if self.kind == "rest":
+            return cli.rest_source(self.name, base_url, token=token, **kw)  # type: ignore[no-any-return]
         return GoogleWorkspaceSource(base_url=base_url, application="login", access_token=token, **kw)
 
     def truth(self, sim: Simulator, w: Window = W10) -> list[str]:
-        if self.kind == "okta":
+        if self.okta_api:
             return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
         return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
     def raw_page(self, sim: Simulator, cursor: str | None, page_size: int = 50) -> bytes:
         """The page of W10 at ``cursor`` as the API serves it, fetched by hand (no source, no checks)."""
-        if self.kind == "okta":
+        if self.okta_api:
             if cursor is not None:  # the next link, followed as Okta gave it
                 return httpx.get(cursor, headers={"Authorization": f"SSWS {TOKEN}"}).content
             params: dict[str, str | int] = {"since": rfc3339_ms(W10.start), "until": rfc3339_ms(W10.end),
@@ -85,20 +92,20 @@ class Case:
 
     def item_ids(self, body: bytes) -> set[str]:
         """The event ids of a page's body, as the pull loop lands them."""
-        if self.kind == "okta":
+        if self.okta_api:
             return {i["uuid"] for i in json_codec.loads(body)}
         return {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
                 for i in json_codec.loads(body).get("items", [])}
 
     def names(self, event: dict[str, Any]) -> list[str]:
         """The event names of a delivered event (where the simulator's surrogate fault strikes)."""
-        if self.kind == "okta":
+        if self.okta_api:
             return [event.get("eventType", "")]
         return [e.get("name") for e in event.get("events", [])]
 
 
-GOOGLE, OKTA = Case("google_workspace", "gws"), Case("okta", "okta")
-SOURCES = [GOOGLE, OKTA]
+GOOGLE, OKTA, OKTA_REST = Case("google_workspace", "gws"), Case("okta", "okta"), Case("rest", "okta_rest")
+SOURCES = [GOOGLE, OKTA, OKTA_REST]
 both_sources = pytest.mark.parametrize("case", SOURCES, ids=lambda c: c.kind)
 
 
@@ -148,6 +155,9 @@ _PEAK = textwrap.dedent("""
     url, token, start, end, kind = sys.argv[1:6]
     if kind == "okta":
         src = OktaSystemLogSource(base_url=url, token=token, http_attempts=1)
+    elif kind == "rest":
+        from logpull_dagster_tests.cli import rest_source
+        src = rest_source("okta_rest", url, token=token, page_size=1000, http_attempts=1)
     else:
         src = GoogleWorkspaceSource(base_url=url, application="login", access_token=token, http_attempts=1)
     try:
@@ -366,8 +376,8 @@ def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing, case):
 
 def make_defs(tmp_path: Path, case: Case, url: str, **overrides: Any) -> dg.Definitions:
     """Definitions for one source of ``case`` on ``url`` (its config keys: ``cli.SOURCES``)."""
-    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24), "page_size": 50,
-           "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
+    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24),
+           **cli.page_size_keys(case.name, 50), "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
