@@ -44,6 +44,7 @@ BUILTIN = (
     "logpull_dagster.sources.okta",
     "logpull_dagster.sources.github",
     "logpull_dagster.sources.slack",
+    "logpull_dagster.sources.rest",
     "logpull_dagster.checkpoints.sqlite",
     "logpull_dagster.checkpoints.dynamodb",
     "logpull_dagster.checkpoints.postgres",

@@ -134,7 +134,7 @@ def _from_dagster(annotation: Any, value: Any, path: str, secrets_from: dict[str
     if origin is typing.Annotated:
         return _from_dagster(args[0], value, path, secrets_from)
     if _carried(annotation).json:
-        return loads(value)
+        return loads(value.encode() if isinstance(value, str) else value)  # carried as text; loads reads bytes
     if origin in (typing.Union, types.UnionType):
         return _from_dagster(next(a for a in args if a is not type(None)), value, path, secrets_from)
     if isinstance(annotation, type) and issubclass(annotation, EnvRef):

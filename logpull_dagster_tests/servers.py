@@ -127,6 +127,12 @@ class SimProcess:
     def slack_requests(self) -> list[dict[str, Any]]:
         """The request log's entries for Slack's ``/audit/v1/logs`` (its ``cursor`` column is the cursor sent)."""
         return [r for r in self.requests() if r.get("path") == "/audit/v1/logs"]
+    # ``okta_rest`` (``type: rest``, cli.SOURCES) reads the same emulated Okta API: the same truth and log.
+    def okta_rest_truth_ids(self, start: str, end: str) -> list[str]:
+        return self.okta_truth_ids(start, end)
+
+    def okta_rest_requests(self) -> list[dict[str, Any]]:
+        return self.okta_requests()
 
     def stop(self) -> None:
         self.http.close()

@@ -14,7 +14,9 @@ import pytest
 from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster.sources.rest import RestSource
 from logpull_dagster.sources.slack import SlackAuditLogsSource
+from logpull_dagster_tests import cli
 from logpull_dagster_tests.conftest import TOKEN
 from logpull_dagster_tests.contracts.log_source import *  # noqa: F403
 from logpull_dagster_tests.contracts.log_source import SourceUnderTest
@@ -33,9 +35,17 @@ def okta(url: str) -> OktaSystemLogSource:
 def github(url: str) -> GitHubAuditLogSource:
     return GitHubAuditLogSource(base_url=url, token=TOKEN, enterprise="acme", page_size=50, http_attempts=4,
                                 backoff_initial=0.01, backoff_max=0.05, timeout=5)
+
+
 def slack(url: str) -> SlackAuditLogsSource:
     return SlackAuditLogsSource(base_url=url, token=TOKEN, page_size=50, http_attempts=4, backoff_initial=0.01,
                                 backoff_max=0.05, timeout=5)
+
+
+def okta_rest(url: str) -> RestSource:
+    """Okta's System Log described as ``type: rest`` (``cli.SOURCES["okta_rest"]``), not coded."""
+    return cli.rest_source("okta_rest", url, page_size=50, http_attempts=4, backoff_initial=0.01, backoff_max=0.05,
+                           timeout=5)
 
 
 FACTORIES: dict[str, SourceUnderTest] = {
@@ -47,6 +57,8 @@ FACTORIES: dict[str, SourceUnderTest] = {
     "github": SourceUnderTest(github, "audit_log", "github_audit_log", "/".join),
     # Slack's event id is "<date_create>/<id>" (sources/slack.py), the simulator's (date_create, id) joined
     "slack": SourceUnderTest(slack, "audit_logs", "slack_audit_logs", "/".join),
+    # the same API described in config: event_id is the same ``uuid``
+    "okta_rest": SourceUnderTest(okta_rest, "system_log", "okta_system_log", lambda i: i[0]),
 }
 
 

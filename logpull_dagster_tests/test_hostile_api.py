@@ -1,9 +1,9 @@
 """A hostile API, over real HTTP (the simulator's fault modes): every bad answer is bounded in seconds
 and bytes, fails clearly, and loses nothing (issue 10).
 
-Every test runs for each source (``SOURCES``: Google Workspace, Okta and GitHub) unchanged: the bounds are the
-shared HTTP client's and the pull loop's, not a source's. What differs between the two is in ``Case``
-(the source's class, its ids, and how to fetch a page by hand)."""
+Every test runs for each source (``SOURCES``: Google Workspace, Okta, GitHub, Slack, and Okta described as
+``type: rest``) unchanged: the bounds are the shared HTTP client's and the pull loop's, not a source's. What
+differs between them is in ``Case`` (the source's class, its ids, and how to fetch a page by hand)."""
 
 from __future__ import annotations
 
@@ -55,6 +55,11 @@ class Case:
     kind: str
     name: str
 
+    @property
+    def okta_api(self) -> bool:
+        """Whether the case reads the simulator's Okta System Log (coded, or described as ``type: rest``)."""
+        return self.kind == "okta" or self.name == "okta_rest"
+
     def source(self, sim: Simulator, **kw: Any) -> LogSource:
         kw.setdefault("page_size", 50)
         kw.setdefault("backoff_initial", 0.01)
@@ -67,10 +72,12 @@ class Case:
             return GitHubAuditLogSource(base_url=base_url, token=token, enterprise="acme", **kw)
         if self.kind == "slack":
             return SlackAuditLogsSource(base_url=base_url, token=token, **kw)
+        if self.kind == "rest":
+            return cli.rest_source(self.name, base_url, token=token, **kw)  # type: ignore[no-any-return]
         return GoogleWorkspaceSource(base_url=base_url, application="login", access_token=token, **kw)
 
     def truth(self, sim: Simulator, w: Window = W10) -> list[str]:
-        if self.kind == "okta":
+        if self.okta_api:
             return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
         if self.kind == "github":
             return sorted("/".join(i) for i in sim.ground_truth_ids("audit_log", w.start, w.end,
@@ -82,7 +89,7 @@ class Case:
 
     def raw_page(self, sim: Simulator, cursor: str | None, page_size: int = 50) -> bytes:
         """The page of W10 at ``cursor`` as the API serves it, fetched by hand (no source, no checks)."""
-        if self.kind == "okta":
+        if self.okta_api:
             if cursor is not None:  # the next link, followed as Okta gave it
                 return httpx.get(cursor, headers={"Authorization": f"SSWS {TOKEN}"}).content
             params: dict[str, str | int] = {"since": rfc3339_ms(W10.start), "until": rfc3339_ms(W10.end),
@@ -109,7 +116,7 @@ class Case:
 
     def item_ids(self, body: bytes) -> set[str]:
         """The event ids of a page's body, as the pull loop lands them."""
-        if self.kind == "okta":
+        if self.okta_api:
             return {i["uuid"] for i in json_codec.loads(body)}
         if self.kind == "github":
             return {f"{i['@timestamp']}/{i['_document_id']}" for i in json_codec.loads(body)}
@@ -120,16 +127,16 @@ class Case:
 
     def names(self, event: dict[str, Any]) -> list[str]:
         """The event names of a delivered event (where the simulator's surrogate fault strikes)."""
-        if self.kind == "okta":
+        if self.okta_api:
             return [event.get("eventType", "")]
         if self.kind in ("github", "slack"):
             return [event.get("action", "")]
         return [e.get("name") for e in event.get("events", [])]
 
 
-GOOGLE, OKTA = Case("google_workspace", "gws"), Case("okta", "okta")
+GOOGLE, OKTA, OKTA_REST = Case("google_workspace", "gws"), Case("okta", "okta"), Case("rest", "okta_rest")
 GITHUB, SLACK = Case("github", "gh"), Case("slack", "slack")
-SOURCES = [GOOGLE, OKTA, GITHUB, SLACK]
+SOURCES = [GOOGLE, OKTA, OKTA_REST, GITHUB, SLACK]
 both_sources = pytest.mark.parametrize("case", SOURCES, ids=lambda c: c.kind)
 
 
@@ -204,6 +211,9 @@ _PEAK = textwrap.dedent("""
         src = GitHubAuditLogSource(base_url=url, token=token, enterprise="acme", http_attempts=1)
     elif kind == "slack":
         src = SlackAuditLogsSource(base_url=url, token=token, http_attempts=1)
+    elif kind == "rest":
+        from logpull_dagster_tests.cli import rest_source
+        src = rest_source("okta_rest", url, token=token, page_size=1000, http_attempts=1)
     else:
         src = GoogleWorkspaceSource(base_url=url, application="login", access_token=token, http_attempts=1)
     try:
@@ -422,10 +432,8 @@ def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing, case):
 
 def make_defs(tmp_path: Path, case: Case, url: str, **overrides: Any) -> dg.Definitions:
     """Definitions for one source of ``case`` on ``url`` (its config keys: ``cli.SOURCES``)."""
-    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24), "page_size": 50,
-           "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
-    if case.kind == "github":  # no page_size key: GitHub's source always asks for per_page=100
-        del src["page_size"]
+    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24),
+           **cli.page_size_keys(case.name, 50), "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
@@ -457,9 +465,7 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
 
     if case.kind == "github" and page_size > 100:
         pytest.skip("GitHub serves at most 100 events a page (per_page): no window of this simulator is one page")
-    # GitHub's config has no page_size (it always asks for GitHub's maximum): the pulls below set it
-    sized = {} if case.kind == "github" else {"page_size": page_size}
-    env = cli.setup_project(tmp_path, sim.url, source=case.name, **sized)
+    env = cli.setup_project(tmp_path, sim.url, source=case.name, page_size=page_size)  # none for GitHub's config
     monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")

@@ -21,6 +21,7 @@ from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.sources.slack import SlackAuditLogsSource
 from logpull_dagster.windows import Window
 
+from . import cli
 from .conftest import TOKEN, hour, ms, ts
 
 W10 = Window(hour(10), hour(11))
@@ -37,11 +38,13 @@ def source(sim: Simulator, kind: str = "google_workspace", **kw) -> LogSource:  
         return GitHubAuditLogSource(base_url=sim.url, token=TOKEN, enterprise="acme", **kw)
     if kind == "slack":
         return SlackAuditLogsSource(base_url=sim.url, token=TOKEN, **kw)
+    if kind == "okta_rest":  # Okta's System Log described as ``type: rest`` (cli.SOURCES)
+        return cli.rest_source(kind, sim.url, token=TOKEN, **kw)  # type: ignore[no-any-return]
     return GoogleWorkspaceSource(base_url=sim.url, application="login", access_token=TOKEN, **kw)
 
 
 def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str]:
-    if kind == "okta":
+    if kind in ("okta", "okta_rest"):
         return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
     if kind == "github":
         return sorted("/".join(i) for i in sim.ground_truth_ids("audit_log", w.start, w.end, api="github_audit_log"))
@@ -50,7 +53,7 @@ def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
 
-SOURCES = ["google_workspace", "okta", "github", "slack"]
+SOURCES = ["google_workspace", "okta", "okta_rest", "github", "slack"]
 
 
 def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-def]
