@@ -237,3 +237,21 @@ def test_exit_3_for_an_internal_error_in_one_line_and_its_traceback_with_debug(t
     shown = run_logpull(tmp_path, "status", "--debug")
     assert shown.returncode == 3
     assert "with the traceback that follows\nTraceback (most recent call last):" in shown.stderr
+
+
+@pytest.mark.slow
+def test_dagster_loading_a_bad_config_ends_with_the_same_one_line_list(project, tmp_path):
+    """Dagster prints its own traceback when the code location fails to load; the error it ends with is the
+    config's list, one line per wrong key, with the key meant (Dagster's output itself is not ours to change)."""
+    cfg = yaml.safe_load((tmp_path / "logpull.yaml").read_text())
+    cfg["sources"][0]["settle_lg"] = "5m"
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "PYTHONPATH": plugin_path(tmp_path),
+           "DAGSTER_HOME": str(tmp_path)}
+    res = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+                          "logpull_dagster", "--select", "logs/gws", "--partition", hkey(project)],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0
+    assert res.stderr.rstrip().splitlines()[-2:] == [
+        f"logpull_dagster.config.loading.ConfigError: {tmp_path / 'logpull.yaml'} is invalid:",
+        "  - sources[0] (gws).settle_lg: unknown key; did you mean 'settle_lag'?"]
