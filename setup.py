@@ -1,4 +1,12 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+# The version is written once, in logpull_dagster/_version.py; read as text, so that building the package
+# does not import it (and its dependencies).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', (HERE / "logpull_dagster" / "_version.py").read_text(), re.M)[1]
 
 # Each dagster-<lib> release pins one exact dagster, and PyPI is often mid-release: an unpinned
 # `pip install dagster dagster-aws` can backtrack to dagster-aws 0.11 (2021), which fails to import.
@@ -8,8 +16,12 @@ DAGSTER_LIBS = "0.29.27"
 
 setup(
     name="logpull-dagster",
-    version="0.1.0",
+    version=VERSION,
     description="Pull security and audit logs from REST APIs into a SIEM, complete, on Dagster.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    license_files=["LICENSE"],
     packages=find_packages(exclude=["logpull_dagster_tests*"]),
     package_data={"logpull_dagster": ["py.typed"]},
     python_requires=">=3.11",

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from logpull_dagster._version import __version__ as __version__  # the one place it is written
+
 _LAZY = ("defs", "LogPullComponent")
 
 

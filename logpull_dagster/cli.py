@@ -6,7 +6,8 @@ window with its status, events, pages, late events, attempts, last read and deli
 windows fold into one line unless ``--all``; nothing that needs attention is folded. Exit code 0 when
 every due window in range is complete and delivered, 1 otherwise (a cron job or CI gate), 2 on a
 usage or config error or a checkpoint store that cannot be reached (one line naming it), 3 on an
-internal error (a bug; ``LOGPULL_DEBUG=1`` prints its traceback).
+internal error (a bug; ``--debug`` or ``LOGPULL_DEBUG=1`` prints its traceback). ``EXIT_CODES`` says the
+same in ``logpull --help``.
 
 ``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
 (landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
@@ -30,6 +31,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -356,42 +358,93 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
     return OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="logpull", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    st = sub.add_parser("status", help="every due window of every source: complete, delivered, or why not")
-    st.add_argument("--source", help="one source (default: all)")
-    st.add_argument("--from", dest="from_", type=_when, help="first time of interest (inclusive)")
-    st.add_argument("--to", type=_when, help="last time of interest (exclusive)")
-    st.add_argument("--json", action="store_true", help="machine-readable output")
+EXIT_CODES = """exit codes:
+  0  ok: every due window in range is complete and delivered, or the command did what it said
+  1  gaps: a due window is failed, missing, in progress, a known gap or not delivered (status), or the
+     command was refused because a run holds the window (reset, skip-page, recover)
+  2  usage or config error, or a checkpoint store that cannot be reached or used (one line naming it)
+  3  internal error: a bug; one line says what, --debug (or LOGPULL_DEBUG=1) prints the traceback
+
+The config file is $LOGPULL_CONFIG, else ./logpull.yaml; the built-in demo config is never used here."""
+
+SOURCE_HELP = "the stream to act on (a source's name, or <name>_<application> for one of its applications)"
+WINDOW_HELP = "the window's partition key, e.g. 2026-11-26-10:00 (hourly) or 2026-11-26 (daily)"
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``logpull`` command line: every command and option with its help, the exit codes in the epilog."""
+    from logpull_dagster import __version__
+
+    # Raw, so that the exit codes keep their lines; the descriptions are wrapped here instead.
+    raw = argparse.RawDescriptionHelpFormatter
+    top = argparse.ArgumentParser(
+        prog="logpull", formatter_class=raw, epilog=EXIT_CODES,
+        description=textwrap.fill('Answer "do we have every event of this period?" from the checkpoint store, '
+                                  "and mend a window by hand (reset, skip-page, recover).", 100))
+    top.add_argument("--version", action="version", version=f"logpull-dagster {__version__}",
+                     help="print the version of logpull-dagster and exit")
+    debug_help = "on an internal error, print its traceback (as LOGPULL_DEBUG=1 does)"
+    top.add_argument("--debug", action="store_true", help=debug_help)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", title="commands")
+
+    def command(name: str, summary: str, detail: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=summary, description=textwrap.fill(f"{summary}. {detail}", 100),
+                             epilog=EXIT_CODES, formatter_class=raw)
+        # Also after the command (logpull status --debug); SUPPRESS keeps a --debug given before it.
+        cmd.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+        return cmd
+
+    st = command("status", "every due window of every source: complete, delivered, or why not",
+                 "Runs of healthy windows fold into one line unless --all; a summary line per source names "
+                 "the gaps. Exit 0 when every due window in range is complete and delivered, 1 otherwise.")
+    st.add_argument("--source", help="one source, or one stream (default: every source)")
+    st.add_argument("--from", dest="from_", type=_when, metavar="TIME",
+                    help="first time of interest, inclusive (RFC 3339, a date or a partition key)")
+    st.add_argument("--to", type=_when, metavar="TIME",
+                    help="last time of interest, exclusive (RFC 3339, a date or a partition key)")
+    st.add_argument("--json", action="store_true", help="machine-readable output: one JSON document")
     st.add_argument("--all", action="store_true", help="one line per window, healthy ones too")
-    rs = sub.add_parser("reset", help="make a window's next run read it from page one")
-    rs.add_argument("--source", required=True)
-    rs.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
-    sk = sub.add_parser("skip-page", help="accept losing the unreadable page a window is stopped at (a known gap)")
-    sk.add_argument("--source", required=True)
-    sk.add_argument("--window", required=True, help="partition key, e.g. 2026-11-26-10:00")
+    rs = command("reset", "make a window's next run read it from page one",
+                 "Landed events stay; deduplication keeps the result exact. Refused (exit 1) while a run "
+                 "holds the window.")
+    rs.add_argument("--source", required=True, help=SOURCE_HELP)
+    rs.add_argument("--window", required=True, help=WINDOW_HELP)
+    sk = command("skip-page", "accept losing the unreadable page a window is stopped at (a known gap)",
+                 "Only a page that failed as not readable, and is still where the window stands, can be "
+                 "skipped; the window is shown as a known gap from then on, with the reason, who and when.")
+    sk.add_argument("--source", required=True, help=SOURCE_HELP)
+    sk.add_argument("--window", required=True, help=WINDOW_HELP)
     sk.add_argument("--reason", required=True, help="why the page's events may be lost (kept with the window)")
-    rc = sub.add_parser("recover", help="read a window again whose landed pages (or journaled reads) were lost")
-    rc.add_argument("--source", required=True)
-    rc.add_argument("--window", type=_when, help="partition key or start of the window, e.g. 2026-11-26-10:00")
-    rc.add_argument("--from", dest="from_", type=_when, help="first time of a period to recover (inclusive)")
-    rc.add_argument("--to", type=_when, help="end of the period (exclusive)")
-    args = parser.parse_args(argv)
-    config = _config(args)
-    if isinstance(config, str):
-        print(f"logpull {args.command}: {config}", file=sys.stderr)
-        return USAGE
+    rc = command("recover", "read a window again whose landed pages (or journaled reads) were lost",
+                 "Its lost pages' event ids are forgotten, so that the next run lands their events again and "
+                 "delivery sends only what the SIEM does not hold. Name one window or a period.")
+    rc.add_argument("--source", required=True, help=SOURCE_HELP)
+    rc.add_argument("--window", type=_when, metavar="KEY",
+                    help="partition key or start of the window, e.g. 2026-11-26-10:00")
+    rc.add_argument("--from", dest="from_", type=_when, metavar="TIME",
+                    help="first time of a period to recover, inclusive (instead of --window)")
+    rc.add_argument("--to", type=_when, metavar="TIME", help="end of the period to recover, exclusive")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)  # a usage error exits 2 here, with argparse's message
+    debug = args.debug or bool(os.environ.get("LOGPULL_DEBUG"))
     try:
+        config = _config(args)
+        if isinstance(config, str):
+            print(f"logpull {args.command}: {config}", file=sys.stderr)
+            return USAGE
         return {"reset": reset, "skip-page": skip_page, "recover": recover}.get(args.command, status)(args, config)
     except CheckpointStoreError as e:  # unreachable, or unusable as configured: the message names it
         print(f"logpull {args.command}: cannot use the checkpoint store: {_one_line(str(e))}", file=sys.stderr)
         return USAGE
     except Exception as e:
+        # No traceback file is left behind: a traceback may quote a secret the config resolved.
         print(f"logpull {args.command}: internal error ({type(e).__name__}: {_one_line(str(e))}); nothing was "
-              f"written. This is a bug: please report it, with the traceback that LOGPULL_DEBUG=1 prints",
-              file=sys.stderr)
-        if os.environ.get("LOGPULL_DEBUG"):
+              f"written. This is a bug: please report it, with the traceback that "
+              f"{'follows' if debug else '--debug (or LOGPULL_DEBUG=1) prints'}", file=sys.stderr)
+        if debug:
             traceback.print_exc()
         return INTERNAL
 

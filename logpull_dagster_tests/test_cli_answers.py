@@ -4,6 +4,10 @@ invent the state they report on (no demo config, no empty checkpoint database)."
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,6 +18,7 @@ from logpull_dagster.cli import main
 from logpull_dagster.config import demo_config
 from logpull_dagster.windows import UTC, rfc3339
 
+from .cli import plugin_path
 from .test_status import H, put, top_of_this_hour, write_config
 
 
@@ -145,3 +150,108 @@ def test_a_source_of_several_applications_is_answered_for_all_its_streams_and_re
     assert main(["reset", "--source", "gws", "--window", window]) == 2
     err = capsys.readouterr().err
     assert "reads several streams (gws_login, gws_admin)" in err and "--source gws_login" in err
+
+
+# The keys a user misspells, at each level of the config: the message names the key meant.
+NEAR_MISSES = [
+    ("top level", lambda cfg: cfg.update(executer="in_process"), "executer: unknown key; did you mean 'executor'?"),
+    ("source", lambda cfg: cfg["sources"][0].update(settle_lg="5m"),
+     "sources[0] (gws).settle_lg: unknown key; did you mean 'settle_lag'?"),
+    ("okta source", lambda cfg: cfg["sources"].append(
+        {"name": "okta", "type": "okta", "base_url": "https://x.okta.com", "token": {"env": "X"},
+         "start": cfg["sources"][0]["start"], "pagesize": 100}),
+     "sources[1] (okta).pagesize: unknown key; did you mean 'page_size'?"),
+    ("secret", lambda cfg: cfg["sources"][0].update(access_token={"evn": "X"}),
+     "sources[0] (gws).access_token.evn: unknown key; did you mean 'env'?"),
+    ("store", lambda cfg: cfg["checkpoints"].update(pth="c.db"), "checkpoints.pth: unknown key; did you mean 'path'?"),
+    ("sink", lambda cfg: cfg.update(sinks={"hec": {"type": "splunk_hec", "url": "https://127.0.0.1:8088",
+                                                    "token": {"env": "X"}, "batch_event": 10}}),
+     "sinks.hec.batch_event: unknown key; did you mean 'batch_events'?"),
+]
+
+
+@pytest.mark.parametrize(("change", "line"), [(c, m) for _, c, m in NEAR_MISSES], ids=[n for n, _, _ in NEAR_MISSES])
+def test_a_misspelt_key_is_one_line_of_the_config_errors_with_the_key_meant(project, tmp_path, capsys, change, line):
+    cfg = yaml.safe_load((tmp_path / "logpull.yaml").read_text())
+    change(cfg)
+    cfg["retries"] = 3  # a key like no other: no suggestion, the reference instead
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"logpull status: config error: {tmp_path / 'logpull.yaml'} is invalid:\n")
+    assert f"\n  - {line}\n" in err
+    assert "\n  - retries: unknown key; check its spelling against the README's config reference\n" in err
+    assert "Traceback" not in err
+
+
+# The real `logpull` console script, once per exit code.
+
+def run_logpull(tmp_path, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    env = {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "PYTHONPATH": plugin_path(tmp_path)}
+    env.pop("DAGSTER_HOME", None)
+    env.pop("LOGPULL_DEBUG", None)
+    return subprocess.run([str(Path(sys.executable).with_name("logpull")), *args], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow
+def test_exit_0_when_every_window_is_complete_and_1_for_gaps(project, tmp_path):
+    done = run_logpull(tmp_path, "status", "--from", rfc3339(project), "--to", rfc3339(project + H))
+    assert (done.returncode, done.stderr) == (0, "")
+    assert "gws: 1 of 1 due windows complete and delivered, 0 gaps" in done.stdout
+    gaps = run_logpull(tmp_path, "status")
+    assert (gaps.returncode, gaps.stderr) == (1, "")
+    assert "gws: 1 of 8 due windows complete and delivered, 1 gap" in gaps.stdout
+
+
+@pytest.mark.slow
+def test_exit_2_for_usage_config_and_an_unusable_store_in_one_line(project, tmp_path):
+    usage = run_logpull(tmp_path, "status", "--form", "2026-03-03")
+    assert usage.returncode == 2 and "logpull: error: unrecognized arguments: --form 2026-03-03" in usage.stderr
+    config = yaml.safe_load((tmp_path / "logpull.yaml").read_text())
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump({**config, "checkpoint": config["checkpoints"]}))
+    bad = run_logpull(tmp_path, "status")
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.splitlines()[1:] == ["  - checkpoint: unknown key; did you mean 'checkpoints'?"]
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "c.db").write_bytes(b"not a database" * 100)
+    store = run_logpull(tmp_path, "status")
+    assert store.returncode == 2 and len(store.stderr.splitlines()) == 1
+    assert store.stderr.startswith("logpull status: cannot use the checkpoint store: ")
+
+
+@pytest.mark.slow
+def test_exit_3_for_an_internal_error_in_one_line_and_its_traceback_with_debug(tmp_path):
+    """A checkpoint store plug-in that fails in a way logpull does not know (here: its file is not JSON)."""
+    (tmp_path / "cp.json").write_text("{not json")
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump({
+        "sources": [{"name": "gws", "type": "google_workspace", "application": "login", "access_token": {"env": "X"},
+                     "start": rfc3339(top_of_this_hour() - 2 * H)}],
+        "checkpoints": {"type": "json_file", "path": "cp.json"}}))
+    bug = run_logpull(tmp_path, "status")
+    assert bug.returncode == 3 and bug.stdout == ""
+    assert bug.stderr.startswith("logpull status: internal error (JSONError: ")
+    assert bug.stderr.rstrip().endswith("please report it, with the traceback that --debug (or LOGPULL_DEBUG=1) "
+                                        "prints")
+    assert len(bug.stderr.splitlines()) == 1 and "Traceback" not in bug.stderr
+    shown = run_logpull(tmp_path, "status", "--debug")
+    assert shown.returncode == 3
+    assert "with the traceback that follows\nTraceback (most recent call last):" in shown.stderr
+
+
+@pytest.mark.slow
+def test_dagster_loading_a_bad_config_ends_with_the_same_one_line_list(project, tmp_path):
+    """Dagster prints its own traceback when the code location fails to load; the error it ends with is the
+    config's list, one line per wrong key, with the key meant (Dagster's output itself is not ours to change)."""
+    cfg = yaml.safe_load((tmp_path / "logpull.yaml").read_text())
+    cfg["sources"][0]["settle_lg"] = "5m"
+    (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "LOGPULL_CONFIG": str(tmp_path / "logpull.yaml"), "PYTHONPATH": plugin_path(tmp_path),
+           "DAGSTER_HOME": str(tmp_path)}
+    res = subprocess.run([str(Path(sys.executable).with_name("dagster")), "asset", "materialize", "-m",
+                          "logpull_dagster", "--select", "logs/gws", "--partition", hkey(project)],
+                         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    assert res.returncode != 0
+    assert res.stderr.rstrip().splitlines()[-2:] == [
+        f"logpull_dagster.config.loading.ConfigError: {tmp_path / 'logpull.yaml'} is invalid:",
+        "  - sources[0] (gws).settle_lg: unknown key; did you mean 'settle_lag'?"]

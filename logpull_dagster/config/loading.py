@@ -3,14 +3,17 @@ refuses a key written twice, the error messages that name each wrong key, and wh
 
 from __future__ import annotations
 
+import difflib
 import os
 import ssl
+import types
+import typing
 import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from logpull_dagster import plugins
 from logpull_dagster.config.defaults import DEFAULT_CONFIG_FILE, demo_config
@@ -27,7 +30,53 @@ class DemoConfigWarning(UserWarning):
     """No config file was found and the built-in demo config is in use (see ``load_config``)."""
 
 
-def _describe(err: dict[str, Any], raw: Any) -> str:
+def _strip(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` metadata and without the ``None`` of an ``Optional``."""
+    while True:
+        if typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        elif typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp):
+            rest = [a for a in typing.get_args(tp) if a is not type(None)]
+            tp = rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007 (a runtime tuple)
+        else:
+            return tp
+
+
+def _keys_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at ``loc`` (a pydantic error's location, without the wrong key) allows: the
+    fields of ``model`` walked through lists, dicts and tagged unions (a tag in ``loc`` picks the member
+    whose ``type`` it is). Empty when the walk does not end on a model."""
+    tp: Any = model
+    for item in loc:
+        tp = _strip(tp)
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(item, str) and item in tp.model_fields:
+            tp = tp.model_fields[item].annotation
+        elif origin in (list, tuple) and isinstance(item, int) and args:
+            tp = args[0]
+        elif origin is dict and isinstance(item, str) and len(args) == 2:
+            tp = args[1]
+        elif origin in (Union, types.UnionType):
+            tagged = [m for m in args if isinstance(m, type) and issubclass(m, BaseModel) and "type" in m.model_fields
+                      and item in typing.get_args(m.model_fields["type"].annotation)]
+            if not tagged:
+                return []
+            tp = tagged[0]
+        else:
+            return []
+    tp = _strip(tp)
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    # base_dir is the loader's (the config file's folder), never a key of the file.
+    return [k for k in tp.model_fields if not (tp is model and k == "base_dir")]
+
+
+def _did_you_mean(key: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    return f"did you mean {close[0]!r}?" if close else "check its spelling against the README's config reference"
+
+
+def _describe(err: dict[str, Any], raw: Any, model: type[BaseModel] | None = None) -> str:
     loc = err["loc"]
     parts: list[str] = []
     node = raw
@@ -46,7 +95,8 @@ def _describe(err: dict[str, Any], raw: Any) -> str:
     key = ".".join(parts) or "(top level)"
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        return f"{key}: unknown key; check its spelling against the README's config reference"
+        allowed = _keys_at(model, tuple(loc[:-1])) if model is not None else []
+        return f"{key}: unknown key; {_did_you_mean(str(loc[-1]), allowed)}"
     if kind == "union_tag_invalid":
         ctx = err.get("ctx") or {}
         return (f"{key}.type: {ctx.get('tag')!r} is not allowed; expected one of {ctx.get('expected_tags')} "
@@ -117,10 +167,11 @@ def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".", demo:
     """Validate a parsed YAML document; raise ConfigError naming every wrong key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{origin}: the top level must be a mapping with a 'sources' list")
+    model = config_model()
     try:
-        cfg = config_model().model_validate({**raw, "base_dir": base_dir}, context={"demo": demo})
+        cfg = model.model_validate({**raw, "base_dir": base_dir}, context={"demo": demo})
     except ValidationError as e:
-        lines = "\n".join(f"  - {_describe(err, raw)}" for err in e.errors())
+        lines = "\n".join(f"  - {_describe(err, raw, model)}" for err in e.errors())
         raise ConfigError(f"{origin} is invalid:\n{lines}") from None
     problems = _path_problems(cfg)
     if problems:
