@@ -103,17 +103,19 @@ def page_size_keys(source: str, page_size: int) -> dict[str, Any]:
 
 def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, store: str = "sqlite",
                   servers: Servers | None = None, dagster_yaml: str | None = None, source: str = "gws",
-                  **overrides: Any) -> dict[str, str]:
+                  also: tuple[str, ...] = (), **overrides: Any) -> dict[str, str]:
     """Write a config for one source ``source`` (a key of SOURCES, ``gws`` by default; ``overrides``: its
-    keys; ``executor``: the top-level key; ``store``: a key of STORES, whose servers come from ``servers``)
-    and a DAGSTER_HOME (``dagster_yaml``: its dagster.yaml, default SQLite storage); return the
-    environment to run in."""
-    if "page_size" in overrides:
-        overrides = {**page_size_keys(source, overrides.pop("page_size")), **overrides}
-    src = {"name": source, **SOURCES[source], "base_url": url, "start": ts(-24),
-           "http_backoff_max": "100ms", "retry_delay": "0s", **overrides}
+    keys; ``also``: more sources of SOURCES, each with the same overrides; ``executor``: the top-level key;
+    ``store``: a key of STORES, whose servers come from ``servers``) and a DAGSTER_HOME (``dagster_yaml``:
+    its dagster.yaml, default SQLite storage); return the environment to run in."""
+    page_size = overrides.pop("page_size", None)
+    srcs = []
+    for name in (source, *also):
+        sized = page_size_keys(name, page_size) if page_size is not None else {}
+        srcs.append({"name": name, **SOURCES[name], "base_url": url, "start": ts(-24), "http_backoff_max": "100ms",
+                     "retry_delay": "0s", **sized, **overrides})
     stores, store_env = STORES[store](tmp_path, servers)  # type: ignore[arg-type]
-    cfg = {"sources": [src], "checkpoints": stores["checkpoints"],
+    cfg = {"sources": srcs, "checkpoints": stores["checkpoints"],
            "landing": stores.get("landing", {"type": "local", "path": "state/landing"}),
            "siem": {"type": "file", "path": "siem"}}
     if executor is not None:
@@ -153,7 +155,6 @@ def run(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 180) ->
 def siem_ids(tmp_path: Path) -> list[str]:
     return [orjson.loads(line)["event_id"] for f in sorted((tmp_path / "siem").rglob("*.jsonl"))
             for line in f.read_bytes().splitlines()]
-
 
 
 def rest_source(source: str, base_url: str, *, token: str = TOKEN, page_size: int = 50, **kw: Any) -> Any:
