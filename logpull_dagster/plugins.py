@@ -42,6 +42,7 @@ ENTRY_POINT_GROUP = "logpull_dagster.plugins"
 BUILTIN = (
     "logpull_dagster.sources.google_workspace",
     "logpull_dagster.sources.okta",
+    "logpull_dagster.sources.msgraph",
     "logpull_dagster.checkpoints.sqlite",
     "logpull_dagster.checkpoints.dynamodb",
     "logpull_dagster.checkpoints.postgres",

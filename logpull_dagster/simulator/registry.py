@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from .api import ApiFactory
 from .google_reports import GoogleReportsApi
+from .msgraph import MsGraphApi
 from .okta_system_log import OktaSystemLogApi
 
 #: The first one also renders ``Simulator.ground_truth`` when no ``api=`` names another.
 EMULATED_APIS: tuple[ApiFactory, ...] = (
     GoogleReportsApi,
     OktaSystemLogApi,
+    MsGraphApi,
 )
