@@ -106,6 +106,17 @@ class SimProcess:
         """The request log's entries for Okta's ``/api/v1/logs`` (its ``after`` column is the cursor sent)."""
         return [r for r in self.requests() if r.get("path") == "/api/v1/logs"]
 
+    def msgraph_truth_ids(self, start: str, end: str, stream: str = "directory_audits") -> list[str]:
+        """The ``id`` of every Graph audit-log item of ``stream`` in ``[start, end)`` (the emulated Graph's truth)."""
+        ids = self.http.get("/_sim/events", params={"application": stream, "api": "msgraph",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return [i[0] for i in ids]
+
+    def msgraph_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for Graph's ``auditLogs`` listings, not its token endpoint (their
+        ``skiptoken`` column is the cursor sent; a nextLink's path is lower-cased, so compare it so)."""
+        return [r for r in self.requests() if str(r.get("path", "")).lower().startswith("/v1.0/auditlogs/")]
+
     def stop(self) -> None:
         self.http.close()
         self.proc.send_signal(signal.SIGTERM)

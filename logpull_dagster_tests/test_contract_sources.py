@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from logpull_dagster.sources.auth import OAuthClientCredentials
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.msgraph import MsGraphSource, scope_for
 from logpull_dagster.sources.okta import OktaSystemLogSource
+from logpull_dagster_tests import msgraph_login
 from logpull_dagster_tests.conftest import TOKEN
 from logpull_dagster_tests.contracts.log_source import *  # noqa: F403
 from logpull_dagster_tests.contracts.log_source import SourceUnderTest
@@ -28,11 +31,20 @@ def okta(url: str) -> OktaSystemLogSource:
                                backoff_max=0.05, timeout=5)
 
 
+def msgraph(url: str) -> MsGraphSource:
+    # Tokens from another simulator (msgraph_login): the suite's fault rules strike the API, not the login host.
+    auth = OAuthClientCredentials(msgraph_login.token_url(), msgraph_login.CLIENT, TOKEN, scope_for(url))
+    return MsGraphSource(base_url=url, stream="directory_audits", auth=auth, page_size=50, http_attempts=4,
+                         backoff_initial=0.01, backoff_max=0.05, timeout=5)
+
+
 FACTORIES: dict[str, SourceUnderTest] = {
     # Google's event id joins the four parts of the item's ``id`` (sources/google_workspace.event_id)
     "google_workspace": SourceUnderTest(google_workspace, "login", "google_reports", "/".join),
     # Okta's event id is the LogEvent's ``uuid``, the simulator's one-part id
     "okta": SourceUnderTest(okta, "system_log", "okta_system_log", lambda i: i[0]),
+    # Graph's event id is the item's ``id``
+    "msgraph": SourceUnderTest(msgraph, "directory_audits", "msgraph", lambda i: i[0]),
 }
 
 

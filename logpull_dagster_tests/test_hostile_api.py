@@ -1,7 +1,7 @@
 """A hostile API, over real HTTP (the simulator's fault modes): every bad answer is bounded in seconds
 and bytes, fails clearly, and loses nothing (issue 10).
 
-Every test runs for each source (``SOURCES``: Google Workspace and Okta) unchanged: the bounds are the
+Every test runs for each source (``SOURCES``: Google Workspace, Okta and Microsoft Graph) unchanged: the bounds are the
 shared HTTP client's and the pull loop's, not a source's. What differs between the two is in ``Case``
 (the source's class, its ids, and how to fetch a page by hand)."""
 
@@ -34,11 +34,13 @@ from logpull_dagster.redact import Redactor
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sinks.file import FileSink
 from logpull_dagster.sources import LogSource
+from logpull_dagster.sources.auth import OAuthClientCredentials
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.msgraph import MsGraphSource, first_page_path, scope_for
 from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.windows import Window, rfc3339, rfc3339_ms
 
-from . import cli
+from . import cli, msgraph_login
 from .conftest import SIM_NOW, TOKEN, hour, key, ts
 
 W10 = Window(hour(10), hour(11))
@@ -61,11 +63,17 @@ class Case:
         base_url, token = kw.pop("base_url", sim.url), kw.pop("token", TOKEN)
         if self.kind == "okta":
             return OktaSystemLogSource(base_url=base_url, token=token, **kw)
+        if self.kind == "msgraph":  # ``token`` is the client secret, at a token endpoint on another host
+            msgraph_login.login_sim().clear_requests()
+            auth = OAuthClientCredentials(msgraph_login.token_url(), msgraph_login.CLIENT, token, scope_for(base_url))
+            return MsGraphSource(base_url=base_url, stream="directory_audits", auth=auth, **kw)
         return GoogleWorkspaceSource(base_url=base_url, application="login", access_token=token, **kw)
 
     def truth(self, sim: Simulator, w: Window = W10) -> list[str]:
         if self.kind == "okta":
             return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
+        if self.kind == "msgraph":
+            return sorted(i[0] for i in sim.ground_truth_ids("directory_audits", w.start, w.end, api="msgraph"))
         return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
     def raw_page(self, sim: Simulator, cursor: str | None, page_size: int = 50) -> bytes:
@@ -77,6 +85,13 @@ class Case:
                                             "limit": page_size, "sortOrder": "ASCENDING"}
             return httpx.get(f"{sim.url}/api/v1/logs", params=params,
                              headers={"Authorization": f"SSWS {TOKEN}"}).content
+        if self.kind == "msgraph":
+            access = httpx.post(msgraph_login.token_url(), data={
+                "grant_type": "client_credentials", "client_id": msgraph_login.CLIENT, "client_secret": TOKEN,
+                "scope": scope_for(sim.url)}).json()["access_token"]
+            first = first_page_path("/v1.0/auditLogs/directoryAudits", "activityDateTime", W10, page_size)
+            url = cursor or f"{sim.url}{first}"
+            return httpx.get(url, headers={"Authorization": f"Bearer {access}"}).content
         params = {"startTime": ts(10), "endTime": ts(11), "maxResults": page_size}
         if cursor is not None:
             params["pageToken"] = cursor
@@ -87,6 +102,8 @@ class Case:
         """The event ids of a page's body, as the pull loop lands them."""
         if self.kind == "okta":
             return {i["uuid"] for i in json_codec.loads(body)}
+        if self.kind == "msgraph":
+            return {i["id"] for i in json_codec.loads(body)["value"]}
         return {"/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
                 for i in json_codec.loads(body).get("items", [])}
 
@@ -94,12 +111,29 @@ class Case:
         """The event names of a delivered event (where the simulator's surrogate fault strikes)."""
         if self.kind == "okta":
             return [event.get("eventType", "")]
+        if self.kind == "msgraph":
+            return [event.get("activityDisplayName", "")]
         return [e.get("name") for e in event.get("events", [])]
 
 
-GOOGLE, OKTA = Case("google_workspace", "gws"), Case("okta", "okta")
-SOURCES = [GOOGLE, OKTA]
+    def refused_requests(self, sim: Simulator) -> int:
+        """Requests that met a refusal or reached the API: the API's, plus (Graph) the token requests its
+        login host refused; a token fetched fine is no request to the API."""
+        extra = 0
+        if self.kind == "msgraph":
+            extra = sum(r["status"] != 200 for r in msgraph_login.login_sim().requests())
+        return len(sim.requests()) + extra
+
+
+GOOGLE, OKTA, MSGRAPH = Case("google_workspace", "gws"), Case("okta", "okta"), Case("msgraph", "msgraph")
+SOURCES = [GOOGLE, OKTA, MSGRAPH]
 both_sources = pytest.mark.parametrize("case", SOURCES, ids=lambda c: c.kind)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _graph_login_host_up() -> None:
+    """Graph's login host (msgraph_login) serves the whole process: started before any test counts threads."""
+    msgraph_login.login_sim()
 
 
 def pull(case: Case, sim: Simulator, store, landing, w: Window = W10, **kw):  # type: ignore[no-untyped-def]
@@ -145,9 +179,14 @@ _PEAK = textwrap.dedent("""
     from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
     from logpull_dagster.sources.okta import OktaSystemLogSource
     from logpull_dagster.windows import Window, parse_time
-    url, token, start, end, kind = sys.argv[1:6]
+    url, token, start, end, kind, token_url = sys.argv[1:7]
     if kind == "okta":
         src = OktaSystemLogSource(base_url=url, token=token, http_attempts=1)
+    elif kind == "msgraph":
+        from logpull_dagster.sources.auth import OAuthClientCredentials
+        from logpull_dagster.sources.msgraph import MsGraphSource, scope_for
+        auth = OAuthClientCredentials(token_url, "11111111-1111-1111-1111-111111111111", token, scope_for(url))
+        src = MsGraphSource(base_url=url, stream="directory_audits", auth=auth, http_attempts=1)
     else:
         src = GoogleWorkspaceSource(base_url=url, application="login", access_token=token, http_attempts=1)
     try:
@@ -163,7 +202,8 @@ _PEAK = textwrap.dedent("""
 
 def peak_fetch(case: Case, sim: Simulator) -> tuple[str, int]:
     """Fetch one page in a fresh process; its error text and its peak RSS (kB)."""
-    out = subprocess.run([sys.executable, "-c", _PEAK, sim.url, TOKEN, ts(10), ts(11), case.kind],
+    token_url = msgraph_login.token_url() if case.kind == "msgraph" else ""
+    out = subprocess.run([sys.executable, "-c", _PEAK, sim.url, TOKEN, ts(10), ts(11), case.kind, token_url],
                          capture_output=True, text=True, timeout=120).stdout
     peak = int(out.split("PEAK_KB")[1].split()[0])
     return out, peak
@@ -236,7 +276,7 @@ def test_refused_credentials_fail_at_once_naming_the_variable(sim, store, landin
         kw = {}
     with pytest.raises(PullFailed, match=rf"credentials refused \(HTTP {status}\): check LOGPULL_TEST_TOKEN") as e:
         pull(case, sim, store, landing, http_attempts=6, **kw)
-    assert e.value.permanent and len(sim.requests()) == 1  # no retry storm against the auth endpoint
+    assert e.value.permanent and case.refused_requests(sim) == 1  # no retry storm against the auth endpoint
 
 
 # ---- 5/6. pages that orjson refuses ----------------------------------------------------------------
@@ -366,7 +406,7 @@ def test_no_fault_leaves_a_thread_or_a_lease_behind(sim, store, landing, case):
 
 def make_defs(tmp_path: Path, case: Case, url: str, **overrides: Any) -> dg.Definitions:
     """Definitions for one source of ``case`` on ``url`` (its config keys: ``cli.SOURCES``)."""
-    src = {"name": case.name, **cli.SOURCES[case.name], "base_url": url, "start": ts(-24), "page_size": 50,
+    src = {"name": case.name, **cli.source_keys(case.name, url), "base_url": url, "start": ts(-24), "page_size": 50,
            "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}

@@ -15,10 +15,13 @@ import pytest
 from logpull_dagster.pull import PullFailed, WindowNotSettled, pull_window
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sources import LogSource
+from logpull_dagster.sources.auth import OAuthClientCredentials
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.msgraph import MsGraphSource, scope_for
 from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.windows import Window
 
+from . import msgraph_login
 from .conftest import TOKEN, hour, ms, ts
 
 W10 = Window(hour(10), hour(11))
@@ -31,16 +34,21 @@ def source(sim: Simulator, kind: str = "google_workspace", **kw) -> LogSource:  
     kw.setdefault("backoff_max", 0.05)
     if kind == "okta":
         return OktaSystemLogSource(base_url=sim.url, token=TOKEN, **kw)
+    if kind == "msgraph":  # tokens from another simulator: the faults set here strike the API only
+        auth = OAuthClientCredentials(msgraph_login.token_url(), msgraph_login.CLIENT, TOKEN, scope_for(sim.url))
+        return MsGraphSource(base_url=sim.url, stream="directory_audits", auth=auth, **kw)
     return GoogleWorkspaceSource(base_url=sim.url, application="login", access_token=TOKEN, **kw)
 
 
 def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str]:
     if kind == "okta":
         return sorted(i[0] for i in sim.ground_truth_ids("system_log", w.start, w.end, api="okta_system_log"))
+    if kind == "msgraph":
+        return sorted(i[0] for i in sim.ground_truth_ids("directory_audits", w.start, w.end, api="msgraph"))
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
 
-SOURCES = ["google_workspace", "okta"]
+SOURCES = ["google_workspace", "okta", "msgraph"]
 
 
 def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-def]

@@ -140,6 +140,7 @@ def looks_like_next_link(cursor: str, path: str) -> bool:
             and (parts.scheme in ("http", "https") or (not parts.netloc and cursor.startswith("/"))))
 
 
+_NEXT_LINK_TEXT = re.compile(rb'"@odata\.nextLink"\s*:\s*("(?:[^"\\\x00-\x1f]|\\.)*")')
 _AADSTS = re.compile(r"AADSTS(\d+)")
 
 
@@ -237,10 +238,22 @@ class MsGraphSource:
         try:
             items, nxt = self.parse_page(res.content)
         except BadPage as e:
-            raise BadPage(str(e), res.content) from None
+            # An operator who skips this page reads on, when its nextLink can be told from the broken body.
+            raise BadPage(str(e), res.content, self.salvage_next_link(res.content)) from None
         if nxt is not None and nxt == cursor and not items:
             raise BadPage("Graph returned the nextLink it was sent, with no items; stopping instead of looping")
         return Page(items, nxt, res.content, res.retries, res.reasons, server_time=res.server_time)
+
+    def salvage_next_link(self, body: bytes) -> str | None:
+        """The nextLink of a body that is not valid JSON, when written exactly once and shaped like ours."""
+        found = _NEXT_LINK_TEXT.findall(body)
+        if len(found) != 1:
+            return None
+        try:
+            link = json_codec.loads(found[0])
+        except json_codec.JSONError:
+            return None
+        return link if isinstance(link, str) and looks_like_next_link(link, self.path) else None
 
     def parse_page(self, body: bytes, headers: Mapping[str, str] | None = None
                    ) -> tuple[list[dict[str, Any]], str | None]:
@@ -287,8 +300,9 @@ _DOMAIN = re.compile(r"^(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])
 class MsGraphConfig(SourceBase):
     """``type: msgraph``: one audit-log stream of one Entra ID tenant, read by one app registration."""
 
-    # ``stream:`` in the file; named otherwise here because SourceBase.stream is the stream's description.
-    model_config = ConfigDict(**SourceBase.model_config, serialize_by_alias=True)
+    # ``stream:`` in the file; named otherwise here, as SourceBase.stream is the stream's description (the
+    # resources carry the config by field name, hence validate_by_name).
+    model_config = ConfigDict(**SourceBase.model_config, validate_by_name=True)
 
     type: Literal["msgraph"]
     audit_log: Literal["directory_audits", "sign_ins", "provisioning"] = Field(alias="stream")
