@@ -350,7 +350,7 @@ def test_a_certificate_pem_without_its_certificate_fails_before_any_request(tmp_
     key_only = pem.split("-----BEGIN CERTIFICATE-----")[0]
     from logpull_dagster.sources import InvalidSecret
 
-    with pytest.raises(InvalidSecret, match=r"client_certificate \(GRAPH_CERTIFICATE\) holds no a certificate"):
+    with pytest.raises(InvalidSecret, match=r"client_certificate \(GRAPH_CERTIFICATE\) lacks a certificate"):
         OAuthCertificateJwt("https://login.example/t/oauth2/v2.0/token", CLIENT, key_only,
                             key_name="client_certificate (GRAPH_CERTIFICATE)")
 

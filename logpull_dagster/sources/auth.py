@@ -329,7 +329,7 @@ class OAuthCertificateJwt(OAuthPrivateKeyJwt):
             missing = " and ".join(n for n, found in (("a certificate (-----BEGIN CERTIFICATE-----)", certs),
                                                       ("a private key (-----BEGIN PRIVATE KEY-----)", keys))
                                    if not found)
-            raise InvalidSecret(f"{key_name} holds no {missing}; set it to one PEM holding the private key and "
+            raise InvalidSecret(f"{key_name} lacks {missing}; set it to one PEM holding the private key and "
                                 f"the certificate uploaded to the app registration (cat key.pem cert.pem)")
         key_text = re.search(_PEM_BLOCK.format("(?:RSA )?PRIVATE KEY"), text).group(0)  # type: ignore[union-attr]
         super().__init__(token_url, client_id, key_text, scope, assertion_lifetime=assertion_lifetime,
