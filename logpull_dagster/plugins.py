@@ -45,6 +45,7 @@ BUILTIN = (
     "logpull_dagster.sources.github",
     "logpull_dagster.sources.slack",
     "logpull_dagster.sources.rest",
+    "logpull_dagster.sources.msgraph",
     "logpull_dagster.checkpoints.sqlite",
     "logpull_dagster.checkpoints.dynamodb",
     "logpull_dagster.checkpoints.postgres",

@@ -88,7 +88,18 @@ SOURCES: dict[str, dict[str, Any]] = {
         "records": "", "paginator": {"type": "link_header"}, "event_id": "uuid", "event_time": "published",
         "order": "ascending", "rate_limit_reset_header": "X-Rate-Limit-Reset",
     },
+    # The token endpoint on the simulator too (login_url: SIM_URL, replaced by its URL); TOKEN is any client's
+    # secret there. No rate_limit in tests: Graph's default (25/min) would space requests 2.4 s apart.
+    "msgraph": {"type": "msgraph", "stream": "directory_audits", "tenant_id": "00000000-0000-0000-0000-000000000000",
+                "client_id": "11111111-1111-1111-1111-111111111111", "client_secret": {"env": "LOGPULL_TEST_TOKEN"},
+                "login_url": "SIM_URL", "rate_limit": None},
 }
+SIM_URL = "SIM_URL"  # a key's value that stands for the simulator's URL
+
+
+def source_keys(source: str, url: str) -> dict[str, Any]:
+    """The config keys of ``source`` (a key of SOURCES) for a simulator at ``url``."""
+    return {k: url if v == SIM_URL else v for k, v in SOURCES[source].items()}
 
 
 def page_size_keys(source: str, page_size: int) -> dict[str, Any]:
@@ -112,8 +123,8 @@ def setup_project(tmp_path: Path, url: str, *, executor: str | None = None, stor
     srcs = []
     for name in (source, *also):
         sized = page_size_keys(name, page_size) if page_size is not None else {}
-        srcs.append({"name": name, **SOURCES[name], "base_url": url, "start": ts(-24), "http_backoff_max": "100ms",
-                     "retry_delay": "0s", **sized, **overrides})
+        srcs.append({"name": name, **source_keys(name, url), "base_url": url, "start": ts(-24),
+                     "http_backoff_max": "100ms", "retry_delay": "0s", **sized, **overrides})
     stores, store_env = STORES[store](tmp_path, servers)  # type: ignore[arg-type]
     cfg = {"sources": srcs, "checkpoints": stores["checkpoints"],
            "landing": stores.get("landing", {"type": "local", "path": "state/landing"}),

@@ -127,12 +127,24 @@ class SimProcess:
     def slack_requests(self) -> list[dict[str, Any]]:
         """The request log's entries for Slack's ``/audit/v1/logs`` (its ``cursor`` column is the cursor sent)."""
         return [r for r in self.requests() if r.get("path") == "/audit/v1/logs"]
+
     # ``okta_rest`` (``type: rest``, cli.SOURCES) reads the same emulated Okta API: the same truth and log.
     def okta_rest_truth_ids(self, start: str, end: str) -> list[str]:
         return self.okta_truth_ids(start, end)
 
     def okta_rest_requests(self) -> list[dict[str, Any]]:
         return self.okta_requests()
+
+    def msgraph_truth_ids(self, start: str, end: str, stream: str = "directory_audits") -> list[str]:
+        """The ``id`` of every Graph audit-log item of ``stream`` in ``[start, end)`` (the emulated Graph's truth)."""
+        ids = self.http.get("/_sim/events", params={"application": stream, "api": "msgraph",
+                                                    "startTime": start, "endTime": end, "ids_only": "1"}).json()["ids"]
+        return [i[0] for i in ids]
+
+    def msgraph_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for Graph's ``auditLogs`` listings, not its token endpoint (their
+        ``skiptoken`` column is the cursor sent; a nextLink's path is lower-cased, so compare it so)."""
+        return [r for r in self.requests() if str(r.get("path", "")).lower().startswith("/v1.0/auditlogs/")]
 
     def stop(self) -> None:
         self.http.close()

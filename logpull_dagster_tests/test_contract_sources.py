@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import pytest
 
+from logpull_dagster.sources.auth import OAuthClientCredentials
 from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.msgraph import MsGraphSource, scope_for
 from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.sources.rest import RestSource
 from logpull_dagster.sources.slack import SlackAuditLogsSource
-from logpull_dagster_tests import cli
+from logpull_dagster_tests import cli, msgraph_login
 from logpull_dagster_tests.conftest import TOKEN
 from logpull_dagster_tests.contracts.log_source import *  # noqa: F403
 from logpull_dagster_tests.contracts.log_source import SourceUnderTest
@@ -46,6 +48,11 @@ def okta_rest(url: str) -> RestSource:
     """Okta's System Log described as ``type: rest`` (``cli.SOURCES["okta_rest"]``), not coded."""
     return cli.rest_source("okta_rest", url, page_size=50, http_attempts=4, backoff_initial=0.01, backoff_max=0.05,
                            timeout=5)
+def msgraph(url: str) -> MsGraphSource:
+    # Tokens from another simulator (msgraph_login): the suite's fault rules strike the API, not the login host.
+    auth = OAuthClientCredentials(msgraph_login.token_url(), msgraph_login.CLIENT, TOKEN, scope_for(url))
+    return MsGraphSource(base_url=url, stream="directory_audits", auth=auth, page_size=50, http_attempts=4,
+                         backoff_initial=0.01, backoff_max=0.05, timeout=5)
 
 
 FACTORIES: dict[str, SourceUnderTest] = {
@@ -59,6 +66,8 @@ FACTORIES: dict[str, SourceUnderTest] = {
     "slack": SourceUnderTest(slack, "audit_logs", "slack_audit_logs", "/".join),
     # the same API described in config: event_id is the same ``uuid``
     "okta_rest": SourceUnderTest(okta_rest, "system_log", "okta_system_log", lambda i: i[0]),
+    # Graph's event id is the item's ``id``
+    "msgraph": SourceUnderTest(msgraph, "directory_audits", "msgraph", lambda i: i[0]),
 }
 
 

@@ -195,12 +195,13 @@ NEW_SOURCES: dict[str, tuple[str, str, str]] = {
     "gh": ("github_truth_ids", "github_requests", "after"),
     "slack": ("slack_truth_ids", "slack_requests", "cursor"),
     "okta_rest": ("okta_rest_truth_ids", "okta_rest_requests", "after"),
+    "msgraph": ("msgraph_truth_ids", "msgraph_requests", "skiptoken"),
 }
 
 
 @pytest.mark.timeout(420)
 def test_sigkill_at_random_moments_loses_nothing_for_every_new_source(tmp_path, sim_process):
-    """GitHub, Slack and Okta described as ``type: rest`` read in one real ``dagster`` run per attempt,
+    """GitHub, Slack, Microsoft Graph and Okta described as ``type: rest`` read in one real ``dagster`` run,
     SIGKILLed at random pages, then delivered with SIGKILLs at random batches: every event of each
     reaches the SIEM exactly once, and each source re-reads at most one page per kill."""
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))

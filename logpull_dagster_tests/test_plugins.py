@@ -116,7 +116,7 @@ def test_a_third_party_package_registers_its_types_through_an_entry_point(tmp_pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == ("['counter_api', 'github', 'google_workspace', 'okta', 'rest', 'slack'] "
+    assert out.stdout.strip() == ("['counter_api', 'github', 'google_workspace', 'msgraph', 'okta', 'rest', 'slack'] "
                                   "['dynamodb', 'json_file', 'postgres', 'sqlite']")
 
 

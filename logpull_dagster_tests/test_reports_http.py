@@ -15,13 +15,15 @@ import pytest
 from logpull_dagster.pull import PullFailed, WindowNotSettled, pull_window
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sources import LogSource
+from logpull_dagster.sources.auth import OAuthClientCredentials
 from logpull_dagster.sources.github import GitHubAuditLogSource
 from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
+from logpull_dagster.sources.msgraph import MsGraphSource, scope_for
 from logpull_dagster.sources.okta import OktaSystemLogSource
 from logpull_dagster.sources.slack import SlackAuditLogsSource
 from logpull_dagster.windows import Window
 
-from . import cli
+from . import cli, msgraph_login
 from .conftest import TOKEN, hour, ms, ts
 
 W10 = Window(hour(10), hour(11))
@@ -40,6 +42,9 @@ def source(sim: Simulator, kind: str = "google_workspace", **kw) -> LogSource:  
         return SlackAuditLogsSource(base_url=sim.url, token=TOKEN, **kw)
     if kind == "okta_rest":  # Okta's System Log described as ``type: rest`` (cli.SOURCES)
         return cli.rest_source(kind, sim.url, token=TOKEN, **kw)  # type: ignore[no-any-return]
+    if kind == "msgraph":  # tokens from another simulator: the faults set here strike the API only
+        auth = OAuthClientCredentials(msgraph_login.token_url(), msgraph_login.CLIENT, TOKEN, scope_for(sim.url))
+        return MsGraphSource(base_url=sim.url, stream="directory_audits", auth=auth, **kw)
     return GoogleWorkspaceSource(base_url=sim.url, application="login", access_token=TOKEN, **kw)
 
 
@@ -50,10 +55,12 @@ def truth(sim: Simulator, w: Window, kind: str = "google_workspace") -> list[str
         return sorted("/".join(i) for i in sim.ground_truth_ids("audit_log", w.start, w.end, api="github_audit_log"))
     if kind == "slack":  # "<date_create>/<id>"
         return sorted("/".join(i) for i in sim.ground_truth_ids("audit_logs", w.start, w.end, api="slack_audit_logs"))
+    if kind == "msgraph":
+        return sorted(i[0] for i in sim.ground_truth_ids("directory_audits", w.start, w.end, api="msgraph"))
     return sorted("/".join(i) for i in sim.ground_truth_ids("login", w.start, w.end))
 
 
-SOURCES = ["google_workspace", "okta", "okta_rest", "github", "slack"]
+SOURCES = ["google_workspace", "okta", "okta_rest", "github", "slack", "msgraph"]
 
 
 def landed(landing, store, w: Window) -> list[str]:  # type: ignore[no-untyped-def]

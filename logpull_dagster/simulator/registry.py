@@ -8,6 +8,7 @@ from __future__ import annotations
 from .api import ApiFactory
 from .github_audit_log import GitHubAuditLogApi
 from .google_reports import GoogleReportsApi
+from .msgraph import MsGraphApi
 from .okta_system_log import OktaSystemLogApi
 from .slack_audit_logs import SlackAuditLogsApi
 
@@ -17,4 +18,5 @@ EMULATED_APIS: tuple[ApiFactory, ...] = (
     OktaSystemLogApi,
     GitHubAuditLogApi,
     SlackAuditLogsApi,
+    MsGraphApi,
 )

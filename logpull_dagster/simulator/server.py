@@ -533,6 +533,9 @@ class Simulator:
             if payload.get("token_lifetime") is not None:
                 okta.token_lifetime = int(payload["token_lifetime"])  # type: ignore[attr-defined]
             return ok
+        if route == ("POST", "/_sim/msgraph/clients"):  # a Graph app registration (secret or certificate), a test's
+            self._api_named("msgraph").admin(payload)  # type: ignore[attr-defined]
+            return ok
         if route == ("GET", "/_sim/requests"):
             return Reply(200, _json_bytes({"requests": self.requests()}))
         if route == ("DELETE", "/_sim/requests"):

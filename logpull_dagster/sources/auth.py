@@ -300,6 +300,64 @@ class OAuthPrivateKeyJwt(OAuthClientCredentials):
         return tuple(s for s in (*super().secrets(), self._assertion) if s)
 
 
+_PEM_BLOCK = r"-----BEGIN {0}-----[A-Za-z0-9+/=\s]+-----END {0}-----"
+
+
+class OAuthCertificateJwt(OAuthPrivateKeyJwt):
+    """The client-credentials grant with a *certificate* credential (Microsoft identity platform,
+    "Microsoft identity platform application authentication certificate credentials", learn.microsoft.com):
+    ``client_assertion`` is an RS256 JWT signed with the certificate's private key whose header names the
+    certificate by ``x5t`` (base64url SHA-1 thumbprint of its DER) and ``x5t#S256`` (SHA-256; newer docs
+    accept either), with ``aud`` = ``token_url``, ``iss`` = ``sub`` = ``client_id``, a fresh ``jti``,
+    ``nbf``/``iat`` now and ``exp`` shortly after. ``pem`` holds the private key and the certificate (one
+    PEM file, as ``cat key.pem cert.pem`` or ``openssl pkcs12 -nodes`` writes it); a missing part fails here,
+    naming ``key_name``, before any request. The private key and the certificate never leave the process.
+    """
+
+    def __init__(self, token_url: str, client_id: str, pem: str, scope: str | Iterable[str] | None = None,
+                 *, assertion_lifetime: float = 300.0, refresh_margin: float = 60.0,
+                 max_bytes: int = TOKEN_BODY_MAX, key_name: str = "the certificate credential",
+                 credential: str = "the OAuth client id and its certificate") -> None:
+        import hashlib
+        import re
+        import ssl
+
+        text = pem_private_key(pem) if "-----BEGIN" not in pem else pem
+        certs = re.findall(_PEM_BLOCK.format("CERTIFICATE"), text)
+        keys = re.findall(_PEM_BLOCK.format("(?:RSA )?PRIVATE KEY"), text)
+        if not certs or not keys:
+            missing = " and ".join(n for n, found in (("a certificate (-----BEGIN CERTIFICATE-----)", certs),
+                                                      ("a private key (-----BEGIN PRIVATE KEY-----)", keys))
+                                   if not found)
+            raise InvalidSecret(f"{key_name} lacks {missing}; set it to one PEM holding the private key and "
+                                f"the certificate uploaded to the app registration (cat key.pem cert.pem)")
+        key_text = re.search(_PEM_BLOCK.format("(?:RSA )?PRIVATE KEY"), text).group(0)  # type: ignore[union-attr]
+        super().__init__(token_url, client_id, key_text, scope, assertion_lifetime=assertion_lifetime,
+                         refresh_margin=refresh_margin, max_bytes=max_bytes, key_name=key_name, credential=credential)
+        try:
+            der = ssl.PEM_cert_to_DER_cert(certs[0])
+        except ValueError:
+            raise InvalidSecret(f"{key_name}: its certificate is not valid PEM") from None
+        self.x5t = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).decode().rstrip("=")  # SHA-1: x5t, RFC 7515
+        self.x5t_s256 = base64.urlsafe_b64encode(hashlib.sha256(der).digest()).decode().rstrip("=")
+        self._pem = text
+
+    def client_authentication(self) -> dict[str, str]:
+        from google.auth import jwt
+
+        now = int(time.time())
+        payload = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url, "iat": now, "nbf": now,
+                   "exp": now + int(self.assertion_lifetime), "jti": str(uuid.uuid4())}
+        header = {"x5t": self.x5t, "x5t#S256": self.x5t_s256}
+        self._assertion = jwt.encode(self._signer, payload, header=header).decode()
+        return {"client_id": self.client_id, "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": self._assertion}
+
+    def secrets(self) -> tuple[str, ...]:
+        """The PEM (key and certificate), the last assertion and the access tokens held now."""
+        return (self._pem, *super().secrets())
+
+
 def _lifetime(expires_in: object) -> float:
     """Seconds a token lives: ``expires_in`` (a number, or a string of one as some servers send);
     without one, until the API refuses it (a 401 then fetches a new one)."""

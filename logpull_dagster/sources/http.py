@@ -173,7 +173,8 @@ def parse_retry_after(value: str | None, now: dt.datetime | None = None) -> floa
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # Fractions too: Graph sends ``Retry-After: 2.128`` (its throttling doc's sample), RFC 9110 an integer.
+    if value.isascii() and value.replace(".", "", 1).isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
