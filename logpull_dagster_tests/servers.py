@@ -96,6 +96,14 @@ class SimProcess:
         return ["/".join(str(i["id"][k]) for k in ("applicationName", "customerId", "time", "uniqueQualifier"))
                 for i in items]
 
+    def gws_truth_ids(self, start: str, end: str) -> list[str]:
+        """The event id of every Google Workspace ``login`` event of ``[start, end)``."""
+        return self.truth_ids("login", start, end)
+
+    def gws_requests(self) -> list[dict[str, Any]]:
+        """The request log's entries for the Reports API (its ``pageToken`` column is the cursor sent)."""
+        return [r for r in self.requests() if r.get("application") == "login" and not r.get("endpoint")]
+
     def okta_truth_ids(self, start: str, end: str) -> list[str]:
         """The ``uuid`` of every Okta System Log event of ``[start, end)`` (the emulated Okta API's truth)."""
         ids = self.http.get("/_sim/events", params={"application": "system_log", "api": "okta_system_log",

@@ -14,6 +14,8 @@ from collections import Counter
 import orjson
 import pytest
 
+from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
+
 from .cli import REPO, STORES, materialize_cmd, run, setup_project, siem_ids, start
 from .conftest import Servers, key, ts
 
@@ -50,12 +52,12 @@ def dagster_instance(kind: str, servers: Servers, monkeypatch: pytest.MonkeyPatc
 # example plug-in store (found through its entry point) under Okta with OAuth, DynamoDB with S3
 # landing (the AWS config), PostgreSQL checkpoints with Dagster itself on PostgreSQL (self-hosted).
 KILL_CASES = [
-    pytest.param("sqlite", "sqlite", "gws", id="sqlite"),
     pytest.param("json_file", "sqlite", "okta", id="okta_oauth+json_file"),
     pytest.param("dynamodb", "sqlite", "gws", id="dynamodb+s3"),
     pytest.param("postgres", "dagster_pg", "gws", id="postgres+dagster_pg"),
 ]
-assert {p.values[0] for p in KILL_CASES} == set(STORES), "every checkpoint store of cli.STORES has a kill case"
+# SQLite, the default store, is the store of the kill test of every source together (below).
+assert {p.values[0] for p in KILL_CASES} | {"sqlite"} == set(STORES), "every checkpoint store has a kill case"
 
 
 def truth_of(sim_process, source: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -188,10 +190,11 @@ def test_two_runs_on_one_window_one_wins_and_the_siem_is_exact(tmp_path, sim_pro
     assert max(pages.values()) == 1  # the loser never read a page
 
 
-# The sources of issue 22, killed together: one CLI run reads them all (one kill interrupts a page of each
-# in flight), so four sources cost one real-CLI test, not four. Each: its SimProcess truth and request log,
-# and the query parameter that names the page a request asked for (its cursor).
+# Google Workspace and the sources of issue 22, killed together on the default store (SQLite): one CLI run
+# reads them all, so five sources cost one real-CLI test, not five. Each: its SimProcess truth and request
+# log, and the query parameter that names the page a request asked for (its cursor).
 NEW_SOURCES: dict[str, tuple[str, str, str]] = {
+    "gws": ("gws_truth_ids", "gws_requests", "pageToken"),
     "gh": ("github_truth_ids", "github_requests", "after"),
     "slack": ("slack_truth_ids", "slack_requests", "cursor"),
     "okta_rest": ("okta_rest_truth_ids", "okta_rest_requests", "after"),
@@ -200,10 +203,11 @@ NEW_SOURCES: dict[str, tuple[str, str, str]] = {
 
 
 @pytest.mark.timeout(420)
-def test_sigkill_at_random_moments_loses_nothing_for_every_new_source(tmp_path, sim_process):
-    """GitHub, Slack, Microsoft Graph and Okta described as ``type: rest`` read in one real ``dagster`` run,
-    SIGKILLed at random pages, then delivered with SIGKILLs at random batches: every event of each
-    reaches the SIEM exactly once, and each source re-reads at most one page per kill."""
+def test_sigkill_at_random_moments_loses_nothing_for_every_source_together(tmp_path, sim_process):
+    """Google Workspace, GitHub, Slack, Microsoft Graph and Okta described as ``type: rest``, read by one real
+    ``dagster`` run per attempt on SQLite, SIGKILLed at random pages, then delivered with SIGKILLs at random
+    batches: every event of each reaches the SIEM exactly once, and each source re-reads at most one page
+    per kill."""
     seed = int(os.environ.get("LOGPULL_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     print(f"kill seed {seed} (rerun with LOGPULL_KILL_SEED={seed})")
@@ -212,10 +216,22 @@ def test_sigkill_at_random_moments_loses_nothing_for_every_new_source(tmp_path, 
     env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="2s", source=names[0],
                         also=tuple(names[1:]))
     log = tmp_path / "runs.log"
-    cmd = materialize_cmd(",".join(f"logs/{n}" for n in names), KEY)
+
+    def pending_cmd() -> list[str] | None:
+        """The run for the windows not read through yet: a new run of a complete window reads it again on
+        purpose (late events), which is no re-read caused by a kill."""
+        store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+        try:
+            left = [n for n in names if not ((cp := store.get(n, "pull", START)) and cp.read_once)]
+        finally:
+            store.close()
+        return materialize_cmd(",".join(f"logs/{n}" for n in left), KEY) if left else None
 
     kills = 0
     for _ in range(4):
+        cmd = pending_cmd()
+        if cmd is None:
+            break
         seen = len(sim_process.requests())
         target = seen + rng.randint(1, 12)  # die after a random number of pages of any source...
         proc = start(cmd, env, log)
@@ -227,7 +243,8 @@ def test_sigkill_at_random_moments_loses_nothing_for_every_new_source(tmp_path, 
         proc.wait()
     assert kills >= 3
     for _ in range(3):  # a rerun takes over once the dead run's 2 s leases lapse
-        if run(cmd, env, log, timeout=240) == 0:
+        cmd = pending_cmd()
+        if cmd is None or run(cmd, env, log, timeout=240) == 0:
             break
     else:
         pytest.fail(f"the rerun did not succeed:\n{log.read_text()[-3000:]}")
