@@ -131,8 +131,11 @@ def test_every_request_takes_a_slot_first_tries_and_retries_alike(sim, store):
         source.close()
     assert page.http_retries == 2
     assert counting.reserved == len(sim.requests()) == 3
-    # retries back off 10-20 ms, the budget spaces them 200 ms: the gate did the waiting
-    assert g.waited > 0.2
+    # Retries back off 10-20 ms, the budget spaces them 200 ms: the requests arrive that far apart. (Not
+    # ``g.waited``: on a loaded machine the requests themselves take part of each 200 ms, and the gate less.)
+    arrivals = [r["t"] for r in sim.requests()]
+    assert all(b - a >= 0.18 for a, b in zip(arrivals, arrivals[1:], strict=False)), arrivals
+    assert g.waited > 0
 
 
 def test_a_slot_past_the_time_budget_ends_the_attempt_like_a_spent_budget_and_the_retry_resumes(
