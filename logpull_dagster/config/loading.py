@@ -210,7 +210,7 @@ def _warn_start_before_retention(cfg: LogpullConfig, origin: str) -> None:
                 if isinstance(kept, dt.timedelta) else f"has no events before {rfc3339(floor)}")
         warnings.warn(StartBeforeRetentionWarning(
             f"{origin}: source {src.group!r}: start {rfc3339(src.start)} is before what its API ({src.type}) still "
-            f"holds: it {what} (see the README's section on the source). The windows before then read back no "
+            f"holds: it {what}. The windows before then read back no "
             f"events or fewer than happened (or the API refuses them); set start to {rfc3339(floor)} or later "
             f"unless that is what you mean"), stacklevel=3)
 

@@ -145,7 +145,7 @@ class SourceBase(Strict):
             written = value.isoformat().replace("+00:00", "Z")  # rfc3339 (strftime) drops year 1's zeros
             raise ValueError(f"{written} is before {rfc3339(START_FLOOR)}: no audit log API keeps events that "
                              f"old, and every window from start to now becomes a partition to pull; set start to "
-                             f"the first window you want (within the API's retention, see the README)")
+                             f"the first window to pull, within what the API keeps (Okta 90 days, Google 180)")
         now = dt.datetime.now(UTC)
         step = CADENCE_STEP[cadence]
         if value - now > step:
