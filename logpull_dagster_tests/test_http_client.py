@@ -293,7 +293,8 @@ def test_reset_epoch_counts_from_the_server_date_when_it_has_one() -> None:
     date = email.utils.formatdate(reset - 5, usegmt=True)
     # our clock 100 s behind the server's: the server's own Date decides
     assert hook(429, httpx.Headers({"X-Rate-Limit-Reset": str(reset), "Date": date}), reset - 100.0) == 5.0
-    assert hook(429, httpx.Headers({"X-Rate-Limit-Reset": str(reset)}), reset + 3.0) == 0.0
+    # a reset already past is no answer (the client's backoff), never a retry 0 s later (issue 24)
+    assert hook(429, httpx.Headers({"X-Rate-Limit-Reset": str(reset)}), reset + 3.0) is None
     assert hook(429, httpx.Headers({"X-Rate-Limit-Reset": "soon"}), 0.0) is None
     assert hook(429, httpx.Headers({}), 0.0) is None
     assert hook(403, httpx.Headers({"X-Rate-Limit-Reset": str(reset)}), reset - 1.0) is None

@@ -314,7 +314,7 @@ def test_tls_is_verified_against_ca_file(tmp_path: Path, monkeypatch: pytest.Mon
 @pytest.mark.parametrize(("keys", "says"), [
     ({"index": "Logs"}, "index: 'Logs' has upper-case letters"),
     ({"index": "a/b"}, "index: 'a/b' holds '/'"),
-    ({"url": "https://u:p@es.example.com"}, "url: holds a credential"),
+    ({"url": "https://u:p@es.example.com"}, "url: holds a user name or password"),
     ({"username": "u", "password": {"env": "ES_PASSWORD"}}, "either api_key or username + password"),
     ({"api_key": None}, "set a credential"),
     ({"api_key": "plain"}, "secrets are never written in the config"),

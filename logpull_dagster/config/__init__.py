@@ -5,8 +5,11 @@ config (one Google Workspace ``login`` source read from the bundled simulator), 
 ``DemoConfigWarning`` on stderr once per process, and ``is_demo`` set so the assets say so in the UI
 (``logpull status`` and ``logpull reset`` refuse to run on it). Every key is checked when the file is
 loaded, so a typo fails ``dagster dev`` at once with the key and the fix, instead of a window failing at
-3 a.m.: unknown and duplicate keys, durations that are negative, zero where zero makes no sense, or too
-long, a ``start`` more than one window in the future, and paths that cannot be created or read.
+3 a.m.: unknown and duplicate keys, durations that are negative, zero where zero makes no sense, or
+outside their documented range, a yes/no where a number belongs, URLs holding credentials, a ``start``
+before 2000 or more than one window in the future, and paths that cannot be created or read. A
+``start`` before what the source's API still keeps (its ``retention``, seen at load time) is a
+``StartBeforeRetentionWarning``, not an error: that bound moves with the calendar.
 Relative paths are relative to the config file's folder. Loading creates nothing.
 
 Secrets are only ever *named* (``access_token: {env: GWS_ACCESS_TOKEN}``); their values are read from
@@ -28,6 +31,7 @@ from logpull_dagster.config.fields import MAX_DURATION, BaseUrl, Duration, EnvRe
 from logpull_dagster.config.loading import (
     ConfigError,
     DemoConfigWarning,
+    StartBeforeRetentionWarning,
     config_model,
     config_path,
     load_config,
@@ -39,6 +43,6 @@ from logpull_dagster.config.stores import LocalStoreBase, SinkBase, StoreBase, c
 __all__ = [
     "DEFAULT_CONFIG_FILE", "DEFAULT_SINK", "DEFAULT_STORES", "DEMO_SIMULATOR_URL", "MAX_DURATION", "BaseUrl",
     "ConfigError", "DemoConfigWarning", "Duration", "EnvRef", "LocalStoreBase", "LogpullConfig", "RateLimitText",
-    "SinkBase", "SourceBase", "StoreBase", "Strict", "cannot_create", "config_model", "config_path", "demo_config",
-    "load_config", "parse_config", "secret",
+    "SinkBase", "SourceBase", "StartBeforeRetentionWarning", "StoreBase", "Strict", "cannot_create", "config_model",
+    "config_path", "demo_config", "load_config", "parse_config", "secret",
 ]

@@ -6,8 +6,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from logpull_dagster.rate import parse_rate_limit
 from logpull_dagster.windows import parse_duration
@@ -28,9 +30,70 @@ def _duration(value: Any) -> dt.timedelta:
 Duration = Annotated[dt.timedelta, BeforeValidator(_duration)]
 
 
+def bounded(value: dt.timedelta, low: dt.timedelta, high: dt.timedelta, low_why: str, high_why: str) -> dt.timedelta:
+    """``value`` if within ``low .. high``, else a ValueError saying which end and why."""
+    if value < low:
+        raise ValueError(f"{_written(value)} is shorter than {_written(low)}, the shortest allowed: {low_why}")
+    if value > high:
+        raise ValueError(f"{_written(value)} is longer than {_written(high)}, the longest allowed: {high_why}")
+    return value
+
+
+def _written(td: dt.timedelta) -> str:
+    """``td`` as a config writes it, in the largest unit that divides it: ``3650d``, ``61m``, ``100ms``."""
+    ms = td // dt.timedelta(milliseconds=1)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+# The error type of a URL key refused by a model (its ctx: key, why), so that the message names the key.
+URL_KEY_ERROR = "url_key"
+
+# Keys holding a URL, whatever model they are in (base_url, token_url, login_url, url, endpoint_url,
+# token_uri, iam_endpoint, and those of plug-in types named alike).
+_URL_KEY = re.compile(r"(?:^|_)(?:url|uri|endpoint)$")
+
+
+def url_problem(value: str, *, query_allowed: bool = False) -> str | None:
+    """Why ``value`` cannot be a URL key of the config, or None. Never repeats the URL: it may hold a password."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "is not a valid URL (urllib cannot split it)"
+    if "@" in parts.netloc:
+        # A password in a URL is printed wherever the URL is: run logs, run storage, compute logs,
+        # checkpoint errors (a redirect's message names the URL it was sent from).
+        return ("holds a user name or password (user:password@host); a URL is printed in logs and errors, so "
+                "credentials never go in one: remove them and name the credential as a secret, {env: NAME}, "
+                "in the key the source or sink reads it from")
+    if parts.fragment or "#" in value:
+        return "holds a fragment (#...), which is never sent to a server; remove it"
+    if not query_allowed and (parts.query or "?" in value):
+        return ("holds a query (?...); it is the origin and path prefix that each request's path is appended "
+                "to, so a query there would be cut off or misplaced: remove it (type rest: query parameters "
+                "go in params)")
+    return None
+
+
 class Strict(BaseModel):
     # Durations serialise as seconds, which the loader reads back (resources carry their config as JSON).
-    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_timedelta="float")
+    # strict: a YAML `true` is not the number 1 (`page_size: true`), nor 3.0 the count 3.
+    model_config = ConfigDict(extra="forbid", frozen=True, ser_json_timedelta="float", strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials_in_urls(cls, value: Any) -> Any:
+        # Every URL key of every model, BaseUrl or not (an S3 or DynamoDB endpoint_url is a plain str):
+        # refused before any other check can repeat the URL in its message.
+        if isinstance(value, dict):
+            for key, v in value.items():
+                if isinstance(key, str) and isinstance(v, str) and _URL_KEY.search(key):
+                    why = url_problem(v, query_allowed=True)
+                    if why is not None:  # loading._describe names the key: <model's key>.<key>
+                        raise PydanticCustomError(URL_KEY_ERROR, "{key}: {why}", {"key": key, "why": why})
+        return value
 
 
 class EnvRef(Strict):
@@ -65,13 +128,21 @@ def secret(example: str) -> Any:
     return Annotated[EnvRef, BeforeValidator(named_only)]
 
 
-def _base_url(value: Any) -> str:
+# Keys naming a whole endpoint, sent to as given: RFC 6749 3.2 lets a token endpoint carry a query.
+_ENDPOINT_KEYS = frozenset({"token_url", "token_uri"})
+
+
+def _base_url(value: Any, info: ValidationInfo) -> str:
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
         raise ValueError("must be an http(s) URL such as https://admin.googleapis.com")
+    why = url_problem(value, query_allowed=info.field_name in _ENDPOINT_KEYS)
+    if why is not None:
+        raise ValueError(why)
     return value.rstrip("/")
 
 
-# An API's origin (and optional path prefix), without a trailing slash.
+# An API's origin (and optional path prefix), without a trailing slash; never credentials (user:password@),
+# a fragment, or (except a token endpoint's) a query.
 BaseUrl = Annotated[str, BeforeValidator(_base_url)]
 
 

@@ -3,6 +3,7 @@ refuses a key written twice, the error messages that name each wrong key, and wh
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import os
 import ssl
@@ -18,8 +19,10 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from logpull_dagster import plugins
 from logpull_dagster.config.defaults import DEFAULT_CONFIG_FILE, demo_config
 from logpull_dagster.config.document import LogpullConfig
+from logpull_dagster.config.fields import URL_KEY_ERROR
 from logpull_dagster.config.stores import StoreBase, path_exists
 from logpull_dagster.targets import LEGACY_SINK
+from logpull_dagster.windows import rfc3339
 
 
 class ConfigError(ValueError):
@@ -28,6 +31,10 @@ class ConfigError(ValueError):
 
 class DemoConfigWarning(UserWarning):
     """No config file was found and the built-in demo config is in use (see ``load_config``)."""
+
+
+class StartBeforeRetentionWarning(UserWarning):
+    """A source's ``start`` lies before what its API still keeps (``SourceBase.retention``), seen now."""
 
 
 def _strip(tp: Any) -> Any:
@@ -107,6 +114,11 @@ def _describe(err: dict[str, Any], raw: Any, model: type[BaseModel] | None = Non
         return f"{key}: {err.get('input')!r} is not allowed; {msg.lower()}"
     if kind == "missing":
         return f"{key}: required key is missing"
+    if kind == URL_KEY_ERROR:
+        ctx = err.get("ctx") or {}
+        return f"{key}.{ctx.get('key')}: {ctx.get('why')}"
+    if kind in ("int_type", "float_type") and isinstance(err.get("input"), bool):
+        return f"{key}: {str(err['input']).lower()} is a yes/no value, not a number; write a number"
     return f"{key}: {msg.removeprefix('Value error, ')}"
 
 
@@ -177,7 +189,30 @@ def parse_config(raw: Any, *, origin: str = "config", base_dir: str = ".", demo:
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ConfigError(f"{origin} is invalid:\n{lines}")
+    _warn_start_before_retention(cfg, origin)
     return cfg
+
+
+def _warn_start_before_retention(cfg: LogpullConfig, origin: str) -> None:
+    """Warn (once per source) of a ``start`` older than its API keeps. A warning, not an error: the bound
+    moves with the calendar, so a config that loaded when written would later refuse to load (and the
+    runs re-validating it would fail) although nothing in it changed; and the windows before it only read
+    back nothing, which the operator may want recorded. Checked here, at load time only, against now."""
+    now = dt.datetime.now(dt.UTC)
+    warned: set[str] = set()
+    for src in cfg.sources:
+        floor = src.retention_floor(now)
+        if floor is None or src.start >= floor or src.group in warned:
+            continue
+        warned.add(src.group)
+        kept = type(src).retention
+        what = (f"keeps events for {kept.days} days, so nothing before {rfc3339(floor)} today"
+                if isinstance(kept, dt.timedelta) else f"has no events before {rfc3339(floor)}")
+        warnings.warn(StartBeforeRetentionWarning(
+            f"{origin}: source {src.group!r}: start {rfc3339(src.start)} is before what its API ({src.type}) still "
+            f"holds: it {what}. The windows before then read back no "
+            f"events or fewer than happened (or the API refuses them); set start to {rfc3339(floor)} or later "
+            f"unless that is what you mean"), stacklevel=3)
 
 
 class _DuplicateKey(Exception):

@@ -14,12 +14,33 @@ from logpull_dagster.config.fields import (
     EnvRef,
     RateLimitText,
     Strict,
+    bounded,
     check_ca_file,
     check_tls_verify,
     secret_refs_of,
 )
 from logpull_dagster.rate import RateLimit, parse_rate_limit
 from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_time, rfc3339
+
+# No audit log API this tool reads holds an event from before 2000 (the oldest, Google's Reports API,
+# dates from the 2010s); an earlier start is a typo, and `0001-01-01` would make the partitions and
+# `logpull status` walk millions of windows (the code location did not even load).
+START_FLOOR = dt.datetime(2000, 1, 1, tzinfo=UTC)
+
+# The documented range of each duration key: (shortest, longest, why not shorter, why not longer).
+# Longer than MAX_DURATION is refused for every duration key (fields.py).
+DURATION_RANGES: dict[str, tuple[dt.timedelta, dt.timedelta, str, str]] = {
+    "lease_ttl": (dt.timedelta(seconds=1), dt.timedelta(hours=1),
+                  "a live run renews its lease every lease_ttl/3, a checkpoint store write each time",
+                  "a run that dies keeps its windows from every rerun until its lease lapses"),
+    "http_timeout": (dt.timedelta(seconds=1), dt.timedelta(minutes=10),
+                     "a TLS handshake with a distant API alone can take longer",
+                     "a server that never answers would hold the window (and its lease) that long per try"),
+    "time_budget": (dt.timedelta(milliseconds=100), dt.timedelta(hours=24),
+                    "shorter than one page's round trip: every attempt would end after its first page",
+                    "an attempt reading for over a day is stuck; more windows (or max_windows_per_run) "
+                    "split a backlog instead"),
+}
 
 
 class SourceBase(Strict):
@@ -31,9 +52,13 @@ class SourceBase(Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     type: str
     cadence: Literal["hourly", "daily"] = "hourly"
+    # The first window: a whole UTC hour (midnight for daily), not before 2000 (START_FLOOR), at most one
+    # window after now; before the API's `retention` it loads with a warning.
     start: dt.datetime
     settle_lag: Duration = dt.timedelta(minutes=15)
+    # Reading budget of one attempt, 100ms .. 24h (DURATION_RANGES, with the reasons).
     time_budget: Duration = dt.timedelta(minutes=10)
+    # How long a dead holder keeps a window, 1s .. 1h (DURATION_RANGES).
     lease_ttl: Duration = dt.timedelta(seconds=60)
     # How long a run waits for a window leased by another run before failing clearly. Defaults to
     # lease_ttl, so a run that follows a killed one takes the window over once the dead lease lapses.
@@ -42,6 +67,7 @@ class SourceBase(Strict):
     retries: int = Field(default=3, ge=0, le=100)
     retry_delay: Duration = dt.timedelta(seconds=5)
     http_attempts: int = Field(default=6, ge=1, le=50)
+    # One total deadline per request, 1s .. 10m (DURATION_RANGES).
     http_timeout: Duration = dt.timedelta(seconds=30)
     http_backoff_max: Duration = dt.timedelta(seconds=60)
     # The most bytes one API response may decode to; a larger page fails clearly instead of exhausting memory.
@@ -79,6 +105,11 @@ class SourceBase(Strict):
     # The sinks (names in `sinks:`, or `siem`) this stream is delivered to; default every sink.
     deliver_to: list[str] | None = None
 
+    #: How far back the type's API keeps events: a duration before now, or the first time it has any
+    #: (a fixed date); None: unknown (``rest``). A ``start`` before it loads with a warning (the config
+    #: loader's, at load time): those windows read back nothing, or fewer events than happened.
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = None
+
     #: Whether this type sends its requests through the shared HTTP client, which keeps a rate_limit
     #: (its factory takes ``rate=``; see plugins.Plugin). A type that does not refuses rate_limit.
     supports_rate_limit: ClassVar[bool] = False
@@ -110,6 +141,11 @@ class SourceBase(Strict):
         if not is_aligned(cadence, value):
             unit = "a whole UTC hour" if cadence == "hourly" else "a UTC midnight"
             raise ValueError(f"start {value.isoformat()} must be {unit} for cadence {cadence}")
+        if value < START_FLOOR:
+            written = value.isoformat().replace("+00:00", "Z")  # rfc3339 (strftime) drops year 1's zeros
+            raise ValueError(f"{written} is before {rfc3339(START_FLOOR)}: no audit log API keeps events that "
+                             f"old, and every window from start to now becomes a partition to pull; set start to "
+                             f"the first window to pull, within what the API keeps (Okta 90 days, Google 180)")
         now = dt.datetime.now(UTC)
         step = CADENCE_STEP[cadence]
         if value - now > step:
@@ -125,6 +161,16 @@ class SourceBase(Strict):
         if value is not None and value <= dt.timedelta(0):
             raise ValueError("must be longer than 0s")
         return value
+
+    @field_validator(*DURATION_RANGES)
+    @classmethod
+    def _in_range(cls, value: dt.timedelta, info: ValidationInfo) -> dt.timedelta:
+        return bounded(value, *DURATION_RANGES[str(info.field_name)])
+
+    def retention_floor(self, now: dt.datetime) -> dt.datetime | None:
+        """The oldest time the API still keeps events from, seen at ``now``; None when unknown."""
+        kept = type(self).retention
+        return now - kept if isinstance(kept, dt.timedelta) else kept
 
     @field_validator("rate_limit")
     @classmethod

@@ -11,7 +11,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from logpull_dagster.config.fields import Duration, EnvRef, Strict, secret_refs_of
+from logpull_dagster.config.fields import Duration, EnvRef, Strict, bounded, secret_refs_of
+from logpull_dagster.config.source import DURATION_RANGES
 
 
 class StoreBase(Strict):
@@ -66,6 +67,7 @@ class SinkBase(StoreBase):
 
     retries: int | None = Field(default=None, ge=0, le=100)
     retry_delay: Duration | None = None
+    # The stream's range: 1s .. 1h (config.source.DURATION_RANGES).
     lease_ttl: Duration | None = None
     lease_wait: Duration | None = None
 
@@ -76,7 +78,7 @@ class SinkBase(StoreBase):
     def _positive_ttl(cls, value: dt.timedelta | None) -> dt.timedelta | None:
         if value is not None and value <= dt.timedelta(0):
             raise ValueError("must be longer than 0s")
-        return value
+        return None if value is None else bounded(value, *DURATION_RANGES["lease_ttl"])
 
 
 def path_exists(path: Path) -> bool:

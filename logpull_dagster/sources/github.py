@@ -313,6 +313,9 @@ class GitHubConfig(SourceBase):
     rate_limit: RateLimitText | None = "1750/hour"
 
     supports_rate_limit: ClassVar[bool] = True
+    # GHEC audit log: 180 days of web events, 7 days of Git events [GitHub doc]; GHES keeps them unless
+    # configured otherwise (apis-and-emulators.md, GitHub, Retention).
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = dt.timedelta(days=180)
 
     @model_validator(mode="after")
     def _one_entity(self) -> GitHubConfig:

@@ -288,6 +288,9 @@ class GoogleWorkspaceConfig(SourceBase):
     page_size: int = Field(default=1000, ge=1, le=1000)
 
     supports_rate_limit: ClassVar[bool] = True
+    # Activity reports: 180 days, most applications [Google, "Data retention and lag times"; Admin SDK
+    # activities.list endTime: "the last 180 days"] (apis-and-emulators.md, Google Workspace, Retention).
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = dt.timedelta(days=180)
 
     @model_validator(mode="after")
     def _one_of_each(self) -> GoogleWorkspaceConfig:

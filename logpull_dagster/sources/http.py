@@ -135,6 +135,9 @@ def reset_epoch(header: str, *, remaining: str | None = None) -> RateLimitWait:
     errs long by under a second). With ``remaining`` (GitHub: ``x-ratelimit-remaining``) it applies
     only when that header is ``0``, and then also to a 403, which is how GitHub answers an exhausted
     primary limit; without it a 403 stays refused (GitHub sends the reset header on every response).
+
+    A reset that is not after the answer's time (``0``, a 1970 epoch, a stale value) is no answer
+    (None), as a missing one is: the caller's backoff, never retries 0 s apart at a throttled API.
     """
 
     def wait(status: int, headers: httpx.Headers, now: float) -> float | None:
@@ -150,7 +153,8 @@ def reset_epoch(header: str, *, remaining: str | None = None) -> RateLimitWait:
         if not math.isfinite(reset):
             return None
         date = server_date(headers)
-        return max(0.0, reset - (now if date is None else date))
+        seconds = reset - (now if date is None else date)
+        return seconds if seconds > 0 else None
 
     return wait
 

@@ -320,6 +320,9 @@ class MsGraphConfig(SourceBase):
     rate_limit: RateLimitText | None = "25/min"
 
     supports_rate_limit: ClassVar[bool] = True
+    # Entra audit and sign-in logs: 30 days with Entra ID P1/P2, 7 days on Free [secondary: flanksource]
+    # (apis-and-emulators.md, Microsoft Graph, Retention); the longer one, so P1/P2 tenants get no false alarm.
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = dt.timedelta(days=30)
 
     @field_validator("tenant_id")
     @classmethod

@@ -253,6 +253,9 @@ class OktaConfig(SourceBase):
     lookback: Duration = dt.timedelta(hours=6)
 
     supports_rate_limit: ClassVar[bool] = True
+    # System Log: 90 days; outside it queries succeed with in-window events only, and a since over 180
+    # days back is a 400 E0000053 [Okta System Log API doc] (apis-and-emulators.md, Okta, Retention).
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = dt.timedelta(days=90)
 
     @model_validator(mode="after")
     def _one_credential(self) -> OktaConfig:

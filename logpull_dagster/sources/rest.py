@@ -308,6 +308,8 @@ class RestConfig(SourceBase, RestApi):
     # docs say, which this module cannot know: set both from them (docs/sources/rest.md).
 
     supports_rate_limit: ClassVar[bool] = True
+    # A described API keeps what its own docs say, which this module cannot know.
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = None
 
     @property
     def stream(self) -> str:

@@ -314,6 +314,9 @@ class SlackConfig(SourceBase):
     rate_limit: RateLimitText | None = TIER3
 
     supports_rate_limit: ClassVar[bool] = True
+    # Audit Logs API: "no data before March 2018" (`oldest`), a fixed floor, not a duration [Slack doc]
+    # (apis-and-emulators.md, Slack, Filters).
+    retention: ClassVar[dt.timedelta | dt.datetime | None] = dt.datetime(2018, 3, 1, tzinfo=dt.UTC)
 
     @property
     def stream(self) -> str:
