@@ -52,9 +52,21 @@ import httpx
 from logpull_dagster import json_codec
 from logpull_dagster.redact import Redactor
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
-from logpull_dagster.sources.http import ERROR_BODY_MAX, RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
+from logpull_dagster.sources.http import (
+    ERROR_BODY_MAX,
+    RETRY_STATUS,
+    RetryableStatus,
+    parse_retry_after,
+    read_body,
+    server_date,
+)
 
 TOKEN_BODY_MAX = ERROR_BODY_MAX  # a token answer is a few hundred bytes to a few KiB (a JWT)
+# A refusal that is about an assertion's times (Google: "Check your iat and exp values"; Okta: "The
+# client_assertion token is expired"): the host's clock is the first suspect.
+_TIME_REFUSAL = re.compile(r"\b(?:iat|exp|nbf)\b|expired|in the future|too early|timeframe|clock", re.IGNORECASE)
+# Below this a clock difference is the Date header's whole seconds and the answer's flight time.
+CLOCK_TOLERANCE = 5.0
 
 
 class HeaderAuth(httpx.Auth):
@@ -183,6 +195,8 @@ class OAuthToken(httpx.Auth):
             described = self._clean(doc.get("error_description"))
             said = f", {error}" + (f": {described}" if described else "") if error else ""
             message = f"the token endpoint {self._where} answered HTTP {status}{said}"
+            if status in (400, 401) and _TIME_REFUSAL.search(f"{error} {described}"):
+                message += clock_hint(response, "the token endpoint's")
             if 300 <= status < 400:
                 raise SourceRequestError(f"{message} (a redirect, not followed: check the token URL)")
             if status in (400, 401, 403) and error:
@@ -195,6 +209,15 @@ class OAuthToken(httpx.Auth):
             raise SourceRequestError(f"the token endpoint {self._where} issued a {self._clean(kind)!r} token, "
                                      f"not a Bearer token")
         return token, _lifetime(doc.get("expires_in"))
+
+    def endpoint_of(self, exc: BaseException) -> str | None:
+        """Which of this auth's own requests ``exc`` is about (a transport error or a retryable status
+        the client gave up on), named for a message: ``the token endpoint <URL>``; None for the API's
+        request. A token request runs inside the API request's attempt, so without this a token
+        endpoint that never answers would be reported as the API timing out."""
+        if isinstance(exc, RetryableStatus):
+            return f"the token endpoint {self._where}" if exc.where == "token endpoint " else None
+        return f"the token endpoint {self._where}" if same_endpoint(exc, self.token_url) else None
 
     def _clean(self, value: object) -> str:
         """An OAuth error field, fit for a message: a string, short, one line, without our secrets."""
@@ -477,6 +500,31 @@ class OAuthCertificateJwt(OAuthPrivateKeyJwt):
     def secrets(self) -> tuple[str, ...]:
         """The PEM (key and certificate), the last assertion and the access tokens held now."""
         return (self._pem, *super().secrets())
+
+
+def clock_hint(response: httpx.Response, whose: str) -> str:
+    """``; this host's clock is N s ahead of <whose>; sync it (NTP)`` from the answer's ``Date``, for a
+    refusal about an assertion's ``iat``/``exp`` (which this host's clock set); or that the clocks agree,
+    so the cause is elsewhere; or that there was no Date to compare with."""
+    theirs = server_date(response.headers)
+    if theirs is None:
+        return f"; {whose} answer has no Date to compare this host's clock with: check that it is synced (NTP)"
+    skew = time.time() - theirs
+    if abs(skew) < CLOCK_TOLERANCE:
+        return f"; this host's clock agrees with {whose} (within {CLOCK_TOLERANCE:g} s), so it is not the cause"
+    return f"; this host's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} {whose}; sync it (NTP)"
+
+
+def same_endpoint(exc: BaseException, url: str) -> bool:
+    """Whether the httpx error ``exc`` is about a request to ``url`` (scheme, host, port and path)."""
+    try:
+        request = exc.request if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # httpx raises when the error was not given its request
+        return False
+    if request is None:
+        return False
+    theirs, ours = request.url, httpx.URL(url)
+    return (theirs.scheme, theirs.host, theirs.port, theirs.path) == (ours.scheme, ours.host, ours.port, ours.path)
 
 
 def _lifetime(expires_in: object) -> float:
