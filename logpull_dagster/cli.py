@@ -9,8 +9,10 @@ usage or config error or a checkpoint store that cannot be reached (one line nam
 internal error (a bug; ``--debug`` or ``LOGPULL_DEBUG=1`` prints its traceback). ``EXIT_CODES`` says the
 same in ``logpull --help``.
 
-``logpull reset --source NAME --window KEY`` makes a window's next run read it from page one again
-(landed events stay; dedupe keeps the result exact). It refuses while a run holds the window (exit 1).
+``logpull reset --source NAME (--window KEY | --from T --to T) [--dry-run]`` makes a window's (or every
+window of a period that has a checkpoint) next run read it from page one again (landed events stay; dedupe
+keeps the result exact). It refuses a window while a run holds it (exit 1), resetting the others.
+``--dry-run`` prints each window it would reset, with its state, and changes nothing.
 
 ``logpull recover --source NAME (--window KEY | --from T --to T)`` makes whole again a window whose landed
 pages (or journaled reads) were lost before they were delivered: it forgets the lost pages' event ids so
@@ -189,21 +191,53 @@ def window_problem(src: SourceBase, key: str, now: dt.datetime) -> str | None:
 
 def reset(args: argparse.Namespace, config: LogpullConfig) -> int:
     src = config.source(args.source)
-    window = window_for_key(src.cadence, args.window)
     store = open_checkpoints(config)
     try:
-        cp = store.get(src.name, "pull", rfc3339(window.start))
-        if cp is None:
-            print(f"{src.name} {args.window}: no checkpoint, nothing to reset; the next run reads it from page one")
-            return OK
-        if _operator_write(store, cp, RESET_OWNER, _reset) is None:
-            return GAPS
+        if args.window is not None:
+            window = window_for_key(src.cadence, args.window)
+            cp = store.get(src.name, "pull", rfc3339(window.start))
+            if cp is None:
+                print(f"{src.name} {args.window}: no checkpoint, nothing to reset; the next run reads it from "
+                      f"page one")
+                return OK
+            rows = [cp]
+        else:
+            # Only windows a run has touched have anything to reset: those with a checkpoint in [from, to).
+            rows = sorted((cp for cp in store.list(src.name, "pull")
+                           if parse_time(cp.window_end) > args.from_ and parse_time(cp.window_start) < args.to),
+                          key=lambda cp: cp.window_start)
+            if not rows:
+                print(f"{src.name}: no window in [{rfc3339(args.from_)}, {rfc3339(args.to)}) has a checkpoint; "
+                      f"nothing to reset (a run reads each from page one)")
+                return OK
+        done, refused = [], 0
+        now = time.time()
+        for cp in rows:
+            key = key_for_window(src.cadence, Window(parse_time(cp.window_start), parse_time(cp.window_end)))
+            was = (f"{cp.status}, cursor {'set' if cp.cursor else 'none'}, {cp.events} events in {cp.page_seq} "
+                   f"landed pages, kept")
+            if args.dry_run:
+                # The lease as the reset would find it (it may change before a real reset runs).
+                held = f"; refused now: {cp.lease_owner} holds it" if cp.lease_owner and cp.lease_expires > now \
+                    else ""
+                print(f"{src.name} {key}: would reset (is {was}){held}")
+                continue
+            if _operator_write(store, cp, RESET_OWNER, _reset) is None:
+                refused += 1
+                continue
+            print(f"{src.name} {key}: reset (was {was})")
+            done.append(key)
     finally:
         store.close()
-    print(f"{src.name} {args.window}: reset (was {cp.status}, cursor {'set' if cp.cursor else 'none'}, "
-          f"{cp.events} events in {cp.page_seq} landed pages, kept). Read it again with:\n"
-          f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} --partition {args.window}")
-    return OK
+    if args.dry_run:
+        print(f"dry run: nothing was changed; run the same command without --dry-run to reset "
+              f"{'it' if len(rows) == 1 else f'these {len(rows)} windows'}")
+        return OK
+    if done:
+        where = f"--partition {done[0]}" if len(done) == 1 else f"--partition-range {done[0]}...{done[-1]}"
+        print(f"Read {'it' if len(done) == 1 else 'them'} again with:\n"
+              f"  dagster asset materialize -m logpull_dagster --select logs/{src.name} {where}")
+    return GAPS if refused else OK
 
 
 def _operator_write(store: CheckpointStore, cp: Checkpoint, owner: str,
@@ -230,7 +264,17 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
 
 
 def _operator() -> str:
-    return os.environ.get("SUDO_USER") or os.environ.get("USER") or f"uid {os.getuid()}"
+    """Who ran the command, as skips and recoveries record it: the user behind sudo, else this process's
+    user name (getpass: LOGNAME/USER, else the password database, so a container's root is "root" even
+    with no USER set); the uid only when no name is known (a uid without a passwd entry)."""
+    import getpass
+
+    if sudo := os.environ.get("SUDO_USER"):
+        return sudo
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry for the uid (KeyError before Python 3.13, OSError since)
+        return f"uid {os.getuid()}"
 
 
 def _recover_windows(args: argparse.Namespace, src: SourceBase, store: CheckpointStore) -> list[Window] | str:
@@ -404,11 +448,16 @@ def parser() -> argparse.ArgumentParser:
                     help="last time of interest, exclusive (RFC 3339, a date or a partition key)")
     st.add_argument("--json", action="store_true", help="machine-readable output: one JSON document")
     st.add_argument("--all", action="store_true", help="one line per window, healthy ones too")
-    rs = command("reset", "make a window's next run read it from page one",
-                 "Landed events stay; deduplication keeps the result exact. Refused (exit 1) while a run "
-                 "holds the window.")
+    rs = command("reset", "make a window's (or a period's windows') next run read it from page one",
+                 "Landed events stay; deduplication keeps the result exact. A window a run holds is refused "
+                 "(exit 1); the others of a period are still reset. Name one window or a period.")
     rs.add_argument("--source", required=True, help=SOURCE_HELP)
-    rs.add_argument("--window", required=True, help=WINDOW_HELP)
+    rs.add_argument("--window", help=WINDOW_HELP)
+    rs.add_argument("--from", dest="from_", type=_when, metavar="TIME",
+                    help="first time of a period to reset, inclusive (instead of --window; with --to)")
+    rs.add_argument("--to", type=_when, metavar="TIME", help="end of the period to reset, exclusive (with --from)")
+    rs.add_argument("--dry-run", action="store_true",
+                    help="print the windows it would reset, with their state, and change nothing")
     sk = command("skip-page", "accept losing the unreadable page a window is stopped at (a known gap)",
                  "Only a page that failed as not readable, and is still where the window stands, can be "
                  "skipped; the window is shown as a known gap from then on, with the reason, who and when.")
@@ -449,6 +498,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return INTERNAL
 
 
+def _reset_selection(args: argparse.Namespace) -> str | None:
+    """Why ``reset``'s arguments name no window or period, or None. A period needs both ends: a reset
+    makes every window in it read from the API again, so an open end is never taken as "all of them"."""
+    ends = (args.from_ is not None, args.to is not None)
+    if args.window is not None:
+        return "give either --window or --from/--to, not both" if any(ends) else None
+    if ends == (False, False):
+        return "name the window (--window KEY) or the period (--from TIME --to TIME) to reset"
+    if not all(ends):
+        return (f"give both --from and --to (the period [from, to) to reset); only --{'from' if ends[0] else 'to'} "
+                f"was given")
+    return None
+
+
 def _one_line(text: str, limit: int = 500) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
@@ -481,7 +544,10 @@ def _config(args: argparse.Namespace) -> LogpullConfig | str:
                         f"{args.command} works on one window of one stream: name it, e.g. --source {streams[0]}")
             names = ", ".join(s.name for s in config.sources)
             return f"no source named {args.source!r} in {path}; sources: {names}"
-        if args.command in ("reset", "skip-page") and (why := window_problem(src, args.window, dt.datetime.now(UTC))):
+        if args.command == "reset" and (why := _reset_selection(args)):
+            return why
+        if args.command in ("reset", "skip-page") and args.window is not None and \
+                (why := window_problem(src, args.window, dt.datetime.now(UTC))):
             return why
     missing = config.checkpoints.missing_state(config.resolve, str(path))  # before opening: that may create it
     return missing or config

@@ -83,22 +83,41 @@ _PATTERNS_ONLY = Redactor()
 _PEM = re.compile(r"-----BEGIN [A-Z0-9 ]+-----\n[\x20-\x7e\n]*\n-----END [A-Z0-9 ]+-----")
 
 
+def _is_jwk(text: str) -> bool:
+    """Whether ``text`` is a JSON Web Key (RFC 7517: an object with ``kty``) or a set of them."""
+    import json
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return False
+    if isinstance(doc, dict) and isinstance(doc.get("keys"), list):
+        doc = doc["keys"][0] if doc["keys"] else None
+    return isinstance(doc, dict) and isinstance(doc.get("kty"), str)
+
+
 def clean_secret(name: str, value: str | None) -> str:
     """The secret read from environment variable ``name``, ready for a header: surrounding whitespace
     stripped (a secret mounted from a file ends with a newline), anything else that cannot go in a
     header refused. Messages name the variable, never the value.
 
-    One exception: a PEM block (``-----BEGIN ...-----`` to ``-----END ...-----``, as ``$(cat key.pem)``
-    or a mounted key file gives it) keeps its line breaks, CRLF made LF: it is a private key, which signs
-    and is never sent, and every PEM has line breaks. (A PEM given as one line of base64 works too.)"""
+    Exceptions, for private keys, which sign and are never sent: a PEM block (``-----BEGIN ...-----`` to
+    ``-----END ...-----``, as ``$(cat key.pem)`` or a mounted key file gives it) keeps its line breaks, CRLF
+    made LF, and a PEM on one line with literal ``\\n`` for them (as a ``.env`` file or a JSON string holds
+    it) gets them back; a JWK (a JSON object with ``kty``) is kept as it is, spaces and line breaks
+    included. (A PEM given as one line of base64 works too.)"""
     from logpull_dagster.sources import InvalidSecret
 
     secret = (value or "").strip()
     if not secret:
         raise InvalidSecret(f"the environment variable {name} is empty or unset; set it to the API credential")
     pem = secret.replace("\r\n", "\n")
+    if pem.startswith("-----BEGIN ") and "\\n" in pem:  # one line, literal \n for its breaks (.env, JSON)
+        pem = pem.replace("\\r\\n", "\n").replace("\\n", "\n")
     if pem.startswith("-----BEGIN ") and _PEM.fullmatch(pem):
         return pem
+    if secret.startswith("{") and _is_jwk(secret):
+        return secret  # a private key as a JWK (Okta's console makes one): it signs, it is never sent
     for i, ch in enumerate(secret):
         if not "\x21" <= ch <= "\x7e":
             kind = "a space" if ch == " " else "a control character" if ord(ch) < 0x20 or ord(ch) == 0x7F \

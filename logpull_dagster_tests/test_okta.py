@@ -448,7 +448,7 @@ def test_a_key_okta_does_not_know_is_refused_clearly_and_never_shown(okta_sim, k
     with pytest.raises(InvalidSecret) as bad:
         oauth(okta_sim, "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----",
               key_name="oauth.private_key (OKTA_PRIVATE_KEY)")
-    assert "oauth.private_key (OKTA_PRIVATE_KEY) is not an RSA private key" in str(bad.value)
+    assert "oauth.private_key (OKTA_PRIVATE_KEY) is not a usable private key" in str(bad.value)
     assert "bm90IGEga2V5" not in str(bad.value)
 
 

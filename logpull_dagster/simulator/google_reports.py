@@ -17,7 +17,9 @@ scopes its client ID is authorised for) gets an access token that the Reports AP
 it expires (``token_lifetime``, real seconds). The checks and their answers are Google's: a bad
 signature or unknown key is ``invalid_grant``/"Invalid JWT Signature.", a ``sub`` that is no admin
 ``invalid_grant``/"Invalid email or User ID", a scope not delegated ``unauthorized_client`` (401), an
-assertion living more than an hour ``invalid_grant``. The static ``token`` keeps working beside it.
+assertion living more than an hour, or issued more than 5 minutes ahead of the endpoint's clock
+(``token_clock``) ``invalid_grant``/"... Check your iat and exp values in the JWT claim.". The static
+``token`` keeps working beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, ClassVar
@@ -174,6 +176,10 @@ class GoogleReportsApi(EmulatedApi):
         self._etag_prefix = _hash(f"etag|{ctx.seed}|{self.customer_id}", 12)
         #: Seconds an issued access token is accepted (Google: 3599).
         self.token_lifetime = 3599.0
+        #: The clock the token endpoint judges an assertion's iat/exp by: this host's, so that tests with a
+        #: frozen sim clock keep their tokens. A test of a client whose clock is off points it at the sim
+        #: clock (``lambda: sim.now().timestamp()``), which every answer's ``Date`` carries.
+        self.token_clock: Callable[[], float] = time.time
         self._oauth_lock = threading.Lock()
         self._accounts: dict[str, _ServiceAccount] = {}
         self._issued: dict[str, float] = {}  # access token -> time.time() it expires
@@ -377,7 +383,7 @@ class GoogleReportsApi(EmulatedApi):
             key.verify(signature, f"{parts[0]}.{parts[1]}".encode(), padding.PKCS1v15(), hashes.SHA256())
         except InvalidSignature:
             return _oauth_error(400, "invalid_grant", "Invalid JWT Signature.")
-        now = time.time()
+        now = self.token_clock()
         iat, exp = claims.get("iat"), claims.get("exp")
         if (not isinstance(iat, int) or not isinstance(exp, int) or exp - iat > 3600 or exp < now
                 or iat > now + 300):
@@ -396,7 +402,7 @@ class GoogleReportsApi(EmulatedApi):
                                 "using this method, or client not authorized for any of the scopes requested.")
         token = "ya29.sim-" + secrets.token_urlsafe(24)
         with self._oauth_lock:
-            self._issued[token] = now + self.token_lifetime
+            self._issued[token] = time.time() + self.token_lifetime  # checked against this host's clock
             self.tokens_issued += 1
         body = {"access_token": token, "expires_in": int(self.token_lifetime), "token_type": "Bearer"}
         return Reply(200, json_bytes(body))

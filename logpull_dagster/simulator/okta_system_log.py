@@ -20,7 +20,8 @@ documentation for each):
   reset minus Date.
 * Auth: ``SSWS <token>`` (the shared token) or ``Bearer <access token>`` issued by ``POST
   /oauth2/v1/token``: the client-credentials grant with ``private_key_jwt``. The assertion's signature
-  is checked against the public key a test registered (``register_client``), and ``iss`` = ``sub`` =
+  is checked against the public key a test registered (``register_client``: RSA for RS256, EC for ES256
+  or ES384, by the header's ``alg``; a key of the other type fails as an invalid signature), and ``iss`` = ``sub`` =
   client id, ``aud`` = this endpoint's URL, ``iat``/``exp`` (at most an hour), a ``jti`` never seen
   before and scopes the client was granted.
 * Okta's error body (``errorCode``, ``errorSummary``, ``errorLink``, ``errorId``, ``errorCauses``).

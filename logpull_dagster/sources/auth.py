@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import threading
 import time
 import uuid
@@ -51,9 +52,21 @@ import httpx
 from logpull_dagster import json_codec
 from logpull_dagster.redact import Redactor
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
-from logpull_dagster.sources.http import ERROR_BODY_MAX, RETRY_STATUS, RetryableStatus, parse_retry_after, read_body
+from logpull_dagster.sources.http import (
+    ERROR_BODY_MAX,
+    RETRY_STATUS,
+    RetryableStatus,
+    parse_retry_after,
+    read_body,
+    server_date,
+)
 
 TOKEN_BODY_MAX = ERROR_BODY_MAX  # a token answer is a few hundred bytes to a few KiB (a JWT)
+# A refusal that is about an assertion's times (Google: "Check your iat and exp values"; Okta: "The
+# client_assertion token is expired"): the host's clock is the first suspect.
+_TIME_REFUSAL = re.compile(r"\b(?:iat|exp|nbf)\b|expired|in the future|too early|timeframe|clock", re.IGNORECASE)
+# Below this a clock difference is the Date header's whole seconds and the answer's flight time.
+CLOCK_TOLERANCE = 5.0
 
 
 class HeaderAuth(httpx.Auth):
@@ -182,6 +195,8 @@ class OAuthToken(httpx.Auth):
             described = self._clean(doc.get("error_description"))
             said = f", {error}" + (f": {described}" if described else "") if error else ""
             message = f"the token endpoint {self._where} answered HTTP {status}{said}"
+            if status in (400, 401) and _TIME_REFUSAL.search(f"{error} {described}"):
+                message += clock_hint(response, "the token endpoint's")
             if 300 <= status < 400:
                 raise SourceRequestError(f"{message} (a redirect, not followed: check the token URL)")
             if status in (400, 401, 403) and error:
@@ -194,6 +209,15 @@ class OAuthToken(httpx.Auth):
             raise SourceRequestError(f"the token endpoint {self._where} issued a {self._clean(kind)!r} token, "
                                      f"not a Bearer token")
         return token, _lifetime(doc.get("expires_in"))
+
+    def endpoint_of(self, exc: BaseException) -> str | None:
+        """Which of this auth's own requests ``exc`` is about (a transport error or a retryable status
+        the client gave up on), named for a message: ``the token endpoint <URL>``; None for the API's
+        request. A token request runs inside the API request's attempt, so without this a token
+        endpoint that never answers would be reported as the API timing out."""
+        if isinstance(exc, RetryableStatus):
+            return f"the token endpoint {self._where}" if exc.where == "token endpoint " else None
+        return f"the token endpoint {self._where}" if same_endpoint(exc, self.token_url) else None
 
     def _clean(self, value: object) -> str:
         """An OAuth error field, fit for a message: a string, short, one line, without our secrets."""
@@ -238,12 +262,13 @@ def pem_private_key(value: str) -> str:
     """A private key as PEM, from a PEM, or from the base64 of a PEM file or of its DER bytes.
 
     A secret comes from an environment variable: ``$(cat key.pem)`` (a PEM keeps its line breaks,
-    ``redact.clean_secret``) or, where a one-line value is easier to store, ``base64 -w0 key.pem``.
-    Anything else is returned unchanged (the signer then refuses it clearly).
+    ``redact.clean_secret``) or, where a one-line value is easier to store, ``base64 -w0 key.pem``. A PEM
+    pasted on one line with literal ``\\n`` for its line breaks (as a JSON string or a ``.env`` file holds
+    it) gets its line breaks back. Anything else is returned unchanged (the signer then refuses it clearly).
     """
     text = value.strip()
     if text.startswith("-----BEGIN"):
-        return text
+        return text.replace("\\r\\n", "\n").replace("\\n", "\n")
     try:
         raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
@@ -255,6 +280,101 @@ def pem_private_key(value: str) -> str:
     return f"-----BEGIN PRIVATE KEY-----\n{lines}\n-----END PRIVATE KEY-----"
 
 
+# The EC curves google-auth signs with, and the JWS algorithm of each (RFC 7518 §3.4); Okta takes both.
+_EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384"}
+_JWK_CURVES: dict[str, Any] = {}  # filled on first use: "P-256" -> cryptography's curve class
+# The members of a private JWK that are secret (RFC 7518 §6.2.2, §6.3.2).
+_JWK_PRIVATE = ("d", "p", "q", "dp", "dq", "qi")
+
+
+class _NotAKey(ValueError):
+    """Why a value is not a private key we sign with (the text names no part of the key)."""
+
+
+def _b64url_int(jwk: dict[str, Any], name: str) -> int:
+    value = jwk.get(name)
+    if not isinstance(value, str) or not value:
+        raise _NotAKey(f"its JWK has no {name!r}")
+    try:
+        return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
+    except (binascii.Error, ValueError):
+        raise _NotAKey(f"its JWK's {name!r} is not base64url") from None
+
+
+def _jwk_private_key(jwk: dict[str, Any]) -> Any:
+    """The ``cryptography`` private key of a JWK (RFC 7517/7518): RSA (``n``, ``e``, ``d``, and the CRT
+    members, or without them: recovered from ``n``, ``e``, ``d``) or EC (``crv``, ``x``, ``y``, ``d``)."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    _JWK_CURVES.update({"P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1})
+    kty = jwk.get("kty")
+    if "d" not in jwk:
+        raise _NotAKey("it is a public JWK (no \"d\"): that half is the one registered with the app")
+    if kty == "RSA":
+        n, e, d = (_b64url_int(jwk, k) for k in ("n", "e", "d"))
+        public = rsa.RSAPublicNumbers(e, n)
+        if all(k in jwk for k in ("p", "q", "dp", "dq", "qi")):
+            p, q, dp, dq, qi = (_b64url_int(jwk, k) for k in ("p", "q", "dp", "dq", "qi"))
+        else:  # RFC 7518 §6.3.2: the CRT members are optional
+            p, q = rsa.rsa_recover_prime_factors(n, e, d)
+            dp, dq, qi = rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q)
+        return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, public).private_key()
+    if kty == "EC":
+        curve = _JWK_CURVES.get(str(jwk.get("crv")))
+        if curve is None:
+            raise _NotAKey(f"its JWK's curve {str(jwk.get('crv'))[:20]!r} is not P-256, P-384 or P-521")
+        x, y, d = (_b64url_int(jwk, k) for k in ("x", "y", "d"))
+        numbers = ec.EllipticCurvePrivateNumbers(d, ec.EllipticCurvePublicNumbers(x, y, curve()))
+        return numbers.private_key()
+    raise _NotAKey(f"its JWK's kty is {str(kty)[:20]!r}, not RSA or EC")
+
+
+def read_private_key(value: str, *, key_types: tuple[str, ...] = ("RSA", "EC")) -> tuple[Any, str | None, list[str]]:
+    """(``cryptography`` private key, the JWK's ``kid`` or None, the secret strings to redact) of ``value``:
+    a PEM (``pem_private_key``'s forms) or a JWK JSON (one key, or a JWK set of exactly one, as Okta's
+    console generates it). Raises _NotAKey saying what is wrong, never quoting the key."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    text, kid, held = value.strip(), None, [value.strip()]
+    if text.startswith("{"):
+        try:
+            jwk = json_codec.loads(text.encode())
+        except json_codec.JSONError:
+            raise _NotAKey("it starts like a JWK but is not JSON") from None
+        if isinstance(jwk, dict) and isinstance(jwk.get("keys"), list):  # a JWK set
+            if len(jwk["keys"]) != 1:
+                raise _NotAKey(f"it is a JWK set of {len(jwk['keys'])} keys; give the one key")
+            jwk = jwk["keys"][0]
+        if not isinstance(jwk, dict):
+            raise _NotAKey("it is JSON but not a JWK object")
+        held += [v for k in _JWK_PRIVATE if isinstance(v := jwk.get(k), str) and v]
+        kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) and jwk.get("kid") else None
+        key = _jwk_private_key(jwk)
+    else:
+        pem = pem_private_key(text)
+        # The private key's own block: `openssl ecparam -genkey` writes an EC PARAMETERS block before it.
+        block = re.search(r"-----BEGIN ((?:RSA |EC |ENCRYPTED )?PRIVATE KEY)-----.*?-----END \1-----", pem, re.S)
+        pem = block.group(0) if block else pem
+        held.append(pem)
+        if "ENCRYPTED" in pem.split("\n", 1)[0] or "Proc-Type: 4,ENCRYPTED" in pem:
+            raise _NotAKey("it is encrypted (a passphrase); decrypt it once: openssl pkey -in key.pem -out plain.pem")
+        try:
+            key = serialization.load_pem_private_key(pem.encode("ascii", "replace"), password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise _NotAKey("it is not a private key in PEM form") from None
+    if isinstance(key, rsa.RSAPrivateKey) and "RSA" in key_types:
+        return key, kid, held
+    if isinstance(key, ec.EllipticCurvePrivateKey) and "EC" in key_types:
+        if key.curve.name not in _EC_ALGORITHMS:
+            raise _NotAKey(f"it is an EC key on {key.curve.name}; use a P-256 (ES256) or P-384 (ES384) key")
+        return key, kid, held
+    kind = "an RSA key" if isinstance(key, rsa.RSAPrivateKey) else "an EC key" \
+        if isinstance(key, ec.EllipticCurvePrivateKey) else f"a {type(key).__name__.removeprefix('_')} key"
+    raise _NotAKey(f"it is {kind}, and only {' or '.join(key_types)} keys sign here")
+
+
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
@@ -263,26 +383,44 @@ class OAuthPrivateKeyJwt(OAuthClientCredentials):
     Core §9): ``client_assertion`` is a JWT signed RS256 with ``private_key`` (PEM), with ``iss`` =
     ``sub`` = ``client_id``, ``aud`` = ``token_url``, ``iat``, ``exp`` = ``iat`` + ``assertion_lifetime``
     (Okta refuses more than an hour) and a fresh ``jti`` (Okta refuses a replayed one); ``key_id`` is
-    the header's ``kid``. A key that is not an RSA private key in PEM fails here, naming ``key_name``,
-    before any request: retrying cannot fix it.
+    the header's ``kid`` (default: a JWK's own ``kid``).
+
+    ``private_key``: an RSA key (RS256) or an EC key on P-256 (ES256) or P-384 (ES384), the header's
+    ``alg`` saying which; as PEM (PKCS#8, PKCS#1 or SEC1; also with literal ``\\n`` line breaks, or as
+    base64: ``pem_private_key``) or as the JWK JSON Okta's Admin Console generates for a service app
+    (``{"kty": "RSA", "kid": ..., "n": ..., "d": ..., ...}``, or a JWK set of that one key). Anything else
+    (a public key, an encrypted PEM, another curve or key type) fails here, naming ``key_name`` and what
+    to give instead, before any request: retrying cannot fix it.
     """
+
+    #: The key types this grant signs with (a subclass for a service that takes only RSA narrows it).
+    key_types: tuple[str, ...] = ("RSA", "EC")
+
+    def refusal(self, key_name: str, why: str) -> str:
+        """The message for a key that cannot sign here (``why`` names no part of it)."""
+        return (f"{key_name} is not a usable private key: {why}; set it to the RSA or EC (P-256, P-384) private key "
+                f"whose public key is registered with the app, as PEM (-----BEGIN PRIVATE KEY-----, line breaks "
+                f"as they are or as \\n), its base64, or the JWK JSON the Admin Console generated (with \"d\")")
 
     def __init__(self, token_url: str, client_id: str, private_key: str, scope: str | Iterable[str] | None = None,
                  *, key_id: str | None = None, assertion_lifetime: float = 300.0, refresh_margin: float = 60.0,
                  max_bytes: int = TOKEN_BODY_MAX, key_name: str = "the private key",
                  credential: str = "the OAuth client id and its private key") -> None:
-        private_key = pem_private_key(private_key)
-        super().__init__(token_url, client_id, private_key, scope, refresh_margin=refresh_margin,
-                         max_bytes=max_bytes, credential=credential)
-        from google.auth import crypt  # google-auth: the signer Google's own clients use
+        from google.auth import crypt  # google-auth: the signers Google's own clients use
 
         try:
-            self._signer = crypt.RSASigner.from_string(private_key, key_id=key_id)
-        except Exception:  # its text may quote the key: say what it is not, never what it is
-            raise InvalidSecret(f"{key_name} is not an RSA private key in PEM form (-----BEGIN PRIVATE KEY----- "
-                                f"or -----BEGIN RSA PRIVATE KEY-----); set it to the private key whose public "
-                                f"key is registered with the app") from None
+            key, jwk_kid, held = read_private_key(private_key, key_types=self.key_types)
+        except _NotAKey as e:
+            raise InvalidSecret(self.refusal(key_name, str(e))) from None
+        key_id = key_id or jwk_kid
+        signer = crypt.RSASigner(key, key_id=key_id) if not hasattr(key, "curve") else crypt.EsSigner(key, key_id)
+        super().__init__(token_url, client_id, private_key.strip(), scope, refresh_margin=refresh_margin,
+                         max_bytes=max_bytes, credential=credential)
+        self._signer: crypt.Signer = signer
+        self._held = tuple(held)
         self.key_id, self.assertion_lifetime = key_id, assertion_lifetime
+        #: The JWS ``alg`` of each assertion (its header says it): RS256, or ES256/ES384 for an EC key.
+        self.algorithm = getattr(signer, "algorithm", "RS256")
         self._assertion: str | None = None
 
     def client_authentication(self) -> dict[str, str]:
@@ -296,8 +434,9 @@ class OAuthPrivateKeyJwt(OAuthClientCredentials):
                 "client_assertion": self._assertion}
 
     def secrets(self) -> tuple[str, ...]:
-        """The private key, the last assertion (usable until it expires) and the access tokens held now."""
-        return tuple(s for s in (*super().secrets(), self._assertion) if s)
+        """The private key (as given, as PEM, a JWK's private members), the last assertion (usable until it
+        expires) and the access tokens held now."""
+        return tuple(s for s in (*super().secrets(), *self._held, self._assertion) if s)
 
 
 _PEM_BLOCK = r"-----BEGIN {0}-----[A-Za-z0-9+/=\s]+-----END {0}-----"
@@ -314,12 +453,17 @@ class OAuthCertificateJwt(OAuthPrivateKeyJwt):
     naming ``key_name``, before any request. The private key and the certificate never leave the process.
     """
 
+    key_types = ("RSA",)
+
+    def refusal(self, key_name: str, why: str) -> str:
+        return (f"{key_name} is not an RSA private key in PEM form ({why}); set it to one PEM holding the "
+                f"private key and the certificate uploaded to the app registration (cat key.pem cert.pem)")
+
     def __init__(self, token_url: str, client_id: str, pem: str, scope: str | Iterable[str] | None = None,
                  *, assertion_lifetime: float = 300.0, refresh_margin: float = 60.0,
                  max_bytes: int = TOKEN_BODY_MAX, key_name: str = "the certificate credential",
                  credential: str = "the OAuth client id and its certificate") -> None:
         import hashlib
-        import re
         import ssl
 
         text = pem_private_key(pem) if "-----BEGIN" not in pem else pem
@@ -356,6 +500,31 @@ class OAuthCertificateJwt(OAuthPrivateKeyJwt):
     def secrets(self) -> tuple[str, ...]:
         """The PEM (key and certificate), the last assertion and the access tokens held now."""
         return (self._pem, *super().secrets())
+
+
+def clock_hint(response: httpx.Response, whose: str) -> str:
+    """``; this host's clock is N s ahead of <whose>; sync it (NTP)`` from the answer's ``Date``, for a
+    refusal about an assertion's ``iat``/``exp`` (which this host's clock set); or that the clocks agree,
+    so the cause is elsewhere; or that there was no Date to compare with."""
+    theirs = server_date(response.headers)
+    if theirs is None:
+        return f"; {whose} answer has no Date to compare this host's clock with: check that it is synced (NTP)"
+    skew = time.time() - theirs
+    if abs(skew) < CLOCK_TOLERANCE:
+        return f"; this host's clock agrees with {whose} (within {CLOCK_TOLERANCE:g} s), so it is not the cause"
+    return f"; this host's clock is {abs(skew):.0f} s {'ahead of' if skew > 0 else 'behind'} {whose}; sync it (NTP)"
+
+
+def same_endpoint(exc: BaseException, url: str) -> bool:
+    """Whether the httpx error ``exc`` is about a request to ``url`` (scheme, host, port and path)."""
+    try:
+        request = exc.request if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # httpx raises when the error was not given its request
+        return False
+    if request is None:
+        return False
+    theirs, ours = request.url, httpx.URL(url)
+    return (theirs.scheme, theirs.host, theirs.port, theirs.path) == (ours.scheme, ours.host, ours.port, ours.path)
 
 
 def _lifetime(expires_in: object) -> float:

@@ -9,6 +9,11 @@ refuses the grant with ``unauthorized_client`` until an admin has authorised the
 for the scope (Admin console: Security > Access and data control > API controls > Manage domain-wide
 delegation), and with ``invalid_grant`` for a wrong ``sub`` or a bad signature.
 
+When the retries run out on the token request (or signJwt) rather than on the Reports API, the source's
+message names that endpoint (``OAuthToken.endpoint_of``); a refusal about the assertion's ``iat``/``exp``
+("Check your iat and exp values") says how far this host's clock is from the token endpoint's ``Date``
+(``auth.clock_hint``): the assertion's times are this host's.
+
 The key file is read through google-auth (``service_account.Credentials``: its parser and its RSA
 signer), and the token request is made by :class:`~logpull_dagster.sources.auth.OAuthToken`, through
 the source's own HTTP client: so it keeps that client's deadline, TLS trust and retries of 429/5xx,
@@ -62,7 +67,7 @@ from google.oauth2 import service_account
 
 from logpull_dagster.redact import Redactor
 from logpull_dagster.sources import BadPage, CredentialsRefused, InvalidSecret, SourceRequestError
-from logpull_dagster.sources.auth import TOKEN_BODY_MAX, OAuthToken, json_answer, take_body
+from logpull_dagster.sources.auth import TOKEN_BODY_MAX, OAuthToken, json_answer, same_endpoint, take_body
 from logpull_dagster.sources.http import RetryableStatus, origin, read_body
 
 REPORTS_SCOPE = "https://www.googleapis.com/auth/admin.reports.audit.readonly"
@@ -223,6 +228,18 @@ class KeylessServiceAccountAuth(OAuthToken):
                 f"Service Account Token Creator (roles/iam.serviceAccountTokenCreator) on {self.email}, and the "
                 f"project needs the IAM Service Account Credentials API enabled", status=status)
         raise SourceRequestError(f"{message}; check service_account.email and iam_endpoint")
+
+    def endpoint_of(self, exc: BaseException) -> str | None:
+        """The token endpoint, IAM signJwt or application default credentials, when ``exc`` is about one."""
+        if isinstance(exc, RetryableStatus) and exc.where == "IAM signJwt ":
+            return f"IAM signJwt at {self._sign_where}"
+        if isinstance(exc, RetryableStatus) and exc.where == "application default credentials ":
+            return "the refresh of application default credentials"
+        if isinstance(exc, httpx.TransportError) and str(exc).startswith("application default credentials"):
+            return "the refresh of application default credentials"
+        if same_endpoint(exc, self.sign_url):
+            return f"IAM signJwt at {self._sign_where}"
+        return super().endpoint_of(exc)
 
     def secrets(self) -> tuple[str, ...]:
         return (*super().secrets(), *((self._assertion,) if self._assertion else ()), *self.adc.secrets())

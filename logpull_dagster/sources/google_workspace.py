@@ -105,9 +105,12 @@ class GoogleWorkspaceSource:
         try:
             res = self._http.get(self.path, params, deadline=deadline)
         except (RetryableStatus, httpx.TransportError) as e:
+            # The token request runs inside the API request's attempt: say which of them kept failing.
+            where = self._auth.endpoint_of(e) if isinstance(self._auth, OAuthToken) else None
+            what = f"{where} (a token for the Reports API {self.application})" if where else \
+                f"Reports API {self.application}"
             raise SourceUnavailable(
-                f"Reports API {self.application}: still failing after {self._http.last_attempts} attempts "
-                f"(last: {describe(e)})"
+                f"{what}: still failing after {self._http.last_attempts} attempts (last: {describe(e)})"
             ) from None
         except CredentialsRefused as e:
             raise CredentialsRefused(f"{e}; the Reports API said: {_error_message(e.api_message)}",
