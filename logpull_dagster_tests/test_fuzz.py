@@ -133,3 +133,14 @@ def _time(item: dict[str, Any]) -> dt.datetime:
     from logpull_dagster.windows import parse_time
 
     return parse_time(item["id"]["time"])
+
+
+@pytest.mark.parametrize("events", [1, "login", {"name": "x"}, None, True])
+def test_an_item_whose_events_is_not_a_list_lands_without_names(source, events):
+    """Found by the generated test above (``{"events": 1}``): ``to_events`` must never fail on an item that
+    passed validation, whatever its ``events`` holds."""
+    item = {"id": {"time": "2026-11-26T10:00:00.000Z", "uniqueQualifier": "7", "applicationName": "login",
+                   "customerId": "C1"}, "events": events}
+    items, _ = source.parse_page(json_codec.dumps({"items": [item]}))
+    [event] = source.to_events(items)
+    assert event.names == () and event.raw["events"] == events

@@ -160,7 +160,8 @@ class GoogleWorkspaceSource:
         for item in items:
             ident = item["id"]
             time = ident["time"]
-            names = tuple([str(ev.get("name")) for ev in item.get("events") or () if type(ev) is dict])
+            events = item.get("events")  # validation checks the id only: any shape here must not fail
+            names = tuple([str(ev.get("name")) for ev in events if type(ev) is dict]) if type(events) is list else ()
             canonical = len(time) == 24 and time[10] == "T" and time[19] == "." and time[23] == "Z"
             out.append(Event(event_id(ident), parse_time(time), item, names, time if canonical else ""))
         return out
