@@ -260,6 +260,15 @@ class SourceBase(Strict):
             return None
         return self._ca_path or Path(self.ca_file).expanduser().resolve()
 
+    def client_options(self) -> dict[str, Any]:
+        """The shared HTTP client's keyword arguments every source takes from its config (timeouts, retries,
+        back-off, body bound, TLS trust), in seconds: one place, not a copy per source type."""
+        backoff_max = self.http_backoff_max.total_seconds()
+        return {"timeout": self.http_timeout.total_seconds(), "http_attempts": self.http_attempts,
+                "backoff_initial": min(0.5, backoff_max), "backoff_max": backoff_max,
+                "max_page_bytes": self.max_page_bytes, "ca_file": str(self.ca_path) if self.ca_path else None,
+                "tls_verify": self.tls_verify}
+
     @property
     def effective_lease_wait(self) -> dt.timedelta:
         return self.lease_ttl if self.lease_wait is None else self.lease_wait

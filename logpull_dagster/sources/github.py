@@ -334,11 +334,7 @@ class GitHubConfig(SourceBase):
 def open_source(cfg: GitHubConfig, secrets: Secrets, *, rate: RateGate | None = None) -> GitHubAuditLogSource:
     return GitHubAuditLogSource(
         token=secrets(cfg.token.env), enterprise=cfg.enterprise, org=cfg.org, base_url=cfg.base_url,
-        timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
-        backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        credential=cfg.token.env, ca_file=str(cfg.ca_path) if cfg.ca_path else None, tls_verify=cfg.tls_verify,
-        rate=rate,
+        credential=cfg.token.env, rate=rate, **cfg.client_options(),
     )
 
 

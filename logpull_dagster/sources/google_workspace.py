@@ -369,11 +369,8 @@ def open_source(cfg: GoogleWorkspaceConfig, secrets: Secrets, *, rate: RateGate 
         token, credential = secrets(cfg.access_token.env), cfg.access_token.env
     return GoogleWorkspaceSource(
         base_url=cfg.base_url, application=cfg.application, access_token=token, auth=auth,
-        customer_id=cfg.customer_id, page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(),
-        http_attempts=cfg.http_attempts, backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        credential=credential, ca_file=str(cfg.ca_path) if cfg.ca_path else None,
-        tls_verify=cfg.tls_verify, rate=rate,
+        customer_id=cfg.customer_id, page_size=cfg.page_size, credential=credential, rate=rate,
+        **cfg.client_options(),
     )
 
 

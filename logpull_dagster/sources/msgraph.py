@@ -393,11 +393,8 @@ def open_source(cfg: MsGraphConfig, secrets: Secrets, *, rate: RateGate | None =
                                    credential=credential)
     return MsGraphSource(
         base_url=cfg.base_url, stream=cfg.audit_log, auth=auth, page_size=cfg.page_size,
-        timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
-        backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        credential=credential, tenant_id=cfg.tenant_id, client_id=cfg.client_id,
-        ca_file=str(cfg.ca_path) if cfg.ca_path else None, tls_verify=cfg.tls_verify, rate=rate,
+        credential=credential, tenant_id=cfg.tenant_id, client_id=cfg.client_id, rate=rate,
+        **cfg.client_options(),
     )
 
 

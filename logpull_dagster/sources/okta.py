@@ -274,10 +274,7 @@ class OktaConfig(SourceBase):
 
 def open_source(cfg: OktaConfig, secrets: Secrets, *, rate: RateGate | None = None) -> OktaSystemLogSource:
     common: dict[str, Any] = dict(
-        base_url=cfg.base_url, page_size=cfg.page_size, timeout=cfg.http_timeout.total_seconds(),
-        http_attempts=cfg.http_attempts, backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        ca_file=str(cfg.ca_path) if cfg.ca_path else None, tls_verify=cfg.tls_verify, rate=rate,
+        base_url=cfg.base_url, page_size=cfg.page_size, rate=rate, **cfg.client_options(),
     )
     if cfg.token is not None:
         return OktaSystemLogSource(token=secrets(cfg.token.env), credential=cfg.token.env, **common)

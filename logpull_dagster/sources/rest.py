@@ -605,10 +605,7 @@ def _error_message(body: bytes) -> str:
 def open_source(cfg: RestConfig, secrets: Secrets, *, rate: RateGate | None = None) -> RestSource:
     auth, credential = open_auth(cfg.auth, secrets)
     return RestSource(
-        cfg.api(), base_url=cfg.base_url, auth=auth, timeout=cfg.http_timeout.total_seconds(),
-        http_attempts=cfg.http_attempts, backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes, credential=credential,
-        ca_file=str(cfg.ca_path) if cfg.ca_path else None, tls_verify=cfg.tls_verify, rate=rate,
+        cfg.api(), base_url=cfg.base_url, auth=auth, credential=credential, rate=rate, **cfg.client_options(),
     )
 
 

@@ -326,10 +326,7 @@ class SlackConfig(SourceBase):
 def open_source(cfg: SlackConfig, secrets: Secrets, *, rate: RateGate | None = None) -> SlackAuditLogsSource:
     return SlackAuditLogsSource(
         base_url=cfg.base_url, token=secrets(cfg.token.env), credential=cfg.token.env, page_size=cfg.page_size,
-        timeout=cfg.http_timeout.total_seconds(), http_attempts=cfg.http_attempts,
-        backoff_initial=min(0.5, cfg.http_backoff_max.total_seconds()),
-        backoff_max=cfg.http_backoff_max.total_seconds(), max_page_bytes=cfg.max_page_bytes,
-        ca_file=str(cfg.ca_path) if cfg.ca_path else None, tls_verify=cfg.tls_verify, rate=rate,
+        rate=rate, **cfg.client_options(),
     )
 
 
