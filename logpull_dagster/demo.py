@@ -48,7 +48,9 @@ SA_FILE_ENV = "LOGPULL_DEMO_SA_FILE"
 HEC_TOKEN_ENV, HEC_TOKEN = "LOGPULL_DEMO_HEC_TOKEN", "demo-hec-token"
 FILE_SINK, HEC_SINK = "siem", "splunk"
 SA_EMAIL, SA_KEY_ID, ADMIN = "logpull-demo@logpull-demo.iam.gserviceaccount.com", "demo-key-1", "admin@example.com"
-WINDOWS = 4
+# The last settled hourly windows of each stream the demo reads (LOGPULL_DEMO_WINDOWS, 1..24: the test reads
+# two, to keep CI time).
+WINDOWS = min(24, max(1, int(os.environ.get("LOGPULL_DEMO_WINDOWS", "4"))))
 FAULTS = [
     {"kind": "429", "retry_after": 1, "after": 2},   # throttled, with Retry-After
     {"kind": "503", "after": 5},                     # quota error, no Retry-After
