@@ -94,6 +94,20 @@ def wait_for(cond, timeout: float = 90) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.01)
 
 
+def killed_at(cmd: list[str], env: dict[str, str], log, progress, target: int, pause: float) -> bool:  # type: ignore[no-untyped-def]
+    """Start ``cmd``; once ``progress()`` reaches ``target`` (pages requested, batch files written), wait
+    ``pause`` (a random point inside the next one) and SIGKILL its process group. Whether it was killed
+    (False: it finished first)."""
+    proc = start(cmd, env, log)
+    wait_for(lambda: proc.poll() is not None or progress() >= target)
+    time.sleep(pause)
+    killed = proc.poll() is None
+    if killed:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(("store", "instance_storage", "source"), KILL_CASES)
 def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_kill(tmp_path, sim_process, store,
@@ -114,15 +128,9 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
 
     kills = 0
     for _ in range(4):
-        seen = len(sim_process.requests())
-        target = seen + rng.randint(1, 8)  # die after a random number of pages...
-        proc = start(cmd, env, log)
-        wait_for(lambda p=proc, n=target: p.poll() is not None or len(sim_process.requests()) >= n)
-        time.sleep(rng.uniform(0, 0.04))  # ...at a random point inside the page
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        # die after a random number of pages, at a random point inside the next
+        target = len(sim_process.requests()) + rng.randint(1, 8)
+        kills += killed_at(cmd, env, log, lambda: len(sim_process.requests()), target, rng.uniform(0, 0.04))
     assert kills >= 3
 
     for _ in range(3):  # a rerun takes over once the dead run's 2 s lease lapses
@@ -138,13 +146,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
     delivery_kills = 0
     for _ in range(2):
         target = len(list(batches.glob("*.jsonl"))) + rng.randint(1, 15)
-        proc = start(deliver, env, log)
-        wait_for(lambda p=proc, n=target: p.poll() is not None or len(list(batches.glob("*.jsonl"))) >= n)
-        time.sleep(rng.uniform(0, 0.01))
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            delivery_kills += 1
-        proc.wait()
+        delivery_kills += killed_at(deliver, env, log, lambda: len(list(batches.glob("*.jsonl"))), target,
+                                    rng.uniform(0, 0.01))
     for _ in range(3):
         if run(deliver, env, log) == 0:
             break
@@ -232,15 +235,8 @@ def test_sigkill_at_random_moments_loses_nothing_for_every_source_together(tmp_p
         cmd = pending_cmd()
         if cmd is None:
             break
-        seen = len(sim_process.requests())
-        target = seen + rng.randint(1, 12)  # die after a random number of pages of any source...
-        proc = start(cmd, env, log)
-        wait_for(lambda p=proc, n=target: p.poll() is not None or len(sim_process.requests()) >= n)
-        time.sleep(rng.uniform(0, 0.04))  # ...at a random point inside the page
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        target = len(sim_process.requests()) + rng.randint(1, 12)  # after a random number of pages of any source
+        kills += killed_at(cmd, env, log, lambda: len(sim_process.requests()), target, rng.uniform(0, 0.04))
     assert kills >= 3
     for _ in range(3):  # a rerun takes over once the dead run's 2 s leases lapse
         cmd = pending_cmd()
@@ -254,13 +250,8 @@ def test_sigkill_at_random_moments_loses_nothing_for_every_source_together(tmp_p
     delivery_kills = 0
     for _ in range(2):
         target = len(list(siem.rglob("*.jsonl"))) + rng.randint(1, 20)
-        proc = start(deliver, env, log)
-        wait_for(lambda p=proc, n=target: p.poll() is not None or len(list(siem.rglob("*.jsonl"))) >= n)
-        time.sleep(rng.uniform(0, 0.01))
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            delivery_kills += 1
-        proc.wait()
+        delivery_kills += killed_at(deliver, env, log, lambda: len(list(siem.rglob("*.jsonl"))), target,
+                                    rng.uniform(0, 0.01))
     for _ in range(3):
         if run(deliver, env, log, timeout=240) == 0:
             break
