@@ -39,6 +39,7 @@ from logpull_dagster.pull import (
     Progress,
     PullFailed,
     PullResult,
+    Readers,
     RunTally,
     WindowNotSettled,
     pull_window,
@@ -218,7 +219,7 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _S
 
     def attempt(w: _Window, log: Log) -> PullResult | WindowFailed | None:
         try:
-            result = _pull_one(context, src, stores, w, log)
+            result = _pull_one(context, src, stores, w, log, readers)
         except LeaseHeld as e:
             if not ranged:
                 return WindowFailed(str(e), {})
@@ -234,6 +235,9 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _S
         return result
 
     workers = min(src.concurrent_windows, len(todo))
+    # The run's requests in flight, every window's together: a busy window split into sub-ranges
+    # (subranges.py) draws from the same quota as the windows read beside it.
+    readers = Readers(src.concurrent_windows)
     if workers <= 1:
         def direct(level: str, message: str) -> None:
             getattr(context.log, level)(message)
@@ -273,7 +277,7 @@ def _pull_windows(context: dg.AssetExecutionContext, src: SourceBase, stores: _S
 
 
 def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Stores, w: _Window,
-              log: Log) -> PullResult:
+              log: Log, readers: Readers | None = None) -> PullResult:
     """One attempt at one window; Dagster retries of the step resume it from its checkpoint.
 
     Retry bounds come from the run's tally in the window's row (``RunTally``), which ``pull_window``
@@ -307,7 +311,7 @@ def _pull_one(context: dg.AssetExecutionContext, src: SourceBase, stores: _Store
             landing=stores.landing.store, owner=context.run.run_id, lease_ttl=src.lease_ttl.total_seconds(),
             lease_wait=src.effective_lease_wait.total_seconds(),
             time_budget=src.time_budget.total_seconds(), on_page=progress, redactor=api.redactor(), rate=rate,
-            settle_lag=src.settle_lag.total_seconds(),
+            settle_lag=src.settle_lag.total_seconds(), readers=readers,
         )
         _warn_skew(src, key, result, log)
         if result.tally.rate_wait:

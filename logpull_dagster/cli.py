@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 import orjson
 import pandas as pd
 
-from logpull_dagster import skips
+from logpull_dagster import skips, subranges
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, CheckpointStoreError, LeaseHeld
 from logpull_dagster.config import ConfigError, LogpullConfig, SourceBase, config_path, load_config
 from logpull_dagster.landing import LandingStore
@@ -260,6 +260,7 @@ def _reset(cp: Checkpoint, now: float) -> Checkpoint:
     return dataclasses.replace(
         cp, cursor=None, pages_read=0, journaled=0, status="complete" if cp.status == "complete" else "failed",
         last_error=f"reset by an operator at {rfc3339(when)}; the next run reads the window from page one",
+        stats=subranges.save(cp.stats, None),  # a split pass's sub-ranges go with its cursor
     )
 
 

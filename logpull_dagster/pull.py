@@ -46,6 +46,7 @@ Everything here is plain Python: no Dagster import. ``assets.py`` wires it into 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as dt
@@ -53,6 +54,7 @@ import functools
 import gc
 import hashlib
 import math
+import queue
 import re
 import threading
 import time
@@ -63,7 +65,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from logpull_dagster import journal, json_codec, skips
+from logpull_dagster import journal, json_codec, skips, subranges
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.landing import LandingMissing, LandingStore
@@ -221,6 +223,32 @@ class Progress:
     events_per_second: float
 
 
+class Readers:
+    """The requests one run may have in flight against one source, whatever windows they read: the
+    source's ``concurrent_windows``. One is shared by every window of a run, so a split window's
+    sub-ranges (``subranges.py``) and whole windows draw from the same quota. ``peak``: the most
+    requests that were in flight at once (the benchmark and the tests check it)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Any:
+        with self._slots:
+            with self._lock:
+                self.in_flight += 1
+                self.peak = max(self.peak, self.in_flight)
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+
 def pull_window(
     source: LogSource,
     window: Window,
@@ -239,6 +267,7 @@ def pull_window(
     rate: RateGate | None = None,
     settle_lag: float | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    readers: Readers | None = None,
 ) -> PullResult:
     """Read ``window`` from its checkpoint until the API has no next page (see the module docstring).
 
@@ -249,6 +278,10 @@ def pull_window(
     ``settle_lag`` (seconds): a pass starts only once ``clock()`` and the API's clock have both passed
     the window's end + ``settle_lag`` (module docstring, WHEN A WINDOW IS DUE); None checks neither.
     ``sleep`` waits out a short shortfall (tests pass one that moves their ``clock``).
+
+    ``readers``: the run's quota of requests in flight (``Readers``); with room for more than one, a busy
+    window whose source takes any time range is read as sub-ranges at once (``subranges.py``). None: one
+    request at a time, page after page.
 
     Raises BudgetExhausted (retry: it resumes), PullFailed (a page could not be read or trusted, or
     anything else went wrong: its text redacted by ``redactor``; WindowNotSettled, a subclass, when the
@@ -262,7 +295,8 @@ def pull_window(
     if "pass_cursors" in cp.stats:
         cp = dataclasses.replace(cp, stats={k: v for k, v in cp.stats.items() if k != "pass_cursors"})
     run = _WindowRun(source, window, source_name, checkpoints, landing, lease_ttl, clock,
-                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)), rate, settle_lag, sleep)
+                     PullResult(source_name, window, cp, tally=RunTally.of(cp, owner)), rate, settle_lag, sleep,
+                     readers)
     if isinstance(kept, dict):
         run.seen.update({str(k): int(v) for k, v in kept.items() if isinstance(v, int)})
     result = run.result
@@ -280,9 +314,8 @@ def pull_window(
         # Pages at or above page_seq were landed by an attempt that died before its checkpoint; reads
         # outside the pending range were landed already, or never checkpointed.
         landing.discard(source_name, window, cp.page_seq, keep_reads=pending)
-        if cp.cursor is not None:
+        if cp.cursor is not None or subranges.load(cp.stats) is not None:
             result.resumed_from_page = cp.pages_read + 1
-        last_page_landed = False
         # Read by an attempt that died before landing them: land them from the journal.
         for i, n in enumerate(pending):
             try:
@@ -298,11 +331,12 @@ def pull_window(
             items, next_cursor = source.parse_page(record.body, record.headers)
             if not record.legacy:  # the cursor as the source read it when it fetched the page
                 next_cursor = record.next_cursor
-            landed = run.land(n, epoch, items, next_cursor, live=False)
+            landed = run.land(n, epoch, items, next_cursor, live=False, sub=record.subrange)
             run.report(on_page, cp.pages_read - cp.journaled + i + 1, landed, monotonic() - t0)
-            last_page_landed = next_cursor is None
-        if not last_page_landed:  # else the journal held the pass's last page: the pass is complete
-            _read(run, on_page, t0, time_budget, monotonic)
+        # Unless the journal held the pass's last page, read on: page after page, or the pass's sub-ranges.
+        if not run.pass_done and (subranges.load(run.cp.stats) is not None
+                                  or _read(run, on_page, t0, time_budget, monotonic)):
+            _read_split(run, on_page, t0, time_budget, monotonic)
         result.complete = True
         run.stop_clock(monotonic() - t0)
         result.tally.add(result)
@@ -343,9 +377,26 @@ def pull_window(
         gc.unfreeze()
 
 
+def _spend_budget(run: _WindowRun, t0: float, monotonic: Callable[[], float]) -> BudgetExhausted:
+    """End the attempt on its spent time budget: count it in the run's tally, keep the pass's cursors
+    for the next attempt's cycle checks, release the window. Returns the exception to raise."""
+    result = run.result
+    kept = dict(list(run.seen.items())[-MAX_KEPT_CURSORS:])
+    run.stop_clock(monotonic() - t0)
+    result.tally.add(result)
+    if result.pages_read:
+        result.tally.budget_retries += 1
+    else:  # read nothing new: a fault, not a budget (see BudgetExhausted)
+        result.tally.faults += 1
+    cp = result.tally.into(dataclasses.replace(run.cp, stats={**run.cp.stats, "pass_cursors": kept}))
+    result.checkpoint = run.store.release(cp, now=run.clock())
+    return BudgetExhausted(result)
+
+
 def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float, time_budget: float,
-          monotonic: Callable[[], float]) -> None:
-    """Steps 1 and journal in this thread; steps 2-4 of the previous page in the lander thread."""
+          monotonic: Callable[[], float]) -> bool:
+    """Steps 1 and journal in this thread; steps 2-4 of the previous page in the lander thread. True when
+    the pass split after its first page (``subranges.py``): the caller reads the sub-ranges."""
     result, window, source_name = run.result, run.window, run.source_name
     landing_page: Future[int] | None = None
     landing_page_no = 0
@@ -359,16 +410,7 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     if landing_page is not None:
                         run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
                         landing_page = None
-                    kept = dict(list(run.seen.items())[-MAX_KEPT_CURSORS:])
-                    run.stop_clock(monotonic() - t0)
-                    result.tally.add(result)
-                    if result.pages_read:
-                        result.tally.budget_retries += 1
-                    else:  # read nothing new: a fault, not a budget (see BudgetExhausted)
-                        result.tally.faults += 1
-                    cp = result.tally.into(dataclasses.replace(run.cp, stats={**run.cp.stats, "pass_cursors": kept}))
-                    result.checkpoint = run.store.release(cp, now=run.clock())
-                    raise BudgetExhausted(result)
+                    raise _spend_budget(run, t0, monotonic)
                 cp = run.cp
                 page_no = cp.pages_read + 1
                 if cp.cursor is not None:
@@ -379,7 +421,7 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 if first:
                     run.await_host_settled(keeper, t0 + time_budget, monotonic)
                 try:
-                    with keeper.fetching():
+                    with run.slot(), keeper.fetching():
                         page = run.source.fetch_page(window, cp.cursor, deadline)
                     answered_at = run.clock()
                 except TokenRejected as e:
@@ -440,13 +482,159 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                 landing_page_no = page_no
                 if page.next_cursor is None:
                     break
+                if first and (plan := run.plan_split(page)):
+                    # A busy window: its first page covered a small part of it. The rest is read as
+                    # sub-ranges at once; the cursor of this query is not needed any more.
+                    run.commit(functools.partial(_split, subs=[subranges.SubRange(w.start, w.end) for w in plan]))
+                    run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+                    return True
             if landing_page is not None:
                 run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
+            return False
         except BaseException:
             if landing_page is not None:  # let the page in hand land (or fail) before the caller releases
                 with contextlib.suppress(BaseException):
                     landing_page.result()
             raise
+
+
+def _read_split(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float, time_budget: float,
+                monotonic: Callable[[], float]) -> None:
+    """Read the unfinished sub-ranges of a split pass (``subranges.py``) at once, each page after page from
+    its own cursor, as many at a time as the run's ``Readers`` admit; land every page in the one lander
+    thread, in the order the pages were journaled.
+
+    The invariant holds per page as in ``_read``: a page is journaled and its sub-range's cursor moved in
+    one commit, then landed and checkpointed. Pages are journaled one at a time (``journaling``), so the
+    reads still pending are always the last ones journaled, as ``pull_window`` expects when it resumes;
+    once a page fails to land, no later page lands (they stay pending for the next attempt). A kill costs
+    at most the pages in flight: one per sub-range being read. ``on_page`` is called from this thread only.
+    """
+    result, window, source_name = run.result, run.window, run.source_name
+    subs = subranges.load(run.cp.stats) or []
+    todo = collections.deque(i for i, sub in enumerate(subs) if not sub.fetched)
+    workers = max(1, min(run.readers.size if run.readers is not None else 1, len(todo)))
+    stop = threading.Event()
+    out_of_time = threading.Event()
+    journaling = threading.Lock()  # one page journaled at a time: reads are numbered in landing order
+    room = threading.BoundedSemaphore(workers + 1)  # pages read but not landed: memory stays a few pages
+    landed: queue.SimpleQueue[tuple[int, Future[int]]] = queue.SimpleQueue()
+
+    def read_sub(i: int, lander: ThreadPoolExecutor, keeper: _LeaseKeeper) -> None:
+        mark = monotonic()
+        while not stop.is_set():
+            if result.pages_read and monotonic() - t0 >= time_budget:
+                out_of_time.set()
+                return
+            with run.lock:
+                sub = (subranges.load(run.cp.stats) or subs)[i]
+                page_no = run.cp.pages_read + 1
+                if sub.cursor is not None:
+                    run.seen.setdefault(_cursor_digest(f"{i}\0{sub.restarts}\0{sub.cursor}"), page_no)
+            deadline = t0 + time_budget if result.pages_read and time_budget != float("inf") else None
+            where = f"window {window} of {source_name!r}, sub-range {sub.window} page {sub.pages + 1}"
+            try:
+                with run.slot(), keeper.fetching():
+                    page = run.source.fetch_page(sub.window, sub.cursor, deadline)
+            except TokenRejected as e:
+                with run.lock:
+                    restarts = result.token_restarts
+                    result.token_restarts += 1
+                if restarts >= MAX_TOKEN_RESTARTS:
+                    raise PullFailed(f"{where}: {e}; {restarts} restarts did not help") from None
+                # Restart the sub-range from its first page; ids already landed keep the result exact.
+                run.commit(functools.partial(_restart_sub, i=i, restarts=sub.restarts + 1))
+                continue
+            except SourceError as e:
+                if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
+                    out_of_time.set()
+                    return
+                body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
+                entry = skips.approved(run.cp.stats, body) if body else None
+                if entry is None:
+                    bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
+                    if bad is not None:
+                        bad["subrange"] = i
+                    raise PullFailed(f"{where}: {e}; nothing of this page was landed or checkpointed",
+                                     permanent=e.permanent, bad_page=bad) from None
+                with run.lock:  # an operator skipped this very body before (skips.py): the same decision
+                    result.pages_skipped += 1
+                run.commit(functools.partial(_skipped_again, entry=entry, now=run.clock(), subrange=i))
+                if entry.get("next_cursor"):
+                    continue
+                return
+            if page.next_cursor is not None:
+                with run.lock:
+                    first_seen = run.seen.get(_cursor_digest(f"{i}\0{sub.restarts}\0{page.next_cursor}"))
+                if first_seen is not None:
+                    raise PullFailed(f"{where}: the API's next page token is the one it gave for page {first_seen} "
+                                     f"of this pass: it is looping; stopping. Nothing of this page was landed or "
+                                     f"checkpointed; `logpull reset` restarts the window from page one",
+                                     permanent=True) from None
+            room.acquire()
+            try:
+                with journaling:
+                    cp = run.cp
+                    n = cp.reads
+                    run.landing.put_read(source_name, window, n, cp.epoch,
+                                         journal.encode(sub.cursor, page.next_cursor, page.body, page.headers, i))
+                    now = monotonic()
+                    run.commit(functools.partial(_journaled_sub, i=i, page=page, seconds=now - mark))
+                    mark = now
+                    result.pages_read += 1
+                    result.http_retries += page.http_retries
+                    future = lander.submit(run.land_in_turn, n, cp.epoch, page.items, page.next_cursor, i,
+                                           sub.restarts)
+            except BaseException:
+                room.release()
+                raise
+            future.add_done_callback(lambda _: room.release())
+            landed.put((cp.pages_read + 1, future))
+            if page.next_cursor is None:
+                return
+
+    def worker(lander: ThreadPoolExecutor, keeper: _LeaseKeeper) -> None:
+        while not stop.is_set():
+            with run.lock:
+                if not todo:
+                    return
+                i = todo.popleft()
+            try:
+                read_sub(i, lander, keeper)
+            except BaseException:
+                stop.set()
+                raise
+
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(1, thread_name_prefix=f"logpull-land-{source_name}") as lander, \
+            _LeaseKeeper(run) as keeper, \
+            ThreadPoolExecutor(workers, thread_name_prefix=f"logpull-sub-{source_name}") as pool:
+        readers = [pool.submit(worker, lander, keeper) for _ in range(workers)]
+        while True:
+            finished = all(f.done() for f in readers)  # then nothing more is queued
+            try:
+                page_no, future = landed.get_nowait() if finished else landed.get(timeout=0.05)
+            except queue.Empty:
+                if finished:
+                    break
+                continue
+            try:
+                run.report(on_page, page_no, future.result(), monotonic() - t0)
+            except BaseException as e:
+                stop.set()
+                errors.append(e)
+        errors[:0] = [e for f in readers if (e := f.exception()) is not None]
+    # Pages still queued were landed (or refused after a failure) by the time the lander shut down.
+    while not landed.empty():
+        with contextlib.suppress(BaseException):
+            landed.get_nowait()[1].result()
+    if errors:
+        raise next((e for e in errors if isinstance(e, LeaseLost)), errors[0])
+    if out_of_time.is_set():
+        raise _spend_budget(run, t0, monotonic)
+    if not run.pass_done:  # every sub-range fetched, the last one's end skipped (skips.py): nothing left to land
+        run.commit(functools.partial(_split_pass_complete, now=run.clock()))
+        run.pass_done = True
 
 
 class _LeaseKeeper:
@@ -457,7 +645,8 @@ class _LeaseKeeper:
     def __init__(self, run: _WindowRun) -> None:
         self.run = run
         self.every = max(0.05, run.lease_ttl / 3)
-        self._fetch_started: float | None = None
+        # When each request now in flight started (a split window has several: subranges.py).
+        self._fetches: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._keep, name=f"logpull-lease-{run.source_name}", daemon=True)
 
@@ -471,16 +660,20 @@ class _LeaseKeeper:
 
     @contextlib.contextmanager
     def fetching(self) -> Any:
-        self._fetch_started = time.monotonic()
+        token = object()
+        with self.run.lock:
+            self._fetches[id(token)] = time.monotonic()
         try:
             yield
         finally:
             with self.run.lock:
-                self._fetch_started = None
+                del self._fetches[id(token)]
 
     def _due(self) -> bool:
-        started, now = self._fetch_started, time.monotonic()
-        return (started is not None and now - started <= MAX_FETCH_KEEPALIVE
+        # The latest request decides: one stuck request must not hold the window, but while any request
+        # is younger than MAX_FETCH_KEEPALIVE the run is working.
+        latest, now = max(self._fetches.values(), default=None), time.monotonic()
+        return (latest is not None and now - latest <= MAX_FETCH_KEEPALIVE
                 and now - self.run.committed_at >= self.every)
 
     def _keep(self) -> None:
@@ -493,8 +686,8 @@ class _LeaseKeeper:
                 continue
 
 
-def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float) -> Checkpoint:
-    moved = skips.past(cp, entry, now=now)
+def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float, subrange: int | None = None) -> Checkpoint:
+    moved = skips.past(cp, entry, now=now, subrange=subrange)
     return dataclasses.replace(moved, stats=_bump(moved.stats, "skips_reapplied", 1))
 
 
@@ -516,14 +709,46 @@ def _journaled(cp: Checkpoint, page: Page, skew: float | None = None) -> Checkpo
     )
 
 
+def _journaled_sub(cp: Checkpoint, i: int, page: Page, seconds: float) -> Checkpoint:
+    """Read ``page`` of sub-range ``i`` is pending in the journal: that sub-range's cursor moves past it."""
+    moved = _journaled(cp, page)
+    sub = (subranges.load(cp.stats) or [])[i]
+    stats = subranges.update(moved.stats, i, cursor=page.next_cursor, pages=sub.pages + 1,
+                             seconds=sub.seconds + seconds, fetched=page.next_cursor is None)
+    return dataclasses.replace(moved, cursor=cp.cursor, stats=stats)
+
+
+def _split(cp: Checkpoint, subs: list[subranges.SubRange]) -> Checkpoint:
+    """The pass goes on as ``subs``, each from its first page (the first page's own cursor is dropped)."""
+    return dataclasses.replace(cp, cursor=None, stats=subranges.save(cp.stats, subs))
+
+
+def _restart_sub(cp: Checkpoint, i: int, restarts: int) -> Checkpoint:
+    """Sub-range ``i`` starts again from its first page (the API refused its cursor)."""
+    stats = subranges.update(cp.stats, i, cursor=None, pages=0, restarts=restarts)
+    return dataclasses.replace(cp, stats=_bump(stats, "token_restarts", 1))
+
+
+def _split_pass_complete(cp: Checkpoint, now: float) -> Checkpoint:
+    """A split pass whose sub-ranges all ended with nothing left to land (the last read ended by a skip)."""
+    subs = subranges.load(cp.stats) or []
+    stats = {**subranges.save(cp.stats, None), "split": subranges.summary(subs),
+             "last_read_at": rfc3339(dt.datetime.fromtimestamp(now, dt.UTC))}
+    return dataclasses.replace(cp, cursor=None, pages_read=0, passes=cp.passes + 1, status="complete",
+                               last_error=None, stats=stats)
+
+
 class _WindowRun:
     """One attempt at one window: the checkpoint both threads update, and steps 2-4 for one page."""
 
     def __init__(self, source: LogSource, window: Window, source_name: str, store: CheckpointStore,
                  landing: LandingStore, lease_ttl: float, clock: Callable[[], float], result: PullResult,
                  rate: RateGate | None = None, settle_lag: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, readers: Readers | None = None) -> None:
         self.source, self.window, self.source_name, self.rate = source, window, source_name, rate
+        self.readers = readers
+        self.pass_done = False  # a land this attempt completed the pass
+        self.land_failed = False  # a page of a split pass failed to land: later ones must not (land_in_turn)
         self.settle_lag, self.sleep = settle_lag, sleep
         # When the window is due: its end + settle_lag, by either clock (None: not checked).
         self.settled_at = None if settle_lag is None else window.end.timestamp() + settle_lag
@@ -536,8 +761,26 @@ class _WindowRun:
         # Digest of each landed read's set of event ids -> that read (this attempt): a cursor that does not
         # advance by its meaning (Okta's next link repeating its ``after`` with another parameter changing)
         # makes every cursor look new, but the pages bring the same events (see ``land``).
-        self.page_sets: dict[bytes, int] = {}
+        # Keyed by sub-range too (None: a pass read page after page): a split pass reads the first page's events
+        # again, and neighbouring sub-ranges may both return the events at their shared edge.
+        # (sub-range, its restarts, digest): a sub-range that starts again reads its first pages again.
+        self.page_sets: dict[tuple[int | None, int, bytes], int] = {}
         self.pass_first_read = 0  # the first read of the pass now being read: earlier ones may repeat
+
+    def slot(self) -> contextlib.AbstractContextManager[Any]:
+        """A place among the run's requests in flight (``Readers``), for one request."""
+        return self.readers.slot() if self.readers is not None else contextlib.nullcontext()
+
+    def plan_split(self, page: Page) -> list[Window]:
+        """The sub-ranges to read the rest of the pass as, after its first ``page`` (``subranges.plan``);
+        [] to read on page after page (one reader, a source that cannot take any range, a quiet window)."""
+        step: dt.timedelta | None = getattr(self.source, "range_step", None)
+        if step is None or self.readers is None or self.readers.size < 2 or page.next_cursor is None:
+            return []
+        times = [ev.time for ev in self.source.to_events(page.items) if self.window.contains(ev.time)]
+        if not times:
+            return []
+        return subranges.plan(self.window, step, min(times), max(times), self.readers.size)
 
     def await_host_settled(self, keeper: _LeaseKeeper, budget_end: float, monotonic: Callable[[], float]) -> None:
         """Return once this host's clock has passed ``settled_at``, waiting if that is near enough;
@@ -610,12 +853,12 @@ class _WindowRun:
         self.result.checkpoint = self.cp
         self.committed_at = time.monotonic()
 
-    def _refuse_repeat(self, n: int, inside: dict[bytes, Any]) -> None:
+    def _refuse_repeat(self, n: int, inside: dict[bytes, Any], sub: int | None = None, gen: int = 0) -> None:
         """PullFailed (permanent) when read ``n`` brings exactly the events of an earlier read of this attempt:
         an API page never repeats a whole earlier page within one pass, so its cursor is not advancing
         whatever its text says. Bounded: a looping API costs one page more than its cycle, not requests
         without end. Empty pages are left to the cursor checks (an API may end on one)."""
-        key = hashlib.blake2b(b"".join(sorted(inside)), digest_size=16).digest()
+        key = (sub, gen, hashlib.blake2b(b"".join(sorted(inside)), digest_size=16).digest())
         with self.lock:
             first = self.page_sets.get(key)
             if first is None or first < self.pass_first_read or first == n:
@@ -628,9 +871,11 @@ class _WindowRun:
                 f"`logpull reset` restarts the window from page one", permanent=True)
 
     def land(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None, *,
-             live: bool = True) -> int:
+             live: bool = True, sub: int | None = None, gen: int = 0) -> int:
         """Steps 2-4 for journaled read ``n``; returns how many events it landed. ``live``: read just now (not
-        replayed from the journal, where a repeat was read already and lands as a no-op)."""
+        replayed from the journal, where a repeat was read already and lands as a no-op). ``sub``: the
+        sub-range of a split pass it was read for (``gen``: how often that sub-range had restarted); the pass
+        is complete once every sub-range is fetched and this was the last read pending."""
         result, window = self.result, self.window
         # In the window, and not landed yet: by committed pages (the store knows) or earlier on this page.
         inside: dict[bytes, tuple[int, Event]] = {}
@@ -645,7 +890,7 @@ class _WindowRun:
                 inside[digest] = (epoch_us(ev.time), ev)
         known: set[bytes] = set()
         if inside and live:
-            self._refuse_repeat(n, inside)
+            self._refuse_repeat(n, inside, sub, gen)
         if inside:
             with self.lock:
                 known = self.store.known_ids(self.source_name, self.cp.window_start,
@@ -661,13 +906,24 @@ class _WindowRun:
             result.landed.append(self.landing.put_page(self.source_name, window, page_seq, self.cp.epoch, lines))
             result.pages_landed += 1
             result.events_landed += len(fresh)
-        done = next_cursor is None
         first = rfc3339(min(ev.time for _, _, ev in fresh)) if fresh else None
         last = rfc3339(max(ev.time for _, _, ev in fresh)) if fresh else None
         page_names = Counter(name for _, _, ev in fresh for name in (ev.names or ("(none)",)))
+        completed: list[bool] = []  # what the committed change decided
 
         def change(cp: Checkpoint) -> Checkpoint:
             stats = dict(cp.stats)
+            subs = subranges.load(stats) if sub is not None else None
+            if subs is not None and sub is not None and 0 <= sub < len(subs):
+                subs[sub] = dataclasses.replace(subs[sub], events=subs[sub].events + len(fresh))
+                stats = subranges.save(stats, subs)
+            done = (next_cursor is None if subs is None
+                    else cp.journaled == 1 and all(s.fetched for s in subs))
+            if done:  # the latest pass's split (or none) is what the window's metadata shows
+                stats.pop("split", None)
+                if subs is not None:
+                    stats = {**subranges.save(stats, None), "split": subranges.summary(subs)}
+            completed.append(done)
             if fresh:
                 stats["first_event_time"] = min(filter(None, [stats.get("first_event_time"), first]))
                 stats["last_event_time"] = max(filter(None, [stats.get("last_event_time"), last]))
@@ -695,8 +951,22 @@ class _WindowRun:
             )
 
         self.commit(change, [(t, d) for d, t, _ in fresh])
+        self.pass_done = self.pass_done or completed[-1]
         self.landing.drop_read(self.source_name, window, n, epoch)
         return len(fresh)
+
+    def land_in_turn(self, n: int, epoch: int, items: list[dict[str, Any]], next_cursor: str | None,
+                     sub: int, gen: int) -> int:
+        """``land`` for the lander of a split pass: once a page has failed to land, no later one lands, so the
+        reads left pending are the last ones journaled (``pull_window`` resumes them in order)."""
+        if self.land_failed:
+            raise PullFailed(f"window {self.window} of {self.source_name!r}: read {n + 1} not landed after an "
+                             f"earlier page failed to land; it stays in the journal for the next attempt")
+        try:
+            return self.land(n, epoch, items, next_cursor, sub=sub, gen=gen)
+        except BaseException:
+            self.land_failed = True
+            raise
 
     def report(self, on_page: Callable[[Progress], None] | None, page_no: int, landed: int, elapsed: float) -> None:
         """Progress, from the calling thread (Dagster's logger is not the lander's to call)."""

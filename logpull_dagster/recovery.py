@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from logpull_dagster import subranges
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseHeld
 from logpull_dagster.json_codec import loads
 from logpull_dagster.landing import LandingMissing, LandingStore
@@ -147,8 +148,9 @@ def recover_window(store: CheckpointStore, landing: LandingStore, source: str, w
     pull = store.commit(dataclasses.replace(
         pull, cursor=None, pages_read=0, journaled=0, status="failed",
         last_error=f"a `logpull recover` started by {by} at {when} did not finish; run it again",
-        stats={**pull.stats, "recovery": {"by": by, "started_at": when, "lost_pages": ranges(seen.pages),
-                                          "lost_reads": seen.reads}}), ttl=ttl, now=clock())
+        stats={**subranges.save(pull.stats, None),  # a split pass's sub-ranges go with its cursor
+               "recovery": {"by": by, "started_at": when, "lost_pages": ranges(seen.pages),
+                            "lost_reads": seen.reads}}), ttl=ttl, now=clock())
     store.forget_ids(pull, now=clock())
     kept_events = 0
     survivors = landing.pages(source, window, pull.landed_pages)

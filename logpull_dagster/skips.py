@@ -27,6 +27,7 @@ import json
 import re
 from typing import Any
 
+from logpull_dagster import subranges
 from logpull_dagster.checkpoints import Checkpoint
 from logpull_dagster.windows import rfc3339
 
@@ -65,8 +66,18 @@ def approved(stats: dict[str, Any], body: bytes) -> dict[str, Any] | None:
     return None
 
 
-def past(cp: Checkpoint, entry: dict[str, Any], *, now: float) -> Checkpoint:
-    """``cp`` with the cursor past the skipped page: at its next token, or at the end of the pass."""
+def past(cp: Checkpoint, entry: dict[str, Any], *, now: float, subrange: int | None = None) -> Checkpoint:
+    """``cp`` with the cursor past the skipped page: at its next token, or at the end of the pass.
+
+    ``subrange``: the page was one of sub-range ``subrange`` of a split pass (``subranges.py``): that
+    sub-range's cursor moves, or, with no next token, the rest of the sub-range is left unread; the pass
+    completes once every sub-range has (the pull loop sees to it)."""
+    subs = subranges.load(cp.stats) if subrange is not None else None
+    if subs is not None and subrange is not None and 0 <= subrange < len(subs):
+        nxt = entry.get("next_cursor")
+        sub = subs[subrange]
+        stats = subranges.update(cp.stats, subrange, cursor=nxt or None, pages=sub.pages + 1, fetched=not nxt)
+        return dataclasses.replace(cp, pages_read=cp.pages_read + 1, stats=stats)
     if entry.get("next_cursor"):
         return dataclasses.replace(cp, cursor=entry["next_cursor"], pages_read=cp.pages_read + 1)
     stats = {**cp.stats, "last_read_at": rfc3339(dt.datetime.fromtimestamp(now, dt.UTC))}
@@ -82,7 +93,7 @@ def skip(cp: Checkpoint, *, reason: str, by: str, now: float) -> Checkpoint:
              "rest_of_pass": "read on from the next page" if bad.get("next_cursor") else "not read"}
     stats = {k: v for k, v in cp.stats.items() if k != "bad_page"}
     stats["skipped_pages"] = [*stats.get("skipped_pages", []), entry]
-    moved = past(dataclasses.replace(cp, stats=stats), entry, now=now)
+    moved = past(dataclasses.replace(cp, stats=stats), entry, now=now, subrange=bad.get("subrange"))
     note = (f"page {bad['page']} skipped by {by} at {when} ({reason}); "
             + ("the next run reads on from the page after it" if bad.get("next_cursor") else
                "it held the only way to the rest of the pass, which was not read"))

@@ -49,6 +49,8 @@ class FakeSource:
     ordering: str = "newest_first"
     cursor_in: str = "body"
     server_clock: Callable[[], float] | None = None
+    # Set: the source reads any [start, end) of whole steps, so a busy window may split (subranges.py).
+    range_step: dt.timedelta | None = None
 
     @property
     def journal_headers(self) -> tuple[str, ...]:

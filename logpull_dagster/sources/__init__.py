@@ -122,6 +122,11 @@ class LogSource(Protocol):
     ordering: Literal["newest_first", "oldest_first"]
     #: response headers (lower case) that ``parse_page`` reads; journaled with each body
     journal_headers: tuple[str, ...]
+    #: Optional (read with ``getattr``, default None). When set, ``fetch_page`` reads any ``[start, end)``
+    #: whose edges are whole multiples of it exactly as it reads a window (the API's range parameters
+    #: take it; inclusive ends are fine, ids deduplicate the edge), so the pull loop may read a busy
+    #: window as sub-ranges at once (``subranges.py``). None: the API takes only the window as a whole.
+    range_step: dt.timedelta | None
 
     def fetch_page(self, window: Window, cursor: str | None, deadline: float | None = None) -> Page:
         """The page at ``cursor`` (None: the first page) of the query for ``window``, read before

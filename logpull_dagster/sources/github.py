@@ -163,6 +163,8 @@ def github_wait(min_unhinted: float = MIN_UNHINTED_WAIT) -> RateLimitWait:
 
 class GitHubAuditLogSource:
     ordering: Literal["newest_first", "oldest_first"] = "oldest_first"
+    #: Any [start, end) of whole seconds reads like a window: a busy window is read as sub-ranges (subranges.py).
+    range_step: dt.timedelta | None = dt.timedelta(seconds=1)
     journal_headers: tuple[str, ...] = JOURNAL_HEADERS
 
     def __init__(self, *, token: str, enterprise: str | None = None, org: str | None = None,

@@ -67,6 +67,8 @@ def event_id(ident: Mapping[str, Any]) -> str:
 
 class GoogleWorkspaceSource:
     ordering: Literal["newest_first", "oldest_first"] = "newest_first"
+    #: Any [start, end) of whole seconds reads like a window: a busy window is read as sub-ranges (subranges.py).
+    range_step: dt.timedelta | None = dt.timedelta(seconds=1)
     journal_headers: tuple[str, ...] = ()  # the next token is in the body
 
     def __init__(self, *, base_url: str, application: str, access_token: str | None = None,

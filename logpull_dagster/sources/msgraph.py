@@ -178,6 +178,8 @@ def _graph_error(body: bytes) -> str:
 
 class MsGraphSource:
     ordering: Literal["newest_first", "oldest_first"] = "newest_first"
+    #: Any [start, end) of whole seconds reads like a window: a busy window is read as sub-ranges (subranges.py).
+    range_step: dt.timedelta | None = dt.timedelta(seconds=1)
     journal_headers: tuple[str, ...] = ()  # the nextLink is in the body
 
     def __init__(self, *, base_url: str, stream: str, auth: OAuthClientCredentials, page_size: int = MAX_PAGE_SIZE,

@@ -121,6 +121,8 @@ def okta_wait() -> RateLimitWait:
 
 class OktaSystemLogSource:
     ordering: Literal["newest_first", "oldest_first"] = "oldest_first"
+    #: Any [start, end) of whole seconds reads like a window: a busy window is read as sub-ranges (subranges.py).
+    range_step: dt.timedelta | None = dt.timedelta(seconds=1)
     journal_headers: tuple[str, ...] = JOURNAL_HEADERS
 
     def __init__(self, *, base_url: str, token: str | None = None, auth: OAuthPrivateKeyJwt | None = None,

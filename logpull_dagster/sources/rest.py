@@ -447,6 +447,9 @@ class RestSource:
         self.api = api
         self.ordering: Literal["newest_first", "oldest_first"] = (
             "oldest_first" if api.order == "ascending" else "newest_first")
+        # The window parameters take any time in the format's resolution (a second or finer): a busy window
+        # is read as sub-ranges (subranges.py) with edges on whole seconds.
+        self.range_step: dt.timedelta | None = dt.timedelta(seconds=1)
         self.journal_headers: tuple[str, ...] = ("link",) if isinstance(api.paginator, LinkHeaderPaginator) else ()
         self._where = f"{urlsplit(base_url).netloc}{api.path}"
         self._auth = auth

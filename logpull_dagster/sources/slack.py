@@ -181,6 +181,8 @@ def salvage_next_cursor(body: bytes) -> str | None:
 
 class SlackAuditLogsSource:
     ordering: Literal["newest_first", "oldest_first"] = "newest_first"
+    #: Any [start, end) of whole seconds reads like a window: a busy window is read as sub-ranges (subranges.py).
+    range_step: dt.timedelta | None = dt.timedelta(seconds=1)
     journal_headers: tuple[str, ...] = ()  # the cursor is in the body
 
     def __init__(self, *, base_url: str, token: str, page_size: int = 1000, timeout: float = 30.0,
