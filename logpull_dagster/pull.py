@@ -864,8 +864,10 @@ class _WindowRun:
             if first is None or first < self.pass_first_read or first == n:
                 self.page_sets[key] = n
                 return
+            subs = subranges.load(self.cp.stats) if sub is not None else None
+            where = f", sub-range {subs[sub].window}" if subs and sub is not None and sub < len(subs) else ""
             raise PullFailed(
-                f"window {self.window} of {self.source_name!r}: read {n + 1} of the window brought exactly the "
+                f"window {self.window} of {self.source_name!r}{where}: read {n + 1} of the window brought exactly the "
                 f"{len(inside)} events of read {first + 1}: the API's next page does not advance (its cursor "
                 f"changes but the page does not), so it is looping; stopping. Nothing of this page was landed; "
                 f"`logpull reset` restarts the window from page one", permanent=True)

@@ -203,8 +203,9 @@ def test_a_range_run_goes_on_past_failed_windows_records_why_on_each_and_fails_n
     and every check of the run read "Execution failed"."""
     with Simulator(seed=4, events_per_hour=300, token=TOKEN) as sim:
         sim.set_clock(now=SIM_NOW)
-        defs = make_defs(tmp_path, sim.url, concurrent_windows=2, retries=0)
-        sim.set_faults([{"kind": "bad_json", "match": "token", "count": 3}])  # page 2 of three windows
+        # One request at a time (no sub-ranges): the three faults meet page 2 of three windows.
+        defs = make_defs(tmp_path, sim.url, concurrent_windows=1, retries=0)
+        sim.set_faults([{"kind": "bad_json", "match": "token", "count": 3}])
         job = defs.resolve_implicit_global_asset_job_def()
         res = job.execute_in_process(instance=instance, raise_on_error=False,
                                      asset_selection=[dg.AssetKey(["logs", "gws"])],

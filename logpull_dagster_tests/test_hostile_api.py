@@ -23,13 +23,13 @@ import httpx
 import pytest
 import yaml
 
-from logpull_dagster import json_codec
+from logpull_dagster import json_codec, subranges
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.config import load_config
 from logpull_dagster.definitions import build_definitions
 from logpull_dagster.deliver import deliver_window
 from logpull_dagster.landing.local import LocalLandingStore
-from logpull_dagster.pull import BudgetExhausted, PullFailed, pull_window
+from logpull_dagster.pull import BudgetExhausted, PullFailed, Readers, pull_window
 from logpull_dagster.redact import Redactor
 from logpull_dagster.simulator import Simulator
 from logpull_dagster.sinks.file import FileSink
@@ -178,6 +178,7 @@ def pull(case: Case, sim: Simulator, store, landing, w: Window = W10, **kw):  # 
         "timeout", "http_attempts", "page_size", "max_page_bytes", "token", "base_url", "ca_file", "tls_verify")}
     src = case.source(sim, **src_kw)
     try:
+        kw.setdefault("readers", Readers(4))  # as a run reads: a busy window splits (subranges.py)
         return pull_window(src, w, source_name=case.name, checkpoints=store, landing=landing, owner="r",
                            lease_ttl=60, **kw)
     finally:
@@ -198,13 +199,13 @@ def test_a_token_repeated_with_items_fails_the_window_at_once_naming_the_page(si
     t0 = time.monotonic()
     with pytest.raises(PullFailed, match=r"page 3: the API's next page token is the one it gave for page 3 .*"
                                          r"looping") as e:
-        pull(case, sim, store, landing)
+        pull(case, sim, store, landing, readers=None)  # page after page: the page numbers are exact
     assert e.value.permanent and time.monotonic() - t0 < 5
     assert len(sim.requests()) == 3  # read once, not 45 times a second until the budget
     cp = store.get(case.name, "pull", ts(10))
     assert (cp.status, cp.pages_read, cp.lease_owner) == ("failed", 2, None)
     sim.set_faults([])
-    res = pull(case, sim, store, landing)  # the API behaves again: the window resumes at page 3, exact
+    res = pull(case, sim, store, landing, readers=None)  # the API behaves again: the window resumes at page 3, exact
     assert res.resumed_from_page == 3 and sorted(landed(case, landing, store)) == case.truth(sim)
 
 
@@ -217,7 +218,7 @@ def test_a_cursor_that_changes_without_advancing_is_caught_as_a_loop(sim, store,
     sim.set_faults([{"kind": "repeat_token_varying", "match": "token", "after": 1, "count": None}])
     t0 = time.monotonic()
     with pytest.raises(PullFailed, match=r"looping") as e:
-        pull(case, sim, store, landing)
+        pull(case, sim, store, landing, readers=None)
     assert e.value.permanent and time.monotonic() - t0 < 5
     assert len(sim.requests()) <= 5  # a page or two past the repeat, not requests without end
     cp = store.get(case.name, "pull", ts(10))
@@ -225,6 +226,37 @@ def test_a_cursor_that_changes_without_advancing_is_caught_as_a_loop(sim, store,
     sim.set_faults([])
     pull(case, sim, store, landing)  # the API behaves again: the window completes, exact
     assert sorted(landed(case, landing, store)) == case.truth(sim)
+
+
+
+@both_sources
+@pytest.mark.parametrize("fault", [
+    {"kind": "repeat_token", "match": "token", "after": 1},
+    {"kind": "repeat_token_varying", "match": "token", "after": 1, "count": None},
+    {"kind": "invalid_utf8", "match": "token", "after": 1},
+], ids=lambda f: f["kind"])
+def test_a_split_window_stops_at_a_hostile_page_of_a_sub_range_and_resumes_exact(sim, store, landing, case, fault):
+    """The same bounds for a window read as sub-ranges at once (subranges.py): the page fails the window
+    within a few requests, keeping every sub-range's cursor, and the window completes exactly afterwards."""
+    sim.set_faults([fault])
+    readers = Readers(4)
+    t0 = time.monotonic()
+    with pytest.raises(PullFailed, match=r"sub-range \[.*(looping|invalid UTF-8)") as e:
+        pull(case, sim, store, landing, readers=readers, page_size=50)
+    # A loop is for good; an unreadable page may be a glitch, so the window's retries read it again.
+    assert e.value.permanent == (fault["kind"] != "invalid_utf8") and time.monotonic() - t0 < 10
+    # Bounded, not requests without end: the window's first page, each reader's first page of a sub-range,
+    # and until the repeat is seen (a repeated page set is seen when it lands) at most the pages in flight
+    # and waiting to land on every reader (two each), plus the repeats themselves.
+    assert len(sim.requests()) <= 4 * readers.size + 2
+    cp = store.get(case.name, "pull", ts(10))
+    subs = subranges.load(cp.stats)
+    assert cp.status == "failed" and subs is not None and len(subs) > 1  # the split and its cursors are kept
+    sim.set_faults([])
+    res = pull(case, sim, store, landing, readers=readers, page_size=50)
+    ids = landed(case, landing, store)
+    assert res.complete and sorted(ids) == case.truth(sim) and len(ids) == len(set(ids))
+    assert store.get(case.name, "pull", ts(10)).stats["split"]["subranges"] == len(subs)
 
 
 # ---- 2. gzip bomb and huge bodies ------------------------------------------------------------------
@@ -349,7 +381,8 @@ def test_refused_credentials_fail_at_once_naming_the_variable(sim, store, landin
 @both_sources
 def test_a_lone_surrogate_is_landed_and_delivered_losslessly_as_valid_utf8_json(sim, store, landing, tmp_path, case):
     sim.set_faults([{"kind": "surrogate", "after": 1}])
-    res = pull(case, sim, store, landing)
+    # Page after page: a split pass reads the first page's events twice, and the first copy landed wins.
+    res = pull(case, sim, store, landing, readers=None)
     assert res.complete and sorted(landed(case, landing, store)) == case.truth(sim)
     sink = FileSink(tmp_path / "siem")
     deliver_window(W10, source_name=case.name, checkpoints=store, landing=landing, sink=sink, owner="d",
@@ -373,7 +406,7 @@ def test_a_lone_surrogate_is_landed_and_delivered_losslessly_as_valid_utf8_json(
 def test_a_raw_invalid_byte_fails_the_page_saying_where(sim, store, landing, case, kind, byte, reason):
     sim.set_faults([{"kind": kind, "match": "token", "after": 1}])
     with pytest.raises(PullFailed, match=rf"page 3: response is not JSON: {reason}.* at byte (\d+)") as e:
-        pull(case, sim, store, landing)
+        pull(case, sim, store, landing, readers=None)  # page after page: page 3 is the window's third
     offset = int(str(e.value).split(" at byte ")[1].split()[0])
     # The same page, fetched again with the fault on: the byte at that offset is the bad one.
     cp = store.get(case.name, "pull", ts(10))
@@ -530,7 +563,7 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
     sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 2}])
     for _ in range(2):  # the same bytes every time: the window can never complete by itself
         with pytest.raises(PullFailed, match="invalid UTF-8"):
-            pull(case, sim, store, landing, page_size=page_size)
+            pull(case, sim, store, landing, page_size=page_size, readers=None)
     cp = store.get(case.name, "pull", ts(10))
     assert cp.stats["bad_page"]["page"] == cp.pages_read + 1 == first_bad + 1
     row = status()
@@ -543,7 +576,7 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
     out = capsys.readouterr().out
     assert "skipped" in out and ("reads on from page" in out) == (page_size == 50)
     if page_size == 50:
-        assert pull(case, sim, store, landing, page_size=page_size).complete
+        assert pull(case, sim, store, landing, page_size=page_size, readers=None).complete
     assert sorted(landed(case, landing, store)) == sorted(set(case.truth(sim)) - lost)  # all but the skipped page
     row = status()
     assert row["status"] == "known gap" and "INC-42: vendor bug" in row["detail"]
@@ -552,14 +585,14 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
     # A re-read meets the same bytes: the operator's decision applies again, counted.
     assert logpull(["reset", *window]) == 0
     sim.set_faults([{"kind": "invalid_utf8", "after": first_bad, "count": 1}])
-    res = pull(case, sim, store, landing, page_size=page_size)
+    res = pull(case, sim, store, landing, page_size=page_size, readers=None)
     assert res.complete and res.pages_skipped == 1
     assert store.get(case.name, "pull", ts(10)).stats["skips_reapplied"] == 1
     # Another bad page (other bytes) still fails: the decision was for that page only.
     assert logpull(["reset", *window]) == 0
     sim.set_faults([{"kind": "control_byte", "after": first_bad, "count": 1}])
     with pytest.raises(PullFailed, match="control character"):
-        pull(case, sim, store, landing, page_size=page_size)
+        pull(case, sim, store, landing, page_size=page_size, readers=None)
     store.close()
 
 
