@@ -304,7 +304,9 @@ def _transport(base_url: str, ctx: ssl.SSLContext, deadline: _Deadline, *, proxy
         proxy = urllib.request.getproxies_environment().get(parts.scheme)
     transport = httpx.HTTPTransport(
         verify=ctx, trust_env=False,
-        proxy=httpx.Proxy(proxy, ssl_context=proxy_ctx) if proxy else None,
+        # httpcore refuses a TLS context for an http:// proxy (no TLS to it): only an https:// one gets it.
+        proxy=httpx.Proxy(proxy, ssl_context=proxy_ctx if proxy.lower().startswith("https:") else None)
+        if proxy else None,
     )
     pool = transport._pool
     assert isinstance(pool, httpcore.ConnectionPool)  # HTTPProxy is one; the backend is its connections'
