@@ -17,6 +17,7 @@ import httpx
 import orjson
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
 
 from logpull_dagster import plugins
 from logpull_dagster.config import ConfigError, load_config
@@ -243,6 +244,13 @@ def test_client_cert_and_key_are_checked_when_the_config_loads(tmp_path):
     with pytest.raises(ConfigError, match=r"\(okta\)\.client_cert: .*client.pem and .*key.pem are not a PEM "
                                           r"certificate and its unencrypted private key"):
         load_config(write_config(tmp_path, **base, client_cert="client.pem", client_key="key.pem"))
+    # an encrypted key: refused as such when the config loads, never a passphrase prompt on the terminal
+    plain = serialization.load_pem_private_key((tmp_path / "client-key.pem").read_bytes(), None)
+    (tmp_path / "locked.pem").write_bytes(plain.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")))
+    with pytest.raises(ConfigError, match=r"\(okta\)\.client_key: .*locked.pem is encrypted \(a passphrase\); "
+                                          r"decrypt it once"):
+        load_config(write_config(tmp_path, **base, client_cert="client.pem", client_key="locked.pem"))
     cfg = load_config(write_config(tmp_path, **base, client_cert="client.pem", client_key="client-key.pem"))
     src = cfg.sources[0]
     assert src.client_options()["client_cert"] == (str(tmp_path / "client.pem"), str(tmp_path / "client-key.pem"))

@@ -37,6 +37,11 @@ What an API (or anything between us and it) may do, and what this client does ab
   origin is refused before a request is made, so the credential (``headers`` or ``auth``, see
   ``auth.py``) is only ever sent to ``base_url``'s origin and, by an OAuth ``auth``, to its token URL.
 
+* **Reaching it**: ``proxy`` (an http(s) forward proxy) is httpx's own proxy support; without it the
+  environment's ``HTTP(S)_PROXY``/``NO_PROXY``. ``client_cert`` (certificate and key files) is presented
+  to a server that asks (mutual TLS); a server that refuses the handshake over it (TLS alert) fails at
+  once, naming ``client_cert``/``client_key``: no retry changes what we present.
+
 One client may be shared by threads (windows are read concurrently): the request deadline and
 ``last_attempts`` are per thread, and httpx's connection pool is thread-safe.
 
@@ -286,8 +291,8 @@ def load_client_cert(ctx: ssl.SSLContext, cert: str, key: str) -> None:
     on the terminal (a run has none, a CLI would hang); it fails as an ``ssl.SSLError`` instead."""
 
     def no_passphrase() -> bytes:
-        raise ssl.SSLError("the private key is encrypted (a passphrase); decrypt it once: "
-                           "openssl pkey -in key.pem -out plain.pem")
+        raise ssl.SSLError(f"the private key {key} is encrypted (a passphrase); decrypt it once: "
+                           f"openssl pkey -in key.pem -out plain.pem")
 
     ctx.load_cert_chain(cert, key, password=no_passphrase)
 
