@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -46,6 +47,7 @@ class ForwardProxy:
 
     def __init__(self) -> None:
         self.forwarded: list[tuple[str, str]] = []  # (method, absolute URL)
+        self.trickle = False  # True: the body goes out one byte every 0.1 s (a proxy as slow as it can be)
         self._upstream = httpx.Client(trust_env=False, follow_redirects=False, timeout=10)
         proxy = self
 
@@ -65,7 +67,16 @@ class ForwardProxy:
                         self.send_header(k, v)
                 self.send_header("Content-Length", str(len(r.content)))
                 self.end_headers()
-                self.wfile.write(r.content)
+                if not proxy.trickle:
+                    self.wfile.write(r.content)
+                    return
+                try:
+                    for i in range(len(r.content)):
+                        self.wfile.write(r.content[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:  # the client gave up (its deadline): as it should
+                    self.close_connection = True
 
             do_GET = do_POST = _forward
 
@@ -165,6 +176,22 @@ def test_the_oauth_token_request_goes_through_the_proxy_too(okta_sim, forward_pr
     finally:
         src.close()
     assert forward_proxy.paths() == ["/oauth2/v1/token", "/api/v1/logs"]
+
+
+def test_a_trickling_proxy_is_cut_at_the_request_deadline(okta_sim, forward_proxy, tmp_path):
+    """The request deadline (http.py's network backend) holds through a proxy too: httpx's own timeout
+    times each read, and a byte every 0.1 s would never trip it."""
+    forward_proxy.trickle = True
+    src = open_from_config(tmp_path, base_url=okta_sim.url, proxy=forward_proxy.url, http_timeout="1s",
+                           http_attempts=1)
+    started = time.monotonic()
+    try:
+        with pytest.raises(SourceUnavailable, match=r"Okta System Log: still failing after 1 attempts "
+                                                    r"\(last: ReadTimeout\)"):
+            src.fetch_page(W10, None)
+    finally:
+        src.close()
+    assert time.monotonic() - started < 3 and forward_proxy.paths() == ["/api/v1/logs"]
 
 
 @pytest.mark.parametrize(("proxy", "said"), [
