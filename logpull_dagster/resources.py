@@ -32,6 +32,7 @@ from logpull_dagster import plugins
 from logpull_dagster.checkpoints import CheckpointStore
 from logpull_dagster.config import SourceBase, StoreBase
 from logpull_dagster.config.fields import EnvRef
+from logpull_dagster.config.source import FILE_KEYS
 from logpull_dagster.json_codec import dumps, loads
 from logpull_dagster.landing import LandingStore
 from logpull_dagster.rate import RateGate
@@ -194,8 +195,10 @@ class LogSourceResource(_Typed):
 
     @classmethod
     def of(cls, src: SourceBase, secret_envs: list[str]) -> LogSourceResource:
-        """The resource of stream ``src``; its ``ca_file`` made absolute (the resource is opened elsewhere)."""
-        carried = src.model_copy(update={"ca_file": str(src.ca_path)}) if src.ca_path else src
+        """The resource of stream ``src``; its file keys (``ca_file``, ``client_cert``...) made absolute (the
+        resource is opened elsewhere)."""
+        paths = {key: str(path) for key in FILE_KEYS if (path := src.path_of(key)) is not None}
+        carried = src.model_copy(update=paths) if paths else src
         return cls._build(carried, secret_envs=secret_envs)  # type: ignore[no-any-return]
 
     @cached_property

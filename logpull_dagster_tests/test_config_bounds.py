@@ -227,6 +227,11 @@ def test_a_yes_no_value_is_not_a_number(tmp_path: Path, key: str) -> None:
     ("http_timeout", "500ms", r"http_timeout: 500ms is shorter than 1s"),
     ("time_budget", "1ms", r"time_budget: 1ms is shorter than 100ms, the shortest allowed"),
     ("time_budget", "25h", r"time_budget: 25h is longer than 1d"),
+    ("lease_wait", "3650d", r"lease_wait: 3650d is longer than 1h, the longest allowed: a dead holder's lease"),
+    ("retry_delay", "2h", r"retry_delay: 2h is longer than 1h, the longest allowed: the first of retries"),
+    ("http_backoff_max", "3650d", r"http_backoff_max: 3650d is longer than 10m, the longest allowed: one request"),
+    ("http_backoff_max", "1ms", r"http_backoff_max: 1ms is shorter than 10ms, the shortest allowed: shorter, the "
+                                r"retries of one request come back to back"),
 ])
 def test_durations_outside_their_range_are_refused_with_the_reason(tmp_path: Path, key: str, value: str,
                                                                   message: str) -> None:
@@ -235,8 +240,10 @@ def test_durations_outside_their_range_are_refused_with_the_reason(tmp_path: Pat
 
 
 def test_the_ends_of_each_range_are_accepted(tmp_path: Path) -> None:
-    for keys in ({"lease_ttl": "1s", "http_timeout": "1s", "time_budget": "100ms"},
-                 {"lease_ttl": "1h", "http_timeout": "10m", "time_budget": "24h"}):
+    for keys in ({"lease_ttl": "1s", "http_timeout": "1s", "time_budget": "100ms", "lease_wait": "0s",
+                  "retry_delay": "0s", "http_backoff_max": "10ms"},
+                 {"lease_ttl": "1h", "http_timeout": "10m", "time_budget": "24h", "lease_wait": "1h",
+                  "retry_delay": "1h", "http_backoff_max": "10m"}):
         load(tmp_path, config(**keys))
 
 
@@ -246,6 +253,12 @@ def test_a_sink_lease_ttl_has_the_same_range(tmp_path: Path) -> None:
     assert "sinks.siem.lease_ttl: 1ms is shorter than 1s" in refused(tmp_path, doc)
     doc["sinks"]["siem"]["lease_ttl"] = "2h"
     assert "sinks.siem.lease_ttl: 2h is longer than 1h" in refused(tmp_path, doc)
+
+
+def test_a_sink_lease_wait_and_retry_delay_have_the_stream_s_ranges(tmp_path: Path) -> None:
+    for key in ("lease_wait", "retry_delay"):
+        doc = {**config(), "sinks": {"siem": {"type": "file", "path": "siem", key: "3650d"}}}
+        assert f"sinks.siem.{key}: 3650d is longer than 1h, the longest allowed" in refused(tmp_path, doc)
 
 
 # ---- start: a hard floor (error) and the API's retention (warning) ------------------------------------

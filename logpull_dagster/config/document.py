@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, PrivateAttr, ValidationInfo, model_validator
 
 from logpull_dagster.config.fields import Strict
-from logpull_dagster.config.source import SourceBase
+from logpull_dagster.config.source import FILE_KEYS, SourceBase
 from logpull_dagster.config.stores import StoreBase
 from logpull_dagster.targets import LEGACY_SINK, RESERVED_SINK_NAMES, job_of
 
@@ -83,7 +83,7 @@ class LogpullConfig(Strict):
         self._demo = bool((info.context or {}).get("demo"))
         for s in self.sources:
             s._demo = self._demo
-            s._ca_path = self.resolve(s.ca_file) if s.ca_file is not None else None
+            s._paths = {key: self.resolve(getattr(s, key)) for key in FILE_KEYS if getattr(s, key) is not None}
         return self
 
     @property

@@ -52,16 +52,25 @@ def _written(td: dt.timedelta) -> str:
 URL_KEY_ERROR = "url_key"
 
 # Keys holding a URL, whatever model they are in (base_url, token_url, login_url, url, endpoint_url,
-# token_uri, iam_endpoint, and those of plug-in types named alike).
-_URL_KEY = re.compile(r"(?:^|_)(?:url|uri|endpoint)$")
+# token_uri, iam_endpoint, proxy, and those of plug-in types named alike).
+_URL_KEY = re.compile(r"(?:^|_)(?:url|uri|endpoint|proxy)$")
+
+# Proxy credentials would need a secret key of their own (proxy_auth: {env: ...}); until one exists, a
+# proxy that asks for them is not supported, and the message says so rather than suggest a key that is not.
+_PROXY_USERINFO = ("holds a user name or password (user:password@host); a URL is printed in logs and errors, so "
+                   "credentials never go in one, and proxy credentials are not supported yet: remove them and "
+                   "let the proxy admit this host without them (e.g. by its address)")
 
 
-def url_problem(value: str, *, query_allowed: bool = False) -> str | None:
-    """Why ``value`` cannot be a URL key of the config, or None. Never repeats the URL: it may hold a password."""
+def url_problem(value: str, *, query_allowed: bool = False, key: str = "") -> str | None:
+    """Why ``value`` cannot be a URL key (``key``) of the config, or None. Never repeats the URL: it may hold
+    a password."""
     try:
         parts = urlsplit(value)
     except ValueError:
         return "is not a valid URL (urllib cannot split it)"
+    if "@" in parts.netloc and key.endswith("proxy"):
+        return _PROXY_USERINFO
     if "@" in parts.netloc:
         # A password in a URL is printed wherever the URL is: run logs, run storage, compute logs,
         # checkpoint errors (a redirect's message names the URL it was sent from).
@@ -90,7 +99,7 @@ class Strict(BaseModel):
         if isinstance(value, dict):
             for key, v in value.items():
                 if isinstance(key, str) and isinstance(v, str) and _URL_KEY.search(key):
-                    why = url_problem(v, query_allowed=True)
+                    why = url_problem(v, query_allowed=True, key=key)
                     if why is not None:  # loading._describe names the key: <model's key>.<key>
                         raise PydanticCustomError(URL_KEY_ERROR, "{key}: {why}", {"key": key, "why": why})
         return value
@@ -159,6 +168,24 @@ RateLimitText = Annotated[str, BeforeValidator(_rate_limit)]
 def check_ca_file(value: str | None) -> str | None:
     if value is not None and not value.strip():
         raise ValueError("must name a PEM file of CA certificates, or be left out")
+    return value
+
+
+def check_proxy(value: str) -> str:
+    """A source's ``proxy``: an ``http://`` or ``https://`` forward proxy's origin, nothing more (the model's
+    URL check has already refused user info, without repeating the URL)."""
+    try:
+        parts = urlsplit(value)
+        _ = parts.port  # a port that is not a number (or out of range) raises here
+    except ValueError:
+        raise ValueError("is not a valid URL; write the proxy as http://proxy.example.com:3128") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        scheme = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ValueError(f"must be an http:// or https:// proxy URL such as http://proxy.example.com:3128 "
+                         f"({scheme}; SOCKS proxies are not supported)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError("must be the proxy's origin only (scheme, host, port), e.g. http://proxy.example.com:3128; "
+                         "remove the path, query or fragment")
     return value
 
 

@@ -136,6 +136,33 @@ def _cannot_read_ca(path: Path) -> str | None:
     return None
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _cannot_read_client_cert(cert: Path, key: Path) -> tuple[str, str] | None:
+    """(key, why) when ``client_cert``/``client_key`` cannot be read or are not a certificate and its key."""
+    for name, path in (("client_cert", cert), ("client_key", key)):
+        if not path_exists(path):
+            return name, f"{path} does not exist (relative paths are relative to the config file's folder)"
+        if not os.path.isfile(path):
+            return name, f"{path} is not a file; name a PEM file"
+        if not os.access(path, os.R_OK):
+            return name, f"{path} is not readable by this user"
+    def no_passphrase() -> bytes:  # an encrypted key would make OpenSSL prompt on the terminal
+        raise _EncryptedKey
+
+    try:
+        ssl.create_default_context().load_cert_chain(str(cert), str(key), password=no_passphrase)
+    except _EncryptedKey:
+        return "client_key", (f"{key} is encrypted (a passphrase); decrypt it once: openssl pkey -in "
+                              f"{key.name} -out plain.pem, and name the plain file")
+    except (ssl.SSLError, OSError) as e:
+        return "client_cert", (f"{cert} and {key} are not a PEM certificate and its unencrypted private key "
+                               f"({getattr(e, 'reason', None) or e})")
+    return None
+
+
 def _path_problems(cfg: LogpullConfig) -> list[str]:
     """Every key of the config that cannot be used (paths that cannot be created or read), as ``key: why``."""
     out = []
@@ -146,6 +173,9 @@ def _path_problems(cfg: LogpullConfig) -> list[str]:
     for i, src in enumerate(cfg.sources):
         if src.ca_path is not None and (why := _cannot_read_ca(src.ca_path)):
             out.append(f"sources[{i}] ({src.name}).ca_file: {why}")
+        cert, key = src.path_of("client_cert"), src.path_of("client_key")
+        if cert is not None and key is not None and (bad := _cannot_read_client_cert(cert, key)):
+            out.append(f"sources[{i}] ({src.name}).{bad[0]}: {bad[1]}")
     return out
 
 

@@ -16,6 +16,7 @@ from logpull_dagster.config.fields import (
     Strict,
     bounded,
     check_ca_file,
+    check_proxy,
     check_tls_verify,
     secret_refs_of,
 )
@@ -26,6 +27,9 @@ from logpull_dagster.windows import CADENCE_STEP, UTC, is_aligned, parse_time, r
 # dates from the 2010s); an earlier start is a typo, and `0001-01-01` would make the partitions and
 # `logpull status` walk millions of windows (the code location did not even load).
 START_FLOOR = dt.datetime(2000, 1, 1, tzinfo=UTC)
+
+# The keys naming a file, relative to the config file's folder; checked readable when the config loads.
+FILE_KEYS = ("ca_file", "client_cert", "client_key")
 
 # The documented range of each duration key: (shortest, longest, why not shorter, why not longer).
 # Longer than MAX_DURATION is refused for every duration key (fields.py).
@@ -40,6 +44,20 @@ DURATION_RANGES: dict[str, tuple[dt.timedelta, dt.timedelta, str, str]] = {
                     "shorter than one page's round trip: every attempt would end after its first page",
                     "an attempt reading for over a day is stuck; more windows (or max_windows_per_run) "
                     "split a backlog instead"),
+    # 0 is allowed: fail at once when the window is held (tests, and operators who rerun by hand).
+    "lease_wait": (dt.timedelta(0), dt.timedelta(hours=1),
+                   "", "a dead holder's lease lapses within lease_ttl (at most 1h), so a longer wait only parks "
+                       "a run (and its slot of the pool) behind a live one"),
+    # 0 is allowed: an in-run retry at once (the delay doubles from there, so 0 stays 0).
+    "retry_delay": (dt.timedelta(0), dt.timedelta(hours=1),
+                    "", "the first of retries doubling delays; past an hour the window is better left to the "
+                        "schedule's next request than held by a sleeping run"),
+    # Milliseconds are allowed (the tests' fast back-off); a server's Retry-After is obeyed up to 5 minutes
+    # regardless (http.RETRY_AFTER_MAX).
+    "http_backoff_max": (dt.timedelta(milliseconds=10), dt.timedelta(minutes=10),
+                         "shorter, the retries of one request come back to back at an API that is failing",
+                         "one request would wait that long between tries, holding the window and its lease; a "
+                         "run that gives up is resumed from its checkpoint by the next one"),
 }
 
 
@@ -60,15 +78,17 @@ class SourceBase(Strict):
     time_budget: Duration = dt.timedelta(minutes=10)
     # How long a dead holder keeps a window, 1s .. 1h (DURATION_RANGES).
     lease_ttl: Duration = dt.timedelta(seconds=60)
-    # How long a run waits for a window leased by another run before failing clearly. Defaults to
-    # lease_ttl, so a run that follows a killed one takes the window over once the dead lease lapses.
+    # How long a run waits for a window leased by another run before failing clearly, 0s .. 1h. Defaults
+    # to lease_ttl, so a run that follows a killed one takes the window over once the dead lease lapses.
     lease_wait: Duration | None = None
     # In-run attempts of one window (Dagster RetryPolicy) when an attempt fails on a fault.
     retries: int = Field(default=3, ge=0, le=100)
+    # The first delay between those attempts, 0s .. 1h (DURATION_RANGES).
     retry_delay: Duration = dt.timedelta(seconds=5)
     http_attempts: int = Field(default=6, ge=1, le=50)
     # One total deadline per request, 1s .. 10m (DURATION_RANGES).
     http_timeout: Duration = dt.timedelta(seconds=30)
+    # The cap of one request's exponential back-off, 10ms .. 10m (DURATION_RANGES).
     http_backoff_max: Duration = dt.timedelta(seconds=60)
     # The most bytes one API response may decode to; a larger page fails clearly instead of exhausting memory.
     max_page_bytes: int = Field(default=64 * 2**20, ge=1024, le=2**30)
@@ -77,6 +97,14 @@ class SourceBase(Strict):
     ca_file: str | None = None
     # false turns certificate checks off; every run logs a warning.
     tls_verify: StrictBool = True
+    # Mutual TLS: a PEM client certificate (its chain) and its unencrypted private key, both or neither,
+    # resolved and checked like ca_file (the resolved paths: `path_of`).
+    client_cert: str | None = None
+    client_key: str | None = None
+    # An http:// or https:// forward proxy every request of this source goes through (API, OAuth token
+    # endpoint, Google signJwt); without it, none (the environment's HTTP(S)_PROXY as before). No user
+    # info: proxy credentials are not supported (a URL is printed in logs and errors).
+    proxy: str | None = None
     # The orchestrator: one schedule per source (see schedules.py).
     schedule: str = "*/15 * * * *"
     max_windows_per_tick: int = Field(default=24, ge=1, le=10_000)
@@ -116,7 +144,8 @@ class SourceBase(Strict):
 
     # Set by LogpullConfig when it is validated (they depend on where the config came from).
     _demo: bool = PrivateAttr(default=False)
-    _ca_path: Path | None = PrivateAttr(default=None)
+    # The file keys (FILE_KEYS) resolved against the config file's folder, by key.
+    _paths: dict[str, Path] = PrivateAttr(default_factory=dict)
     # The name of the source a stream was expanded from (``streams``); None: the stream is the source.
     _group: str | None = PrivateAttr(default=None)
 
@@ -164,8 +193,8 @@ class SourceBase(Strict):
 
     @field_validator(*DURATION_RANGES)
     @classmethod
-    def _in_range(cls, value: dt.timedelta, info: ValidationInfo) -> dt.timedelta:
-        return bounded(value, *DURATION_RANGES[str(info.field_name)])
+    def _in_range(cls, value: dt.timedelta | None, info: ValidationInfo) -> dt.timedelta | None:
+        return None if value is None else bounded(value, *DURATION_RANGES[str(info.field_name)])
 
     def retention_floor(self, now: dt.datetime) -> dt.datetime | None:
         """The oldest time the API still keeps events from, seen at ``now``; None when unknown."""
@@ -206,6 +235,26 @@ class SourceBase(Strict):
     @classmethod
     def _tls_verify(cls, value: bool, info: ValidationInfo) -> bool:
         return check_tls_verify(value, info)
+
+    @field_validator("client_cert", "client_key")
+    @classmethod
+    def _client_file(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must name a PEM file, or be left out")
+        return value
+
+    @model_validator(mode="after")
+    def _client_cert_and_key(self) -> SourceBase:
+        if (self.client_cert is None) != (self.client_key is None):
+            missing = "client_key" if self.client_key is None else "client_cert"
+            raise ValueError(f"{missing}: mutual TLS needs both client_cert and client_key (PEM files); set both, "
+                             f"or neither")
+        return self
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str | None) -> str | None:
+        return None if value is None else check_proxy(value)
 
     @field_validator("schedule")
     @classmethod
@@ -253,21 +302,29 @@ class SourceBase(Strict):
         """Every secret this source names (each ``{env: NAME}`` among its keys, nested ones included)."""
         return secret_refs_of(self)
 
+    def path_of(self, key: str) -> Path | None:
+        """File key ``key`` (one of FILE_KEYS) resolved against the config file's folder (absolute), or None."""
+        value = getattr(self, key)
+        if value is None:
+            return None
+        return self._paths.get(key) or Path(value).expanduser().resolve()
+
     @property
     def ca_path(self) -> Path | None:
         """``ca_file`` resolved against the config file's folder (absolute), or None."""
-        if self.ca_file is None:
-            return None
-        return self._ca_path or Path(self.ca_file).expanduser().resolve()
+        return self.path_of("ca_file")
 
     def client_options(self) -> dict[str, Any]:
         """The shared HTTP client's keyword arguments every source takes from its config (timeouts, retries,
-        back-off, body bound, TLS trust), in seconds: one place, not a copy per source type."""
+        back-off, body bound, TLS trust and client certificate, proxy), in seconds: one place, not a copy per
+        source type."""
         backoff_max = self.http_backoff_max.total_seconds()
+        cert, key = self.path_of("client_cert"), self.path_of("client_key")
         return {"timeout": self.http_timeout.total_seconds(), "http_attempts": self.http_attempts,
                 "backoff_initial": min(0.5, backoff_max), "backoff_max": backoff_max,
                 "max_page_bytes": self.max_page_bytes, "ca_file": str(self.ca_path) if self.ca_path else None,
-                "tls_verify": self.tls_verify}
+                "tls_verify": self.tls_verify, "client_cert": (str(cert), str(key)) if cert and key else None,
+                "proxy": self.proxy}
 
     @property
     def effective_lease_wait(self) -> dt.timedelta:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from logpull_dagster.config.fields import Duration, EnvRef, Strict, bounded, secret_refs_of
 from logpull_dagster.config.source import DURATION_RANGES
@@ -66,8 +66,9 @@ class SinkBase(StoreBase):
     of the sink's delivery assets (its technology)."""
 
     retries: int | None = Field(default=None, ge=0, le=100)
+    # Each with the stream's range (config.source.DURATION_RANGES): retry_delay 0s .. 1h, lease_ttl 1s .. 1h,
+    # lease_wait 0s .. 1h.
     retry_delay: Duration | None = None
-    # The stream's range: 1s .. 1h (config.source.DURATION_RANGES).
     lease_ttl: Duration | None = None
     lease_wait: Duration | None = None
 
@@ -79,6 +80,11 @@ class SinkBase(StoreBase):
         if value is not None and value <= dt.timedelta(0):
             raise ValueError("must be longer than 0s")
         return None if value is None else bounded(value, *DURATION_RANGES["lease_ttl"])
+
+    @field_validator("retry_delay", "lease_wait")
+    @classmethod
+    def _in_range(cls, value: dt.timedelta | None, info: ValidationInfo) -> dt.timedelta | None:
+        return None if value is None else bounded(value, *DURATION_RANGES[str(info.field_name)])
 
 
 def path_exists(path: Path) -> bool:

@@ -15,7 +15,8 @@ What each one promises:
   Only one thread fetches at a time; the others wait for its token.
 
 The token request runs inside the API request's attempt, on the same client: it is bounded by the
-same request deadline (``timeout``), its TLS trust is the client's (``ca_file``), and its answer is
+same request deadline (``timeout``), its TLS trust, client certificate and proxy are the client's
+(``ca_file``, ``client_cert``, ``proxy``), and its answer is
 read up to ``max_bytes`` (64 KiB). A throttled or failing token endpoint (429, 5xx, a dropped
 connection) is retried by the client like the API; a refusal (``invalid_client``, ``invalid_scope``...)
 is permanent, and its message names the token URL (without query) and the OAuth ``error`` and

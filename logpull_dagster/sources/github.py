@@ -171,7 +171,9 @@ class GitHubAuditLogSource:
                  base_url: str = DEFAULT_BASE_URL, page_size: int = PAGE_SIZE, timeout: float = 30.0,
                  http_attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 60.0,
                  max_page_bytes: int = DEFAULT_MAX_BYTES, credential: str = "the GitHub token",
-                 ca_file: str | None = None, tls_verify: bool = True, rate: RateGate | None = None,
+                 ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
+                 rate: RateGate | None = None,
                  min_unhinted_wait: float = MIN_UNHINTED_WAIT, sleep: Callable[[float], None] = time.sleep) -> None:
         self.path = audit_log_path(enterprise=enterprise, org=org)
         self.page_size, self.credential, self.attempts = page_size, credential, http_attempts
@@ -181,7 +183,8 @@ class GitHubAuditLogSource:
             base_url, {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"},
             auth=self._auth, timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial,
             backoff_max=backoff_max, max_bytes=max_page_bytes, credential=credential, ca_file=ca_file,
-            tls_verify=tls_verify, rate_limit_wait=github_wait(min_unhinted_wait), rate=rate,
+            tls_verify=tls_verify,
+            client_cert=client_cert, proxy=proxy, rate_limit_wait=github_wait(min_unhinted_wait), rate=rate,
         )
 
     def close(self) -> None:

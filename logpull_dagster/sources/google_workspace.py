@@ -76,6 +76,7 @@ class GoogleWorkspaceSource:
                  page_size: int = 1000, timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
                  backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the access token", ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
                  rate: RateGate | None = None) -> None:
         """``access_token`` (a static token) or ``auth`` (e.g. ``google_auth.ServiceAccountAuth``, which may
         be shared with the other streams of its account)."""
@@ -87,7 +88,8 @@ class GoogleWorkspaceSource:
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=self._auth,
             timeout=timeout, attempts=http_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max,
-            max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate=rate,
+            max_bytes=max_page_bytes, credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            client_cert=client_cert, proxy=proxy, rate=rate,
         )
 
     def close(self) -> None:

@@ -37,6 +37,11 @@ What an API (or anything between us and it) may do, and what this client does ab
   origin is refused before a request is made, so the credential (``headers`` or ``auth``, see
   ``auth.py``) is only ever sent to ``base_url``'s origin and, by an OAuth ``auth``, to its token URL.
 
+* **Reaching it**: ``proxy`` (an http(s) forward proxy) is httpx's own proxy support; without it the
+  environment's ``HTTP(S)_PROXY``/``NO_PROXY``. ``client_cert`` (certificate and key files) is presented
+  to a server that asks (mutual TLS); a server that refuses the handshake over it (TLS alert) fails at
+  once, naming ``client_cert``/``client_key``: no retry changes what we present.
+
 One client may be shared by threads (windows are read concurrently): the request deadline and
 ``last_attempts`` are per thread, and httpx's connection pool is thread-safe.
 
@@ -266,30 +271,51 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def ssl_context(*, ca_file: str | None = None, verify: bool = True) -> ssl.SSLContext:
-    """Public CAs (certifi, as httpx uses), plus ``ca_file``'s; or no verification at all (``verify=False``)."""
+def ssl_context(*, ca_file: str | None = None, verify: bool = True,
+                client_cert: tuple[str, str] | None = None) -> ssl.SSLContext:
+    """Public CAs (certifi, as httpx uses), plus ``ca_file``'s; or no verification at all (``verify=False``).
+    ``client_cert``: (certificate chain, private key) PEM files presented to a server that asks (mutual TLS)."""
     ctx = ssl.create_default_context(cafile=certifi.where())
     if not verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif ca_file:
         ctx.load_verify_locations(cafile=ca_file)
+    if client_cert is not None:
+        load_client_cert(ctx, *client_cert)
     return ctx
 
 
-def _transport(base_url: str, ctx: ssl.SSLContext, deadline: _Deadline) -> httpx.HTTPTransport:
-    """httpx's transport over a deadline-aware httpcore pool (httpx offers no public hook for the
-    network backend: the pool is swapped in; httpx is pinned below 0.29, and test_hostile_api proves it)."""
-    transport = httpx.HTTPTransport(verify=ctx)
-    backend = _DeadlineBackend(deadline)
+def load_client_cert(ctx: ssl.SSLContext, cert: str, key: str) -> None:
+    """``ctx.load_cert_chain`` that never prompts: an encrypted key would make OpenSSL ask for its passphrase
+    on the terminal (a run has none, a CLI would hang); it fails as an ``ssl.SSLError`` instead."""
+
+    def no_passphrase() -> bytes:
+        raise ssl.SSLError(f"the private key {key} is encrypted (a passphrase); decrypt it once: "
+                           f"openssl pkey -in key.pem -out plain.pem")
+
+    ctx.load_cert_chain(cert, key, password=no_passphrase)
+
+
+def _transport(base_url: str, ctx: ssl.SSLContext, deadline: _Deadline, *, proxy: str | None = None,
+               proxy_ctx: ssl.SSLContext | None = None) -> httpx.HTTPTransport:
+    """httpx's own transport (its proxy support included: ``proxy``, else the environment's HTTP(S)_PROXY
+    unless NO_PROXY names the host), given the deadline-aware network backend. httpx offers no public hook
+    for the backend, so it is set on the pool httpx built (httpx is pinned below 0.29, and test_hostile_api
+    and test_proxy_mtls prove it). ``proxy_ctx``: the TLS trust for an https:// proxy itself (the API's
+    CAs, without the client certificate, which is the API's)."""
     parts = urlsplit(base_url)
-    proxy = None
-    if not urllib.request.proxy_bypass_environment(parts.hostname or ""):
+    if proxy is None and not urllib.request.proxy_bypass_environment(parts.hostname or ""):
         proxy = urllib.request.getproxies_environment().get(parts.scheme)
-    if proxy:
-        transport._pool = httpcore.HTTPProxy(proxy_url=proxy, ssl_context=ctx, network_backend=backend)
-    else:
-        transport._pool = httpcore.ConnectionPool(ssl_context=ctx, network_backend=backend)
+    transport = httpx.HTTPTransport(
+        verify=ctx, trust_env=False,
+        # httpcore refuses a TLS context for an http:// proxy (no TLS to it): only an https:// one gets it.
+        proxy=httpx.Proxy(proxy, ssl_context=proxy_ctx if proxy.lower().startswith("https:") else None)
+        if proxy else None,
+    )
+    pool = transport._pool
+    assert isinstance(pool, httpcore.ConnectionPool)  # HTTPProxy is one; the backend is its connections'
+    pool._network_backend = _DeadlineBackend(deadline)
     return transport
 
 
@@ -309,7 +335,8 @@ class RetryingClient:
     def __init__(self, base_url: str, headers: Mapping[str, str] | None = None, *, timeout: float, attempts: int,
                  backoff_initial: float = 0.5, backoff_max: float = 60.0, max_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the API credential", ca_file: str | None = None,
-                 tls_verify: bool = True, auth: httpx.Auth | None = None,
+                 tls_verify: bool = True, client_cert: tuple[str, str] | None = None, proxy: str | None = None,
+                 auth: httpx.Auth | None = None,
                  rate_limit_wait: RateLimitWait | None = None, rate: RateGate | None = None) -> None:
         self.attempts, self.backoff_initial, self.backoff_max = attempts, backoff_initial, backoff_max
         self.timeout, self.max_bytes, self.credential = timeout, max_bytes, credential
@@ -321,9 +348,12 @@ class RetryingClient:
         self._wait_max = backoff_max if rate_limit_wait is not None else RETRY_AFTER_MAX
         self._local = threading.local()
         self._deadline = _Deadline()
+        self.proxy = origin(proxy) if proxy else None  # for messages: the origin only
+        tls = ssl_context(ca_file=ca_file, verify=tls_verify, client_cert=client_cert)
+        proxy_tls = ssl_context(ca_file=ca_file, verify=tls_verify) if proxy else None
         self._client = httpx.Client(
             base_url=base_url, headers={**(headers or {}), "Accept-Encoding": "gzip"}, timeout=timeout,
-            transport=_transport(base_url, ssl_context(ca_file=ca_file, verify=tls_verify), self._deadline),
+            transport=_transport(base_url, tls, self._deadline, proxy=proxy, proxy_ctx=proxy_tls),
             follow_redirects=False, trust_env=False, auth=auth,
         )
 
@@ -452,6 +482,21 @@ class RetryingClient:
                 f"the TLS certificate of {_request_origin(exc) or self.origin} is not trusted "
                 f"({cert.verify_message}); if the API is served under a private CA, name its certificate "
                 f"with ca_file") from None
+        alert = _cause(exc, ssl.SSLError)
+        reason = str(getattr(alert, "reason", "") or "").upper()
+        if alert is not None and any(word in reason for word in _CLIENT_CERT_ALERTS):
+            # The server refused the handshake over our client certificate (none, or one it does not trust):
+            # no retry changes the certificate we present.
+            raise SourceRequestError(
+                f"the TLS server {_request_origin(exc) or self.origin} refused the handshake ({reason}); if it "
+                f"asks for a client certificate (mutual TLS), set client_cert and client_key to a certificate "
+                f"it trusts and its key") from None
+
+
+# TLS alerts a server sends when it wants a client certificate (TLS 1.3's certificate_required; TLS 1.2
+# servers send handshake_failure or bad_certificate) or does not trust the one it got (unknown_ca...).
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA", "CERTIFICATE_UNKNOWN",
+                       "HANDSHAKE_FAILURE")
 
 
 def read_body(r: httpx.Response, limit: int, *, truncate: bool) -> bytes:

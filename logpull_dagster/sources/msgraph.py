@@ -186,7 +186,9 @@ class MsGraphSource:
                  timeout: float = 30.0, http_attempts: int = 6, backoff_initial: float = 0.5,
                  backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "client_secret", tenant_id: str = "", client_id: str = "",
-                 ca_file: str | None = None, tls_verify: bool = True, rate: RateGate | None = None) -> None:
+                 ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
+                 rate: RateGate | None = None) -> None:
         """``credential``: the secret's config key and variable, named in refusals (with ``tenant_id`` and
         ``client_id`` when the token endpoint's code points at them instead)."""
         if stream not in STREAMS:
@@ -200,7 +202,8 @@ class MsGraphSource:
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=auth, timeout=timeout, attempts=http_attempts,
             backoff_initial=backoff_initial, backoff_max=backoff_max, max_bytes=max_page_bytes,
-            credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate=rate,
+            credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            client_cert=client_cert, proxy=proxy, rate=rate,
         )
 
     def close(self) -> None:

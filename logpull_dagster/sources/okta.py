@@ -75,7 +75,7 @@ from logpull_dagster.sources import (
     SourceUnavailable,
     TokenRejected,
 )
-from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, SswsAuth, TokenRefused
+from logpull_dagster.sources.auth import OAuthPrivateKeyJwt, OAuthToken, SswsAuth, TokenRefused
 from logpull_dagster.sources.http import (
     DEFAULT_MAX_BYTES,
     RateLimitWait,
@@ -129,6 +129,7 @@ class OktaSystemLogSource:
                  page_size: int = 1000, timeout: float = 30.0, http_attempts: int = 6,
                  backoff_initial: float = 0.5, backoff_max: float = 60.0, max_page_bytes: int = DEFAULT_MAX_BYTES,
                  credential: str = "the Okta API token", ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
                  rate: RateGate | None = None) -> None:
         if (token is None) == (auth is None):
             raise ValueError("give exactly one of token (SSWS) and auth (OAuth)")
@@ -137,7 +138,8 @@ class OktaSystemLogSource:
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=self._auth, timeout=timeout, attempts=http_attempts,
             backoff_initial=backoff_initial, backoff_max=backoff_max, max_bytes=max_page_bytes,
-            credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate_limit_wait=okta_wait(), rate=rate,
+            credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            client_cert=client_cert, proxy=proxy, rate_limit_wait=okta_wait(), rate=rate,
         )
 
     def close(self) -> None:
@@ -158,7 +160,10 @@ class OktaSystemLogSource:
         try:
             res = self._http.get(path, params, deadline=deadline)
         except (RetryableStatus, httpx.TransportError) as e:
-            raise SourceUnavailable(f"Okta System Log: still failing after {self._http.last_attempts} attempts "
+            # The OAuth token request runs inside the API request's attempt: say which of them kept failing.
+            where = self._auth.endpoint_of(e) if isinstance(self._auth, OAuthToken) else None
+            what = f"{where} (a token for the Okta System Log)" if where else "Okta System Log"
+            raise SourceUnavailable(f"{what}: still failing after {self._http.last_attempts} attempts "
                                     f"(last: {describe(e)})") from None
         except TokenRefused:
             raise  # the token endpoint's refusal already says what it said, and which key to check

@@ -443,7 +443,9 @@ class RestSource:
     def __init__(self, api: RestApi, *, base_url: str, auth: httpx.Auth | None, timeout: float = 30.0,
                  http_attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 60.0,
                  max_page_bytes: int = DEFAULT_MAX_BYTES, credential: str = "the API credential",
-                 ca_file: str | None = None, tls_verify: bool = True, rate: RateGate | None = None) -> None:
+                 ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
+                 rate: RateGate | None = None) -> None:
         self.api = api
         self.ordering: Literal["newest_first", "oldest_first"] = (
             "oldest_first" if api.order == "ascending" else "newest_first")
@@ -456,7 +458,7 @@ class RestSource:
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=auth, timeout=timeout, attempts=http_attempts,
             backoff_initial=backoff_initial, backoff_max=backoff_max, max_bytes=max_page_bytes,
-            credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            credential=credential, ca_file=ca_file, tls_verify=tls_verify, client_cert=client_cert, proxy=proxy,
             rate_limit_wait=rest_wait(api.rate_limit_reset_header), rate=rate,
         )
 

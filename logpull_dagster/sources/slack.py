@@ -188,7 +188,9 @@ class SlackAuditLogsSource:
     def __init__(self, *, base_url: str, token: str, page_size: int = 1000, timeout: float = 30.0,
                  http_attempts: int = 6, backoff_initial: float = 0.5, backoff_max: float = 60.0,
                  max_page_bytes: int = DEFAULT_MAX_BYTES, credential: str = "SLACK_TOKEN",
-                 ca_file: str | None = None, tls_verify: bool = True, rate: RateGate | None = None) -> None:
+                 ca_file: str | None = None, tls_verify: bool = True,
+                 client_cert: tuple[str, str] | None = None, proxy: str | None = None,
+                 rate: RateGate | None = None) -> None:
         if not 1 <= page_size <= MAX_LIMIT:
             raise ValueError(f"page_size must be within 1..{MAX_LIMIT}")
         self.page_size, self.credential = page_size, credential
@@ -198,7 +200,8 @@ class SlackAuditLogsSource:
         self._http = RetryingClient(
             base_url, {"Accept": "application/json"}, auth=self._auth, timeout=timeout, attempts=http_attempts,
             backoff_initial=backoff_initial, backoff_max=backoff_max, max_bytes=max_page_bytes,
-            credential=credential, ca_file=ca_file, tls_verify=tls_verify, rate=rate,
+            credential=credential, ca_file=ca_file, tls_verify=tls_verify,
+            client_cert=client_cert, proxy=proxy, rate=rate,
         )
 
     def close(self) -> None:
