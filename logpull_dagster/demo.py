@@ -24,7 +24,9 @@ from the UI are indexed by the receiver ``make ui`` runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -124,10 +126,25 @@ def prepare(sim: Simulator, hec: HecReceiver) -> dict[str, str]:
     home = STATE / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    init_instance(home)
     env = {"LOGPULL_CONFIG": str(STATE / "logpull.yaml"), "DAGSTER_HOME": str(home), TOKEN_ENV: TOKEN,
            SA_FILE_ENV: str(key_file), HEC_TOKEN_ENV: HEC_TOKEN}
     os.environ.update(env)
     return env
+
+
+def init_instance(home: Path) -> None:
+    """Create the storage of the Dagster instance at ``home`` (its ``dagster.yaml``) and bring it to the
+    current schema, once, in this process, before anything can open it concurrently: what
+    ``dagster instance migrate`` does. On a fresh home with the SQLite storage, ``dagster dev`` starts the
+    webserver, the daemon and a code server at once and each creates the databases it finds missing; two
+    that race both stamp alembic's version table, which then has "more than one head" and the instance
+    stays unusable. On a home already created this only checks the schema (a no-op when current)."""
+    import dagster as dg
+
+    # upgrade() prints "Updating event log storage ..." itself, on every call: noise in the demo's report.
+    with dg.DagsterInstance.from_config(str(home)) as instance, contextlib.redirect_stdout(io.StringIO()):
+        instance.upgrade()
 
 
 def run_demo() -> int:
