@@ -252,7 +252,8 @@ def run_demo() -> int:
     rows = [r for rs in tables.values() for r in rs]
     siem_root = config.resolve(config.all_sinks[FILE_SINK].path)  # type: ignore[attr-defined]
     print(f"\n{totals[FILE_SINK]} events delivered to the SIEM folder {siem_root} (one folder per stream)")
-    print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
+    print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at, "
+          "collector")
     print(f"{totals[HEC_SINK]} events delivered to Splunk HEC ({HEC_SINK}), each batch confirmed by indexer "
           f"acknowledgement")
     duplicates = sum(int(r["_hec"]) - int(r["_hec_unique"]) for r in rows)  # type: ignore[call-overload]
@@ -272,12 +273,23 @@ def run_demo() -> int:
           + (" (every one)" if unread == 0 else f", {unread} NEVER READ"))
     print(f"checkpoints: {config.resolve(config.checkpoints.path)}")
     print(f"landed pages: {config.resolve(config.landing.path)}")
-    print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} logpull status")
+    print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} {venv_command('logpull')} "
+          f"status")
     print("\nOpen the Dagster UI on these runs and partitions:  make ui   (then http://127.0.0.1:3000)")
     print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator and HEC receiver stopped")
     exact = all(r["status"] == "complete" and all(r.get(s) == r["events"] for s in totals) for r in rows)
     ok = exact and not wrong and duplicates == 0 and unread == 0
     return 0 if ok and totals[FILE_SINK] > 0 and len(tables) == 3 else 1
+
+
+def venv_command(name: str) -> str:
+    """``name`` as the environment running the demo installed it (``.venv/bin/logpull`` after ``make demo``
+    on a fresh clone, where the venv is not on PATH): relative to the working directory when inside it."""
+    path = Path(sys.executable).parent / name  # not resolved: a venv's python is a link to the system's
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _delivered(store: object, stream: str, stage: str, start: str) -> bool:
