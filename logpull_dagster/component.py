@@ -18,11 +18,11 @@ import datetime as dt
 import re
 import textwrap
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 import yaml
-from pydantic import PrivateAttr
+from pydantic import BaseModel, ConfigDict, PrivateAttr
 
 from logpull_dagster.config import ConfigError, LogpullConfig, demo_config, load_config, parse_config
 
@@ -50,11 +50,25 @@ def namespace_for(context: dg.ComponentLoadContext) -> str:
     return f"{slug}_" if slug else ""
 
 
-class LogPullScaffolder(dg.Scaffolder):
-    """``dg scaffold defs logpull_dagster.LogPullComponent NAME``: a defs.yaml that loads as it is,
-    one demo source reading the bundled simulator, state under ``<project>/.logpull/NAME``."""
+class ScaffoldParams(BaseModel):
+    """``dg scaffold defs logpull_dagster.LogPullComponent NAME --source okta`` (or ``--json-params
+    '{"source": "okta"}'``): which API the scaffolded source reads. dg makes one CLI option per field."""
 
-    def scaffold(self, request: dg.ScaffoldRequest) -> None:
+    model_config = ConfigDict(extra="forbid")
+
+    source: Literal["google_workspace", "okta"] = "google_workspace"
+
+
+class LogPullScaffolder(dg.Scaffolder[ScaffoldParams]):
+    """``dg scaffold defs logpull_dagster.LogPullComponent NAME [--source okta]``: a defs.yaml that loads as
+    it is, one demo source (Google Workspace ``login`` by default, or Okta's System Log) reading the bundled
+    simulator, state under ``<project>/.logpull/NAME``."""
+
+    @classmethod
+    def get_scaffold_params(cls) -> type[ScaffoldParams]:
+        return ScaffoldParams
+
+    def scaffold(self, request: dg.ScaffoldRequest[ScaffoldParams]) -> None:
         if request.scaffold_format != "yaml":
             dg.scaffold_component(request, {})
             return
@@ -67,10 +81,16 @@ class LogPullScaffolder(dg.Scaffolder):
         raw = demo_config(base_url=SIMULATOR_URL_TEMPLATE,
                           state_dir=f"{{{{ context.project_root }}}}/.logpull/{name}")
         raw["sources"][0]["name"] = name[:63]
+        kind = request.params.source if request.params is not None else "google_workspace"
+        if kind == "okta":  # the same demo source, on the simulator's Okta System Log (same token)
+            gws = raw["sources"][0]
+            raw["sources"][0] = {"name": gws["name"], "type": "okta", "base_url": gws["base_url"],
+                                 "token": {"env": "LOGPULL_DEMO_TOKEN"}, "cadence": gws["cadence"],
+                                 "start": gws["start"], "settle_lag": gws["settle_lag"]}
         # A fixed start a few hours back from now (demo_config's), so that the first schedule ticks have
         # settled windows to pull and the partition list stays short.
         header = textwrap.dedent(f"""\
-            # logpull-dagster: one demo source reading the bundled simulator
+            # logpull-dagster: one demo source ({kind}) reading the bundled simulator
             #   python -m logpull_dagster.simulator --port 8765   (its default token: demo-token)
             # Runs read the token from the environment at run time: export LOGPULL_DEMO_TOKEN=demo-token.
             # Secrets stay {{env: NAME}}; never write {{{{ env.NAME }}}} for a secret (dg renders that

@@ -123,8 +123,9 @@ def _envelope(head: bytes, line: bytes) -> tuple[bytes, str]:
     """The SIEM record of one landed line, and the event id.
 
     The pull loop writes each line as compact JSON with the keys in one order, ``{"id":…,"time":…,
-    "pulled_at":…,"event":…}`` (``pull.py``; ``json_codec`` keeps both the orjson and the exact path
-    compact), and a key cannot occur inside a JSON string unescaped. So the record is spliced from the
+    "pulled_at":…,"collector":{…},"event":…}`` (``pull.py``; older lines have no ``collector``, which the
+    splice carries with ``pulled_at`` when it is there; ``json_codec`` keeps both the orjson and the exact
+    path compact), and a key cannot occur inside a JSON string unescaped. So the record is spliced from the
     line's own bytes: the event reaches the SIEM byte for byte as landed, and nothing is parsed again
     but the id (delivery was 3x slower re-parsing and re-writing every event). Any other shape takes
     the parsing path.
@@ -143,8 +144,11 @@ def _envelope(head: bytes, line: bytes) -> tuple[bytes, str]:
                              b',"pulled_at":', line[i_pulled + 13:i_event], b',"event":', line[i_event + 9:])), \
                 event_id
     rec: dict[str, Any] = loads(line)
-    return head + b"," + dumps({"event_id": rec["id"], "event_time": rec["time"], "pulled_at": rec["pulled_at"],
-                                "event": rec["event"]})[1:], rec["id"]
+    out = {"event_id": rec["id"], "event_time": rec["time"], "pulled_at": rec["pulled_at"]}
+    if "collector" in rec:  # lines landed by older versions have none
+        out["collector"] = rec["collector"]
+    out["event"] = rec["event"]
+    return head + b"," + dumps(out)[1:], rec["id"]
 
 
 def deliver_window(

@@ -24,7 +24,9 @@ from the UI are indexed by the receiver ``make ui`` runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import io
 import json
 import os
 import shutil
@@ -124,10 +126,25 @@ def prepare(sim: Simulator, hec: HecReceiver) -> dict[str, str]:
     home = STATE / "dagster_home"
     home.mkdir(exist_ok=True)
     shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    init_instance(home)
     env = {"LOGPULL_CONFIG": str(STATE / "logpull.yaml"), "DAGSTER_HOME": str(home), TOKEN_ENV: TOKEN,
            SA_FILE_ENV: str(key_file), HEC_TOKEN_ENV: HEC_TOKEN}
     os.environ.update(env)
     return env
+
+
+def init_instance(home: Path) -> None:
+    """Create the storage of the Dagster instance at ``home`` (its ``dagster.yaml``) and bring it to the
+    current schema, once, in this process, before anything can open it concurrently: what
+    ``dagster instance migrate`` does. On a fresh home with the SQLite storage, ``dagster dev`` starts the
+    webserver, the daemon and a code server at once and each creates the databases it finds missing; two
+    that race both stamp alembic's version table, which then has "more than one head" and the instance
+    stays unusable. On a home already created this only checks the schema (a no-op when current)."""
+    import dagster as dg
+
+    # upgrade() prints "Updating event log storage ..." itself, on every call: noise in the demo's report.
+    with dg.DagsterInstance.from_config(str(home)) as instance, contextlib.redirect_stdout(io.StringIO()):
+        instance.upgrade()
 
 
 def run_demo() -> int:
@@ -235,7 +252,8 @@ def run_demo() -> int:
     rows = [r for rs in tables.values() for r in rs]
     siem_root = config.resolve(config.all_sinks[FILE_SINK].path)  # type: ignore[attr-defined]
     print(f"\n{totals[FILE_SINK]} events delivered to the SIEM folder {siem_root} (one folder per stream)")
-    print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at")
+    print("  each line: the untouched API event under \"event\" plus source, window, event_id, pulled_at, "
+          "collector")
     print(f"{totals[HEC_SINK]} events delivered to Splunk HEC ({HEC_SINK}), each batch confirmed by indexer "
           f"acknowledgement")
     duplicates = sum(int(r["_hec"]) - int(r["_hec_unique"]) for r in rows)  # type: ignore[call-overload]
@@ -255,12 +273,23 @@ def run_demo() -> int:
           + (" (every one)" if unread == 0 else f", {unread} NEVER READ"))
     print(f"checkpoints: {config.resolve(config.checkpoints.path)}")
     print(f"landed pages: {config.resolve(config.landing.path)}")
-    print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} logpull status")
+    print(f"the ledger of these windows:  LOGPULL_CONFIG={os.environ['LOGPULL_CONFIG']} {venv_command('logpull')} "
+          f"status")
     print("\nOpen the Dagster UI on these runs and partitions:  make ui   (then http://127.0.0.1:3000)")
     print(f"demo finished in {time.monotonic() - t0:.1f}s; simulator and HEC receiver stopped")
     exact = all(r["status"] == "complete" and all(r.get(s) == r["events"] for s in totals) for r in rows)
     ok = exact and not wrong and duplicates == 0 and unread == 0
     return 0 if ok and totals[FILE_SINK] > 0 and len(tables) == 3 else 1
+
+
+def venv_command(name: str) -> str:
+    """``name`` as the environment running the demo installed it (``.venv/bin/logpull`` after ``make demo``
+    on a fresh clone, where the venv is not on PATH): relative to the working directory when inside it."""
+    path = Path(sys.executable).parent / name  # not resolved: a venv's python is a link to the system's
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _delivered(store: object, stream: str, stage: str, start: str) -> bool:

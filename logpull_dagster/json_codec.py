@@ -12,13 +12,14 @@ Both go through the standard library instead, which keeps the exact value: surro
 as ``\\uXXXX`` escapes, so every line we write is plain ASCII where it has to be, valid UTF-8 always, and
 re-reads to the same string. What stays refused: invalid UTF-8, raw control characters in strings,
 ``NaN``/``Infinity`` and numbers beyond a double's range (no JSON parser agrees on them, and we would
-have to invent a value); the error says why and at which byte.
+have to invent a value); the error says why and at which byte, and never quotes the document.
 
 No Dagster import.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -40,13 +41,24 @@ _I64_MIN, _U64_MAX = -(2**63), 2**64 - 1
 
 
 class JSONError(ValueError):
-    """Not JSON we can keep exactly; ``reason`` is the parser's own words, ``offset`` the byte it stopped at."""
+    """Not JSON we can keep exactly; ``reason`` is the parser's own words, ``offset`` the byte it stopped at.
+
+    The message never quotes the document: the bytes around a bad byte are event data (a password typed
+    into a user-name field, a token), and this text ends up in checkpoints, run logs and alerts. It gives
+    the offset, the size and a digest of the whole document instead, by which an operator can find it
+    (``logpull`` keeps the page) and tell two bad pages apart. ``reason`` is one of the parsers' fixed
+    texts, never a part of the document."""
 
     def __init__(self, reason: str, offset: int | None, data: bytes) -> None:
         self.reason, self.offset = reason, offset
         where = f" at byte {offset}" if offset is not None else ""
-        near = f" (near {data[max(0, offset - 20):offset + 20]!r})" if offset is not None else ""
-        super().__init__(f"{reason}{where}{near}")
+        of = f" (document of {len(data)} bytes, blake2b {body_digest(data)})" if data else ""
+        super().__init__(f"{reason}{where}{of}")
+
+
+def body_digest(data: bytes) -> str:
+    """A short digest naming a document in an error text instead of quoting it: 16 hex digits of BLAKE2b."""
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def loads(data: bytes) -> Any:
@@ -80,9 +92,30 @@ def dumps(obj: Any) -> bytes:
     except TypeError:  # a lone surrogate, or an integer beyond 64 bits
         pass
     try:
-        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode()
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False,
+                          default=_fragment_value).encode()
     except RecursionError:
         raise JSONError("nested too deeply to write back with a lone surrogate or a huge integer", None, b"") from None
+
+
+def fragment(obj: Any) -> orjson.Fragment:
+    """``obj`` written as JSON once, to be placed in many documents by ``dumps`` as it is (orjson copies a
+    Fragment's bytes): for a constant part of every line, such as the envelope's ``collector`` block."""
+    frag = orjson.Fragment(dumps(obj))
+    _FRAGMENTS[id(frag)] = (frag, obj)  # the fragment is held here, so its id is never reused
+    return frag
+
+
+# The value of each fragment, for the standard library path of ``dumps`` (orjson.Fragment's bytes are not
+# readable from Python); fragments are few and made once (constants), so this never grows with the data.
+_FRAGMENTS: dict[int, tuple[orjson.Fragment, Any]] = {}
+
+
+def _fragment_value(o: Any) -> Any:
+    found = _FRAGMENTS.get(id(o))
+    if found is None or found[0] is not o:
+        raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+    return found[1]
 
 
 def _has_big_integer(data: bytes) -> bool:
@@ -111,5 +144,5 @@ def _refuse_constant(name: str) -> Any:
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise _Refused(f"number {text[:40]} is beyond a double's range")
+        raise _Refused("a number is beyond a double's range")  # not quoted: the number is event data
     return value

@@ -56,6 +56,7 @@ import hashlib
 import math
 import queue
 import re
+import socket
 import threading
 import time
 import traceback
@@ -66,6 +67,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from logpull_dagster import journal, json_codec, skips, subranges
+from logpull_dagster._version import __version__
 from logpull_dagster.checkpoints import Checkpoint, CheckpointStore, LeaseLost
 from logpull_dagster.checkpoints.lease import acquire
 from logpull_dagster.landing import LandingMissing, LandingStore
@@ -902,9 +904,10 @@ class _WindowRun:
 
         page_seq = self.cp.page_seq  # only this thread moves page_seq
         if fresh:
-            pulled_at = rfc3339(dt.datetime.now(dt.UTC))
+            pulled_at, by = rfc3339(dt.datetime.now(dt.UTC)), _collector_json()
             lines = [json_codec.dumps({"id": ev.id, "time": ev.time_text or rfc3339_ms(ev.time),
-                                       "pulled_at": pulled_at, "event": ev.raw}) for _, _, ev in fresh]
+                                       "pulled_at": pulled_at, "collector": by, "event": ev.raw})
+                     for _, _, ev in fresh]
             result.landed.append(self.landing.put_page(self.source_name, window, page_seq, self.cp.epoch, lines))
             result.pages_landed += 1
             result.events_landed += len(fresh)
@@ -990,8 +993,22 @@ def _cursor_digest(cursor: str) -> str:
     return hashlib.blake2b(cursor.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-# What every landed line starts with (``_WindowRun.land`` writes the envelope in this key order): the
-# event id (a JSON string body) and the event's own time. Read back by the audit and by recovery.
+@functools.cache
+def collector() -> dict[str, str]:
+    """Who landed a line, in every line beside ``pulled_at`` and so in every SIEM record (Grove's ``_grove``
+    block does the same): the tool, its version and this host's name. Once per process: it does not change."""
+    return {"name": "logpull-dagster", "version": __version__, "host": socket.gethostname()}
+
+
+@functools.cache
+def _collector_json() -> Any:
+    """``collector()`` as JSON written once: each line copies its bytes (no dict to encode per event)."""
+    return json_codec.fragment(collector())
+
+
+# What every landed line starts with (``_WindowRun.land`` writes the envelope in this key order: id, time,
+# pulled_at, collector, event; lines landed by older versions have no collector): the event id (a JSON
+# string body) and the event's own time. Read back by the audit and by recovery.
 LANDED_HEAD = re.compile(rb'\{"id":"((?:[^"\\]|\\.)*)","time":"([^"]+)"')
 
 

@@ -68,11 +68,14 @@ def logpull_message_lines(path: Path) -> list[str]:
 
 def test_the_example_project_checks_and_lists_beside_a_scaffolded_component(tmp_path: Path) -> None:
     project = copy_project(tmp_path / "proj")
-    out = dg(project, "scaffold", "defs", "logpull_dagster.LogPullComponent", "okta-demo")
+    # The scaffolder's parameter (ScaffoldParams.source), as dg makes it an option: an Okta source.
+    out = dg(project, "scaffold", "defs", "logpull_dagster.LogPullComponent", "okta-demo", "--source", "okta")
     assert out.returncode == 0, out.stdout + out.stderr
     scaffolded = yaml.safe_load((project / DEFS / "okta-demo" / "defs.yaml").read_text())
     assert scaffolded["type"] == "logpull_dagster.LogPullComponent"
-    assert scaffolded["attributes"]["sources"][0]["access_token"] == {"env": "LOGPULL_DEMO_TOKEN"}
+    [okta] = scaffolded["attributes"]["sources"]
+    assert okta["type"] == "okta" and okta["name"] == "okta_demo"
+    assert okta["token"] == {"env": "LOGPULL_DEMO_TOKEN"} and "access_token" not in okta
 
     # Three components side by side: inline, config_file and the scaffolded one, as written.
     out = dg(project, "check", "defs")

@@ -37,6 +37,9 @@ def test_make_demo_pulls_google_okta_and_github_and_delivers_every_event_to_a_fo
                          timeout=280, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "\nsource gws\n" in out.stdout and "\nsource okta\n" in out.stdout and "\nsource github\n" in out.stdout
+    # The closing hint runs from the working directory as printed: the venv's logpull, not one on PATH.
+    hint = re.search(r"the ledger of these windows:  LOGPULL_CONFIG=\S+ (\S+) status$", out.stdout, re.M)
+    assert hint is not None and os.access(tmp_path / hint.group(1), os.X_OK), out.stdout[-1500:]
 
     delivered = int(re.search(r"(\d+) events delivered to the SIEM folder", out.stdout).group(1))  # type: ignore[union-attr]
     ids = {s: [orjson.loads(line)["event_id"] for f in sorted((state / "siem" / s).glob("*.jsonl"))
