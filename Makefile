@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo ui test test-fast lint clean chromium postgres rsyslog bench bench-stores bench-rate
+.PHONY: install demo ui test test-fast lint clean chromium postgres rsyslog bench bench-stores bench-rate bench-subranges
 
 # Reinstalled only when setup.py changes; the venv is reused otherwise.
 $(STAMP): setup.py
@@ -78,3 +78,7 @@ bench-stores: $(STAMP) postgres
 ## Four concurrent runs on one rate budget (rate_limit 120/min, about 2 minutes); writes benchmarks/rate_budget.md.
 bench-rate: $(STAMP)
 	$(PY) benchmarks/bench_rate.py
+
+## Issue 23: one busy window read as sub-ranges, and 8 windows at once, at 150 ms a page (ratios, printed).
+bench-subranges: $(STAMP)
+	$(PY) benchmarks/bench_subranges.py

@@ -475,6 +475,11 @@ def _pull_metadata(src: SourceBase, window: Window, result: PullResult, checkpoi
         meta["api_clock_skew_seconds"] = dg.MetadataValue.float(float(stats["api_clock_skew_s"]))
     if stats.get("quota_remaining_min") is not None:  # the API reports its rate-limit headroom (Okta)
         meta["rate_limit_remaining_min"] = dg.MetadataValue.int(int(stats["quota_remaining_min"]))
+    if isinstance(split := stats.get("split"), dict):  # the latest pass was read as sub-ranges (subranges.py)
+        meta["subranges"] = dg.MetadataValue.int(int(split.get("subranges", 0)))
+        speeds = split.get("events_per_second") or []
+        meta["subrange_events_per_second"] = dg.MetadataValue.text(
+            f"min {min(speeds):,}, max {max(speeds):,}, of {len(speeds)}" if speeds else "")
     if stats.get("first_event_time"):
         meta["first_event_time"] = dg.MetadataValue.text(stats["first_event_time"])
         meta["last_event_time"] = dg.MetadataValue.text(stats["last_event_time"])
