@@ -31,7 +31,7 @@ ui: $(STAMP)
 ## CLI start-ups, leases and servers, so extra workers keep both cores busy (measured on 2 cores, one run
 ## each: 13 min 39 s with 3 workers, 11 min 14 s with 4).
 test: $(STAMP) chromium postgres rsyslog
-	$(PY) -m pytest -n 4
+	$(PY) -m pytest -n 4 --durations=40
 
 ## The fast tier, for developers between edits (CI runs make test): every test not marked slow in pytest.ini,
 ## i.e. none that starts the real dagster, dg or logpull CLI, the daemon, the webserver, moto or PostgreSQL,

@@ -378,7 +378,7 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
     try:
         cp = store.get(src.name, "pull", rfc3339(window.start))
         bad = cp.stats.get("bad_page") if cp is not None else None
-        if cp is None or cp.status != "failed" or not isinstance(bad, dict) or bad.get("page") != cp.pages_read + 1:
+        if cp is None or not isinstance(bad, dict) or not skips.stands_at(cp):
             state = "never read" if cp is None else cp.status
             print(f"logpull skip-page: {src.name} {args.window} ({state}) is not stopped at an unreadable page; "
                   f"nothing to skip (only a page that failed as not readable, and is still where the window "

@@ -535,61 +535,64 @@ def _read_split(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0:
                     run.seen.setdefault(_cursor_digest(f"{i}\0{sub.restarts}\0{sub.cursor}"), page_no)
             deadline = t0 + time_budget if result.pages_read and time_budget != float("inf") else None
             where = f"window {window} of {source_name!r}, sub-range {sub.window} page {sub.pages + 1}"
-            try:
-                with run.slot(), keeper.fetching():
-                    page = run.source.fetch_page(sub.window, sub.cursor, deadline)
-            except TokenRejected as e:
-                with run.lock:
-                    restarts = result.token_restarts
-                    result.token_restarts += 1
-                if restarts >= MAX_TOKEN_RESTARTS:
-                    raise PullFailed(f"{where}: {e}; {restarts} restarts did not help") from None
-                # Restart the sub-range from its first page; ids already landed keep the result exact.
-                run.commit(functools.partial(_restart_sub, i=i, restarts=sub.restarts + 1))
-                continue
-            except SourceError as e:
-                if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
-                    out_of_time.set()
-                    return
-                body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
-                entry = skips.approved(run.cp.stats, body) if body else None
-                if entry is None:
-                    bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
-                    if bad is not None:
-                        bad["subrange"] = i
-                    raise PullFailed(f"{where}: {e}; nothing of this page was landed or checkpointed",
-                                     permanent=e.permanent, bad_page=bad) from None
-                with run.lock:  # an operator skipped this very body before (skips.py): the same decision
-                    result.pages_skipped += 1
-                run.commit(functools.partial(_skipped_again, entry=entry, now=run.clock(), subrange=i))
-                if entry.get("next_cursor"):
+            # The slot is held until the page is journaled: a kill then loses at most one page per slot,
+            # whatever number of sub-ranges have a page read and waiting for its turn to be journaled.
+            with run.slot():
+                try:
+                    with keeper.fetching():
+                        page = run.source.fetch_page(sub.window, sub.cursor, deadline)
+                except TokenRejected as e:
+                    with run.lock:
+                        restarts = result.token_restarts
+                        result.token_restarts += 1
+                    if restarts >= MAX_TOKEN_RESTARTS:
+                        raise PullFailed(f"{where}: {e}; {restarts} restarts did not help") from None
+                    # Restart the sub-range from its first page; ids already landed keep the result exact.
+                    run.commit(functools.partial(_restart_sub, i=i, restarts=sub.restarts + 1))
                     continue
-                return
-            if page.next_cursor is not None:
-                with run.lock:
-                    first_seen = run.seen.get(_cursor_digest(f"{i}\0{sub.restarts}\0{page.next_cursor}"))
-                if first_seen is not None:
-                    raise PullFailed(f"{where}: the API's next page token is the one it gave for page {first_seen} "
-                                     f"of this pass: it is looping; stopping. Nothing of this page was landed or "
-                                     f"checkpointed; `logpull reset` restarts the window from page one",
-                                     permanent=True) from None
-            room.acquire()
-            try:
-                with journaling:
-                    cp = run.cp
-                    n = cp.reads
-                    run.landing.put_read(source_name, window, n, cp.epoch,
-                                         journal.encode(sub.cursor, page.next_cursor, page.body, page.headers, i))
-                    now = monotonic()
-                    run.commit(functools.partial(_journaled_sub, i=i, page=page, seconds=now - mark))
-                    mark = now
-                    result.pages_read += 1
-                    result.http_retries += page.http_retries
-                    future = lander.submit(run.land_in_turn, n, cp.epoch, page.items, page.next_cursor, i,
-                                           sub.restarts)
-            except BaseException:
-                room.release()
-                raise
+                except SourceError as e:
+                    if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
+                        out_of_time.set()
+                        return
+                    body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
+                    entry = skips.approved(run.cp.stats, body) if body else None
+                    if entry is None:
+                        bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
+                        if bad is not None:  # the page is the sub-range's next one: skips.stands_at
+                            bad.update(subrange=i, subrange_page=sub.pages + 1)
+                        raise PullFailed(f"{where}: {e}; nothing of this page was landed or checkpointed",
+                                         permanent=e.permanent, bad_page=bad) from None
+                    with run.lock:  # an operator skipped this very body before (skips.py): the same decision
+                        result.pages_skipped += 1
+                    run.commit(functools.partial(_skipped_again, entry=entry, now=run.clock(), subrange=i))
+                    if entry.get("next_cursor"):
+                        continue
+                    return
+                if page.next_cursor is not None:
+                    with run.lock:
+                        first_seen = run.seen.get(_cursor_digest(f"{i}\0{sub.restarts}\0{page.next_cursor}"))
+                    if first_seen is not None:
+                        raise PullFailed(f"{where}: the API's next page token is the one it gave for page {first_seen} "
+                                         f"of this pass: it is looping; stopping. Nothing of this page was landed or "
+                                         f"checkpointed; `logpull reset` restarts the window from page one",
+                                         permanent=True) from None
+                room.acquire()
+                try:
+                    with journaling:
+                        cp = run.cp
+                        n = cp.reads
+                        run.landing.put_read(source_name, window, n, cp.epoch,
+                                             journal.encode(sub.cursor, page.next_cursor, page.body, page.headers, i))
+                        now = monotonic()
+                        run.commit(functools.partial(_journaled_sub, i=i, page=page, seconds=now - mark))
+                        mark = now
+                        result.pages_read += 1
+                        result.http_retries += page.http_retries
+                        future = lander.submit(run.land_in_turn, n, cp.epoch, page.items, page.next_cursor, i,
+                                               sub.restarts)
+                except BaseException:
+                    room.release()
+                    raise
             future.add_done_callback(lambda _: room.release())
             landed.put((cp.pages_read + 1, future))
             if page.next_cursor is None:

@@ -66,6 +66,20 @@ def approved(stats: dict[str, Any], body: bytes) -> dict[str, Any] | None:
     return None
 
 
+def stands_at(cp: Checkpoint) -> bool:
+    """Whether the window is still stopped at its recorded bad page (``stats.bad_page``): nothing has read
+    past it since. For a split pass, the page is its sub-range's next one (``subrange``, ``subrange_page``)."""
+    bad = cp.stats.get("bad_page")
+    if cp.status != "failed" or not isinstance(bad, dict):
+        return False
+    if bad.get("subrange") is None:
+        return bad.get("page") == cp.pages_read + 1
+    subs = subranges.load(cp.stats)
+    i = bad["subrange"]
+    return (subs is not None and isinstance(i, int) and 0 <= i < len(subs) and not subs[i].fetched
+            and subs[i].pages + 1 == bad.get("subrange_page"))
+
+
 def past(cp: Checkpoint, entry: dict[str, Any], *, now: float, subrange: int | None = None) -> Checkpoint:
     """``cp`` with the cursor past the skipped page: at its next token, or at the end of the pass.
 

@@ -28,7 +28,10 @@ W10 = (hour(10), hour(11))
 def make_defs(tmp_path: Path, url: str, **overrides: Any) -> dg.Definitions:
     src = {"name": "gws", "type": "google_workspace", "application": "login", "base_url": url,
            "access_token": {"env": "LOGPULL_TEST_TOKEN"}, "start": ts(-24),
-           "page_size": 50, "retry_delay": "0s", "http_backoff_max": "50ms", **overrides}
+           "page_size": 50, "retry_delay": "0s", "http_backoff_max": "50ms",
+           # One request at a time (page after page) unless a test says otherwise: these tests count pages
+           # and attempts; test_a_busy_window_splits_* and test_subranges.py cover sub-ranges.
+           "concurrent_windows": 1, **overrides}
     cfg = {"sources": [src], "checkpoints": {"type": "sqlite", "path": "state/checkpoints.db"},
            "landing": {"type": "local", "path": "state/landing"}, "siem": {"type": "file", "path": "siem"}}
     (tmp_path / "logpull.yaml").write_text(yaml.safe_dump(cfg))
@@ -80,6 +83,24 @@ def test_a_window_is_pulled_then_delivered_with_metadata_and_no_secret_anywhere(
 
     every_event = [str(e) for run in (res, out) for e in instance.all_logs(run.run_id)]
     assert not any(TOKEN in line for line in every_event)
+
+
+
+def test_a_busy_window_splits_into_sub_ranges_read_at_once_within_the_quota_and_says_so(tmp_path, sim, instance):
+    """The default reader count (4 requests in flight): a window of ~30 pages is read as sub-ranges at once
+    (subranges.py), every event lands once and is delivered once, and the metadata says how it was read."""
+    sim.set_page_latency(0.02)
+    defs = make_defs(tmp_path, sim.url, concurrent_windows=4, page_size=10)
+    res = materialize(defs, "logs/gws", KEY10, instance)
+    assert res.success
+    md = metadata(res)
+    n = len(truth(sim))
+    assert md["events"] == md["new_events"] == n and md["status"] == "complete"
+    assert md["subranges"] >= 4 and "min " in md["subrange_events_per_second"]  # one a reader at least
+    in_flight = max(r["in_flight"] for r in sim.requests())
+    assert 1 < in_flight <= 4  # at once, never above the quota
+    out = materialize(defs, "siem/gws", KEY10, instance)
+    assert out.success and sorted(siem_ids(tmp_path)) == truth(sim)
 
 
 @pytest.mark.slow  # 3 to 8 s of Dagster runs

@@ -26,7 +26,7 @@ def test_a_bad_byte_inside_an_event_is_named_by_offset_and_digest_never_quoted(
         sim, store, landing, case: Case, kind: str, byte: bytes) -> None:  # type: ignore[no-untyped-def]
     sim.set_faults([{"kind": kind, "match": "token", "after": 1}])
     with pytest.raises(PullFailed) as e:
-        pull(case, sim, store, landing)
+        pull(case, sim, store, landing, readers=None)  # page after page: the cursor names the page
     cp = store.get(case.name, "pull", ts(10))
     sim.set_faults([{"kind": kind}])
     body = case.raw_page(sim, cp.cursor)  # the same page, as the API served it

@@ -56,7 +56,7 @@ def truth(sim: Any) -> int:
 @pytest.mark.parametrize("executor", EXECUTORS)
 def test_fault_retries_are_bounded_under_every_executor(tmp_path: Path, sim: Any, executor: str) -> None:
     sim.set_faults([{"kind": "bad_json", "match": "token", "after": 1, "count": None}])
-    env = setup_project(tmp_path, sim.url, page_size=50, retries=1, executor=executor)
+    env = setup_project(tmp_path, sim.url, page_size=50, retries=1, executor=executor, concurrent_windows=1)
     log = tmp_path / "run.log"
     assert run(materialize_cmd("logs/gws", KEY), env, log, timeout=200) != 0
     text = log.read_text()
@@ -78,7 +78,7 @@ def test_fault_and_budget_retries_resume_and_count_the_same_under_every_executor
     sim.set_page_latency(0.1)
     sim.set_faults([{"kind": "503", "count": 4, "after": 2}])
     env = setup_project(tmp_path, sim.url, page_size=20, time_budget="1s", http_attempts=2, retries=2,
-                        executor=executor)
+                        concurrent_windows=1, executor=executor)  # page after page: it counts each page read
     assert run(materialize_cmd("logs/gws", KEY), env, tmp_path / "run.log", timeout=200) == 0
     assert ran_under(executor, tmp_path / "run.log")
     md = last_metadata(env)

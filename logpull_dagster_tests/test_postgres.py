@@ -238,7 +238,7 @@ def test_a_postgres_restart_in_the_middle_of_a_run_loses_and_duplicates_nothing(
         tmp_path: Path, sim_process, servers, postgres_server: PostgresServer) -> None:  # type: ignore[no-untyped-def]
     sim_process.control("page_latency", {"seconds": 0.05})  # ~50 pages of 50 events: a few seconds of reading
     env = setup_project(tmp_path, sim_process.url, store="postgres", servers=servers, page_size=50,
-                        lease_ttl="30s")
+                        lease_ttl="30s", concurrent_windows=1)  # page after page: it counts pages read twice
     window, log = key(10), tmp_path / "runs.log"
     cmd = materialize_cmd("logs/gws", window)
     proc = start(cmd, env, log)

@@ -223,6 +223,9 @@ def test_a_bad_page_in_a_sub_range_fails_the_window_without_moving_that_sub_rang
     bad = cp.stats["bad_page"]
     i = bad["subrange"]
     assert subs[i].start == src.bad_range and subs[i].cursor == "0:10" and not subs[i].fetched
+    # Still stopped at it, though the other sub-ranges read on (the window's page count moved past it):
+    # `logpull skip-page` may skip it.
+    assert skips.stands_at(cp) and bad["page"] != cp.pages_read + 1
     # The operator skips it: the sub-range reads on from the page after it; the window completes.
     held = acquire(store, "s", "pull", W, owner="ops", lease_ttl=60, lease_wait=0)
     skipped = skips.skip(held, reason="test", by="ops", now=time.time())
