@@ -393,7 +393,13 @@ def skip_page(args: argparse.Namespace, config: LogpullConfig) -> int:
         store.close()
     print(f"{src.name} {args.window}: page {bad['page']} skipped ({bad['bytes']} bytes, sha256 {bad['sha256']}; "
           f"it failed with: {bad['error']}).")
-    if done.status == "complete":
+    if bad.get("subrange") is not None:  # a page of one sub-range of a split window (subranges.py)
+        rest = "the next run reads that sub-range on from the page after it" if bad.get("next_cursor") else \
+            "no next page token could be found in that body: the rest of that sub-range was not read"
+        print(f"It was page {bad.get('subrange_page')} of sub-range {bad['subrange'] + 1} of the window; {rest}, and "
+              f"every other sub-range as it stands:\n  dagster asset materialize -m logpull_dagster --select "
+              f"logs/{src.name} --partition {args.window}\nThe window is a known gap in `logpull status` from now on.")
+    elif done.status == "complete":
         print("No next page token could be found in that body: the pass ends there, and the rest of it was not "
               "read. The window is a known gap in `logpull status` from now on.")
     else:

@@ -103,14 +103,16 @@ def skip(cp: Checkpoint, *, reason: str, by: str, now: float) -> Checkpoint:
     """The operator's decision on the window's recorded bad page (``stats.bad_page``), kept for good."""
     bad = cp.stats["bad_page"]
     when = rfc3339(dt.datetime.fromtimestamp(now, dt.UTC))
+    unread = "not read" if bad.get("subrange") is None else "rest of its sub-range not read"
     entry = {**bad, "reason": reason, "by": by, "skipped_at": when,
-             "rest_of_pass": "read on from the next page" if bad.get("next_cursor") else "not read"}
+             "rest_of_pass": "read on from the next page" if bad.get("next_cursor") else unread}
     stats = {k: v for k, v in cp.stats.items() if k != "bad_page"}
     stats["skipped_pages"] = [*stats.get("skipped_pages", []), entry]
     moved = past(dataclasses.replace(cp, stats=stats), entry, now=now, subrange=bad.get("subrange"))
     note = (f"page {bad['page']} skipped by {by} at {when} ({reason}); "
             + ("the next run reads on from the page after it" if bad.get("next_cursor") else
-               "it held the only way to the rest of the pass, which was not read"))
+               f"it held the only way to the rest of {'the pass' if bad.get('subrange') is None else 'its sub-range'}, "
+               f"which was not read"))
     return dataclasses.replace(moved, last_error=note if moved.status != "complete" else None)
 
 
@@ -120,7 +122,9 @@ def describe(stats: dict[str, Any]) -> str:
     if not entries:
         return ""
     last = entries[-1]
-    rest = "; the rest of that pass was not read" if last.get("rest_of_pass") == "not read" else ""
+    rest = {"not read": "; the rest of that pass was not read",
+            "rest of its sub-range not read": "; the rest of its sub-range of the window was not read"}.get(
+        str(last.get("rest_of_pass")), "")
     return (f"known gap: {len(entries)} page(s) skipped by an operator (last: page {last.get('page')}, "
             f"{last.get('bytes')} bytes, sha256 {str(last.get('sha256'))[:12]}, by {last.get('by')} at "
             f"{last.get('skipped_at')}: {last.get('reason')}{rest})")

@@ -596,6 +596,42 @@ def test_an_unreadable_page_is_skipped_only_by_an_operator_and_stays_a_known_gap
     store.close()
 
 
+
+def test_an_unreadable_page_of_a_sub_range_is_skipped_by_an_operator_and_the_split_window_reads_on(
+        tmp_path, sim, monkeypatch, capsys):
+    """A busy window read as sub-ranges (subranges.py) stops at a page of one sub-range that can never be read;
+    the other sub-ranges read on meanwhile, so the window's page count has moved past that page, and
+    `logpull skip-page` must still find the window stopped at it. The next run reads on in that sub-range."""
+    from logpull_dagster.cli import main as logpull
+
+    env = cli.setup_project(tmp_path, sim.url, source=GOOGLE.name, page_size=50)
+    monkeypatch.setenv("LOGPULL_CONFIG", env["LOGPULL_CONFIG"])
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    store = SqliteCheckpointStore(tmp_path / "state" / "checkpoints.db")
+    landing = LocalLandingStore(tmp_path / "state" / "landing")
+    window = ["--source", GOOGLE.name, "--window", key(10)]
+    sim.set_faults([{"kind": "invalid_utf8", "match": "token", "after": 2, "count": None}])
+    with pytest.raises(PullFailed, match=r"sub-range .*invalid UTF-8"):
+        pull(GOOGLE, sim, store, landing, page_size=50)
+    cp = store.get(GOOGLE.name, "pull", ts(10))
+    bad = cp.stats["bad_page"]
+    assert bad["subrange"] is not None and bad["page"] != cp.pages_read + 1  # the others read on past it
+    sim.set_faults([])  # the page reads fine again, but the operator's decision is what is tested
+    assert logpull(["skip-page", *window, "--reason", "INC-7: corrupt export"]) == 0
+    out = capsys.readouterr().out
+    assert f"sub-range {bad['subrange'] + 1} of the window" in out, out
+    assert ("reads that sub-range on" in out) == bool(bad["next_cursor"]), out
+    res = pull(GOOGLE, sim, store, landing, page_size=50)
+    assert res.complete
+    ids = landed(GOOGLE, landing, store)
+    missing = set(GOOGLE.truth(sim)) - set(ids)
+    assert len(ids) == len(set(ids)) and 0 < len(missing) <= 50  # exactly the skipped page's events, no more
+    assert logpull(["status", "--json", "--from", ts(10), "--to", ts(11)]) == 1
+    [row] = json.loads(capsys.readouterr().out)["sources"][0]["windows"]
+    assert row["status"] == "known gap" and "INC-7: corrupt export" in row["detail"]
+    store.close()
+
+
 @both_sources
 def test_skip_page_refuses_a_window_that_is_not_stopped_at_an_unreadable_page(tmp_path, sim, monkeypatch, capsys,
                                                                               case):
