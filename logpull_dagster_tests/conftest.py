@@ -9,27 +9,6 @@ import pytest
 from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.landing.local import LocalLandingStore
 
-# The longest tests (a minute or more each under `make test`'s 4 workers: real CLI runs killed and rerun,
-# the daemon waiting on its minute tick), started first. pytest-xdist hands tests out in collection order;
-# left in alphabetical order these end up last, and the run waits on them while the other workers idle
-# (measured: 13:46 with 4 workers and the tail). Longest first, the short tests fill in around them.
-LONGEST_FIRST = ("test_kill.py", "test_daemon.py", "test_kill_sinks.py", "test_sinks.py", "test_backfill.py",
-                 "test_schedules.py", "test_executors.py", "test_s3_landing.py", "test_demo.py",
-                 "test_lost_landing_cli.py", "test_component.py", "test_ui.py", "test_clock_skew.py",
-                 "test_postgres.py")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Longest first (LONGEST_FIRST), then the other slow tests, then the rest; a stable sort, so every
-    xdist worker collects the same order."""
-    def rank(item: pytest.Item) -> tuple[int, int]:
-        name = item.path.name
-        if name in LONGEST_FIRST:
-            return 0, LONGEST_FIRST.index(name)
-        return (1 if item.get_closest_marker("slow") else 2), 0
-
-    items.sort(key=rank)
-
 
 @pytest.fixture(scope="session", autouse=True)
 def no_telemetry() -> Iterator[None]:
