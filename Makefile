@@ -29,9 +29,11 @@ ui: $(STAMP)
 ## PostgreSQL cluster, private rsyslogd daemons; the UI test needs Debian's chromium, the postgres tests
 ## Debian's postgresql, the syslog tests Debian's rsyslog). Four workers on two cores: many tests wait on
 ## CLI start-ups, leases and servers, so extra workers keep both cores busy (measured on 2 cores, one run
-## each: 13 min 39 s with 3 workers, 11 min 14 s with 4).
+## each: 13 min 39 s with 3 workers, 11 min 14 s with 4; on 2026-12-08, 13:46 with 4, 14:57 with 6, 17:22 with 4 and the
+## longest files first). --dist worksteal: an idle worker takes tests queued for a busy one, so the run does not
+## end waiting on one worker's queue of minute-long CLI tests.
 test: $(STAMP) chromium postgres rsyslog
-	$(PY) -m pytest -n 4 --durations=40
+	$(PY) -m pytest -n 4 --dist worksteal --durations=40
 
 ## The fast tier, for developers between edits (CI runs make test): every test not marked slow in pytest.ini,
 ## i.e. none that starts the real dagster, dg or logpull CLI, the daemon, the webserver, moto or PostgreSQL,

@@ -23,7 +23,7 @@ from logpull_dagster.sources.google_workspace import GoogleWorkspaceSource
 from logpull_dagster.windows import UTC, Window, rfc3339_ms
 
 W = Window(dt.datetime(2026, 11, 26, 10, tzinfo=UTC), dt.datetime(2026, 11, 26, 11, tzinfo=UTC))
-SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 # Any code point, surrogates included: what a JSON \\uXXXX escape can carry.
 any_text = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=()), max_size=30)
