@@ -441,13 +441,8 @@ def _read(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0: float
                     if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
                         out_of_time = True  # cut short by the budget, not failed: the check above stops the attempt
                         continue
-                    body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
-                    entry = skips.approved(cp.stats, body) if body else None
-                    if entry is None:
-                        bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
-                        raise PullFailed(f"window {window} of {source_name!r}, page {page_no}: {e}; nothing of this "
-                                         f"page was landed or checkpointed", permanent=e.permanent,
-                                         bad_page=bad) from None
+                    entry = _skipped_before_or_fail(cp.stats, e, f"window {window} of {source_name!r}, page {page_no}",
+                                                    page_no)
                     # An operator skipped this very body before (skips.py): the same decision, counted.
                     if landing_page is not None:
                         run.report(on_page, landing_page_no, landing_page.result(), monotonic() - t0)
@@ -554,14 +549,9 @@ def _read_split(run: _WindowRun, on_page: Callable[[Progress], None] | None, t0:
                     if deadline is not None and (isinstance(e, RateWaitPastDeadline) or monotonic() >= deadline):
                         out_of_time.set()
                         return
-                    body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
-                    entry = skips.approved(run.cp.stats, body) if body else None
-                    if entry is None:
-                        bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
-                        if bad is not None:  # the page is the sub-range's next one: skips.stands_at
-                            bad.update(subrange=i, subrange_page=sub.pages + 1)
-                        raise PullFailed(f"{where}: {e}; nothing of this page was landed or checkpointed",
-                                         permanent=e.permanent, bad_page=bad) from None
+                    # The page is the sub-range's next one (skips.stands_at).
+                    entry = _skipped_before_or_fail(run.cp.stats, e, where, page_no,
+                                                    subrange=i, subrange_page=sub.pages + 1)
                     with run.lock:  # an operator skipped this very body before (skips.py): the same decision
                         result.pages_skipped += 1
                     run.commit(functools.partial(_skipped_again, entry=entry, now=run.clock(), subrange=i))
@@ -689,6 +679,21 @@ class _LeaseKeeper:
                 return  # taken over: the reader meets it at its next commit and stops
             except Exception:  # a store outage: the reader's own next commit reports it
                 continue
+
+
+def _skipped_before_or_fail(stats: dict[str, Any], e: SourceError, where: str, page_no: int,
+                            **bad_extra: int) -> dict[str, Any]:
+    """The operator's earlier skip of exactly the body ``e`` carries (skips.py); else PullFailed, recording the
+    page (``stats.bad_page``, with ``bad_extra``) so that an operator can decide on it."""
+    body, nxt = (e.body, e.next_cursor) if isinstance(e, BadPage) else (b"", None)
+    entry = skips.approved(stats, body) if body else None
+    if entry is None:
+        bad = skips.bad_page(body, page_no, redact(str(e)), nxt) if body else None
+        if bad is not None:
+            bad.update(bad_extra)
+        raise PullFailed(f"{where}: {e}; nothing of this page was landed or checkpointed", permanent=e.permanent,
+                         bad_page=bad) from None
+    return entry
 
 
 def _skipped_again(cp: Checkpoint, entry: dict[str, Any], now: float, subrange: int | None = None) -> Checkpoint:

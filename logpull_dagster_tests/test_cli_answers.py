@@ -19,11 +19,7 @@ from logpull_dagster.config import demo_config
 from logpull_dagster.windows import UTC, rfc3339
 
 from .cli import plugin_path
-from .test_status import H, put, top_of_this_hour, write_config
-
-
-def hkey(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%d-%H:%M")
+from .test_status import H, hkey, put, top_of_this_hour, write_config
 
 
 @pytest.fixture

@@ -17,13 +17,9 @@ from logpull_dagster.checkpoints.sqlite import SqliteCheckpointStore
 from logpull_dagster.cli import main
 from logpull_dagster.windows import rfc3339
 
-from .test_status import H, put, top_of_this_hour, write_config
+from .test_status import H, hkey, put, top_of_this_hour, write_config
 
 WORKTREE = str(Path(__file__).resolve().parents[1])
-
-
-def hkey(t: dt.datetime) -> str:
-    return t.strftime("%Y-%m-%d-%H:%M")
 
 
 def logpull(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -127,25 +127,17 @@ def test_every_key_form_okta_hands_out_gets_a_token_and_reads(okta_sim, rsa_key,
 
 
 def test_an_ec_key_okta_does_not_know_is_refused_by_its_signature(okta_sim, ec_key):
-    other = ec.generate_private_key(ec.SECP256R1())
-    api_of(okta_sim).register_client(CLIENT_ID, public_pem(other))
-    src = source(okta_sim, auth=OAuthPrivateKeyJwt(f"{okta_sim.url}/oauth2/v1/token", CLIENT_ID, pem_of(ec_key),
-                                                   ["okta.logs.read"]))
-    try:
-        with pytest.raises(TokenRefused, match="signature is invalid"):
-            src.fetch_page(W10, None)
-    finally:
-        src.close()
-    # an RSA key registered, an EC assertion sent (and the other way round): refused, not a crash
-    rsa_other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    api_of(okta_sim).register_client(CLIENT_ID, public_pem(rsa_other))
-    src = source(okta_sim, auth=OAuthPrivateKeyJwt(f"{okta_sim.url}/oauth2/v1/token", CLIENT_ID, pem_of(ec_key),
-                                                   ["okta.logs.read"]))
-    try:
-        with pytest.raises(TokenRefused, match="signature is invalid"):
-            src.fetch_page(W10, None)
-    finally:
-        src.close()
+    # Another EC key registered; then an RSA key registered while an EC assertion is sent: refused, not a crash.
+    others = (ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    for other in others:
+        api_of(okta_sim).register_client(CLIENT_ID, public_pem(other))
+        src = source(okta_sim, auth=OAuthPrivateKeyJwt(f"{okta_sim.url}/oauth2/v1/token", CLIENT_ID, pem_of(ec_key),
+                                                       ["okta.logs.read"]))
+        try:
+            with pytest.raises(TokenRefused, match="signature is invalid"):
+                src.fetch_page(W10, None)
+        finally:
+            src.close()
 
 
 def test_a_jwk_from_the_config_reads_the_window(okta_sim, rsa_key, tmp_path, store, landing):

@@ -22,6 +22,11 @@ from logpull_dagster.windows import UTC, rfc3339
 H = dt.timedelta(hours=1)
 
 
+def hkey(t: dt.datetime) -> str:
+    """The hourly partition key of the window starting at ``t``."""
+    return t.strftime("%Y-%m-%d-%H:%M")
+
+
 def top_of_this_hour() -> dt.datetime:
     """The current hour, waiting out its last seconds: the windows due must not change mid-test."""
     now = dt.datetime.now(UTC)
