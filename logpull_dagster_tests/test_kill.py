@@ -193,7 +193,10 @@ def test_sigkill_at_random_moments_loses_nothing_and_rereads_at_most_a_page_per_
 @pytest.mark.timeout(300)
 def test_two_runs_on_one_window_one_wins_and_the_siem_is_exact(tmp_path, sim_process):
     sim_process.control("page_latency", {"seconds": 0.08})  # ~4 s of reading: the runs overlap
-    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="30s", lease_wait="0s")
+    # Page after page (concurrent_windows 1): read as sub-ranges the window takes ~1 s, and the second run
+    # could start after the first ended (it then reads the window again and succeeds: no overlap tested).
+    env = setup_project(tmp_path, sim_process.url, page_size=50, lease_ttl="30s", lease_wait="0s",
+                        concurrent_windows=1)
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     procs = [start(materialize_cmd("logs/gws", KEY), env, log) for log in logs]
     codes = [p.wait(timeout=120) for p in procs]
